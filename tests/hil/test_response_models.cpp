@@ -1,0 +1,100 @@
+// response_models: the tuning curves have the shapes they claim; adaptation decays and recovers;
+// untuned units ignore the stimulus.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "twinloop/hil/response_models.hpp"
+
+namespace twinloop::hil {
+namespace {
+
+ResponseParams tuned(ResponseKind kind) {
+  ResponseParams p;
+  p.kind = kind;
+  p.baseline_hz = 5.0;
+  p.preferred_deg = 90.0;
+  p.kappa = 2.0;
+  p.peak_evoked_hz = 30.0;
+  p.c50 = 0.2;
+  p.nr_exponent = 2.0;
+  return p;
+}
+
+TEST(ResponseModels, VonMisesPeaksAtPreferredAndIsSymmetric) {
+  EXPECT_DOUBLE_EQ(von_mises_factor(90.0, 90.0, 2.0), 1.0);
+  EXPECT_NEAR(von_mises_factor(270.0, 90.0, 2.0), std::exp(-4.0), 1e-12);
+  EXPECT_NEAR(von_mises_factor(60.0, 90.0, 2.0), von_mises_factor(120.0, 90.0, 2.0), 1e-12);
+  EXPECT_NEAR(von_mises_factor(-270.0, 90.0, 2.0), 1.0, 1e-12);  // angles wrap
+  EXPECT_DOUBLE_EQ(von_mises_factor(std::nan(""), 90.0, 2.0), 1.0);
+}
+
+TEST(ResponseModels, NakaRushtonSaturatesWithHalfAtC50) {
+  EXPECT_DOUBLE_EQ(naka_rushton(0.0, 0.2, 2.0), 0.0);
+  EXPECT_NEAR(naka_rushton(0.2, 0.2, 2.0), 0.5, 1e-12);
+  EXPECT_GT(naka_rushton(1.0, 0.2, 2.0), 0.95);
+  EXPECT_DOUBLE_EQ(naka_rushton(3.0, 0.2, 2.0), naka_rushton(1.0, 0.2, 2.0));  // clamped
+  EXPECT_LT(naka_rushton(0.1, 0.2, 2.0), naka_rushton(0.3, 0.2, 2.0));
+}
+
+TEST(ResponseModels, DirectionTunedIsVonMisesTimesNakaRushton) {
+  const auto p = tuned(ResponseKind::kDirectionTuned);
+  const StimulusFeatures pref{90.0, 0.5};
+  EXPECT_NEAR(mean_window_rate_hz(p, pref), 5.0 + 30.0 * naka_rushton(0.5, 0.2, 2.0), 1e-9);
+  EXPECT_GT(mean_window_rate_hz(p, pref), mean_window_rate_hz(p, {270.0, 0.5}));
+  EXPECT_DOUBLE_EQ(mean_window_rate_hz(p, {90.0, 0.0}), 5.0);  // no contrast: baseline
+}
+
+TEST(ResponseModels, BimodalHasTwoLobesWithTheirOwnGains) {
+  auto p = tuned(ResponseKind::kBimodal);
+  p.second_preferred_deg = 270.0;
+  p.second_peak_evoked_hz = 15.0;
+  const double at_first = mean_window_rate_hz(p, {90.0, 1.0});
+  const double at_second = mean_window_rate_hz(p, {270.0, 1.0});
+  const double between = mean_window_rate_hz(p, {0.0, 1.0});
+  EXPECT_GT(at_first, at_second);
+  EXPECT_GT(at_second, between);
+  EXPECT_GT(at_second - 5.0, 0.4 * (at_first - 5.0));
+}
+
+TEST(ResponseModels, AdaptationDecaysWithRepetitionAndRecovers) {
+  auto p = tuned(ResponseKind::kAdapting);
+  p.adaptation_tau_s = 2.0;
+  p.adaptation_strength = 2.0;
+  ResponseState s;
+  const StimulusFeatures pref{90.0, 1.0};
+  const double first = trial_window_rate_hz(p, s, pref, 0.0, 1.0);
+  const double second = trial_window_rate_hz(p, s, pref, 0.5, 1.0);
+  const double third = trial_window_rate_hz(p, s, pref, 1.0, 1.0);
+  EXPECT_NEAR(first, mean_window_rate_hz(p, pref), 1e-9);
+  EXPECT_LT(second, first);
+  EXPECT_LT(third, second);
+  const double rested = trial_window_rate_hz(p, s, pref, 60.0, 1.0);
+  EXPECT_NEAR(rested, first, 1e-3 * first);
+  // The null direction drives little, so it adapts little.
+  ResponseState n;
+  const double null1 = trial_window_rate_hz(p, n, {270.0, 1.0}, 0.0, 1.0);
+  const double null2 = trial_window_rate_hz(p, n, {270.0, 1.0}, 0.5, 1.0);
+  EXPECT_GT(null2, 0.98 * null1);
+}
+
+TEST(ResponseModels, GainScalesOnlyGainFluctuatingUnits) {
+  ResponseState s;
+  const StimulusFeatures pref{90.0, 1.0};
+  const auto g = tuned(ResponseKind::kGainFluctuating);
+  EXPECT_NEAR(trial_window_rate_hz(g, s, pref, 0.0, 2.0), 2.0 * mean_window_rate_hz(g, pref), 1e-9);
+  const auto d = tuned(ResponseKind::kDirectionTuned);
+  EXPECT_NEAR(trial_window_rate_hz(d, s, pref, 0.0, 2.0), mean_window_rate_hz(d, pref), 1e-9);
+}
+
+TEST(ResponseModels, UntunedIgnoresTheStimulus) {
+  auto p = tuned(ResponseKind::kUntuned);
+  ResponseState s;
+  for (double dir : {0.0, 90.0, 180.0}) {
+    EXPECT_DOUBLE_EQ(trial_window_rate_hz(p, s, {dir, 1.0}, 0.0, 1.0), 5.0);
+  }
+  EXPECT_EQ(to_string(ResponseKind::kUntuned), "untuned");
+}
+
+}  // namespace
+}  // namespace twinloop::hil
