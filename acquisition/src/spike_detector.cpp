@@ -35,7 +35,7 @@ struct SpikeDetector::State {
   double microvolts_per_bit = 1.0;
   internal::RowKernelArgs kernel;
 
-  std::vector<float> z1, z2, scratch, neg_threshold;
+  std::vector<float> z1, z2, smooth, neg_threshold;
   std::size_t ring_rows = 0;
   std::vector<float> ring;
   std::vector<std::uint64_t> crossing_bits;
@@ -48,8 +48,10 @@ struct SpikeDetector::State {
   std::vector<std::uint32_t> neighbour_offsets;  // CSR: neighbours of c, nearest first, c included
   std::vector<std::uint32_t> neighbours;
   std::vector<std::int64_t> last_event_sample;
+  std::vector<float> last_event_value;
 
   std::vector<Candidate> pending;  // ring of candidates in row order
+  std::size_t pending_mask = 0;  // capacity is a power of two
   std::size_t pending_head = 0;
   std::size_t pending_count = 0;
 
@@ -58,6 +60,7 @@ struct SpikeDetector::State {
   std::size_t noise_filled = 0;
   std::size_t noise_position = 0;
   std::uint64_t warmup_rows = 0;
+  std::size_t rows_to_noise_sample = 1;
   std::uint64_t rows_per_update = 1;
   std::uint64_t rows_since_update = 0;
   std::size_t next_update_channel = 0;
@@ -85,10 +88,12 @@ struct SpikeDetector::State {
   }
 
   void collect_noise(std::uint64_t row) noexcept {
-    if (row < warmup_rows || row % config.noise_stride_rows != 0) return;
+    // A countdown instead of row % stride: a division per row costs more than the rest of this.
+    if (row < warmup_rows || --rows_to_noise_sample != 0) return;
+    rows_to_noise_sample = config.noise_stride_rows;
     const float* source = &ring[(row & kernel.ring_mask) * kernel.ring_stride];
     std::copy_n(source, channels, noise_window.begin() + noise_position * channels);
-    noise_position = (noise_position + 1) % config.noise_window_rows;
+    if (++noise_position == config.noise_window_rows) noise_position = 0;
     if (!armed && ++noise_filled == config.noise_window_rows) {
       for (std::size_t c = 0; c < channels; ++c) update_threshold(c);
       armed = true;
@@ -118,11 +123,25 @@ struct SpikeDetector::State {
           ++stats.candidates_overflowed;
           continue;
         }
-        pending[(pending_head + pending_count) % pending.size()] =
+        pending[(pending_head + pending_count) & pending_mask] =
             Candidate{s, static_cast<std::uint32_t>(c), v};
         ++pending_count;
       }
     }
+  }
+
+  // A high-pass filter turns a spike's repolarisation into a second, shallower trough about 1 ms
+  // after the first, on the same and neighbouring sites. A candidate within the refractory period
+  // of an event in its neighbourhood is that echo unless it is deeper than the event.
+  [[nodiscard]] bool in_refractory_shadow(const Candidate& k, std::int64_t sample) const noexcept {
+    for (std::uint32_t i = neighbour_offsets[k.channel]; i < neighbour_offsets[k.channel + 1];
+         ++i) {
+      const std::uint32_t n = neighbours[i];
+      if (sample - last_event_sample[n] < refractory_samples && k.value >= last_event_value[n]) {
+        return true;
+      }
+    }
+    return false;
   }
 
   // True when no value in the space-time neighbourhood is deeper (ties go to the earlier row,
@@ -150,9 +169,9 @@ struct SpikeDetector::State {
       const Candidate& k = pending[pending_head];
       if (k.row + static_cast<std::uint64_t>(window_rows) > newest_row) break;
       const std::int64_t sample = row_sample[k.row & kernel.ring_mask];
-      if (sample - last_event_sample[k.channel] >= refractory_samples &&
-          is_deepest(k, newest_row)) {
+      if (!in_refractory_shadow(k, sample) && is_deepest(k, newest_row)) {
         last_event_sample[k.channel] = sample;
+        last_event_value[k.channel] = k.value;
         ++stats.events;
         if (written < out.size()) {
           out[written++] =
@@ -161,7 +180,7 @@ struct SpikeDetector::State {
           ++stats.events_overflowed;
         }
       }
-      pending_head = (pending_head + 1) % pending.size();
+      pending_head = (pending_head + 1) & pending_mask;
       --pending_count;
     }
     return written;
@@ -186,6 +205,9 @@ SpikeDetector::SpikeDetector(const drivers::ProbeInfo& info, const DetectorConfi
     fail("high-pass corner " + std::to_string(config.highpass_hz) + " Hz is outside (0, 0.45 fs)");
   }
   if (!(config.threshold_sigma > 0)) fail("threshold_sigma must be positive");
+  if (config.lowpass_hz != 0 && !(config.lowpass_hz > config.highpass_hz)) {
+    fail("low-pass corner must be above the high-pass corner (or 0 for none)");
+  }
   if (info.geometry.channel_count() != s.channels) {
     fail("geometry has " + std::to_string(info.geometry.channel_count()) + " sites for " +
          std::to_string(s.channels) + " neural channels");
@@ -205,6 +227,13 @@ SpikeDetector::SpikeDetector(const drivers::ProbeInfo& info, const DetectorConfi
   s.kernel.a1 = static_cast<float>(2.0 * (k * k - 1.0) * norm);
   s.kernel.a2 = static_cast<float>((1.0 - std::numbers::sqrt2 * k + k * k) * norm);
 
+  // One-pole low-pass y += alpha (x - y), alpha = 1 - exp(-2 pi fc / fs): it cuts the white noise
+  // above the spike band for one multiply-add per sample.
+  s.kernel.alpha = config.lowpass_hz > 0
+                       ? static_cast<float>(1.0 - std::exp(-2.0 * std::numbers::pi *
+                                                            config.lowpass_hz / rate))
+                       : 1.0f;
+
   s.window_rows = std::max<std::int64_t>(1, std::llround(config.dedup_window_ms * 1e-3 * rate));
   s.refractory_samples = std::llround(config.refractory_ms * 1e-3 * rate);
   s.ring_rows = std::bit_ceil(kChunkRows + 2 * static_cast<std::size_t>(s.window_rows) + 4);
@@ -212,7 +241,7 @@ SpikeDetector::SpikeDetector(const drivers::ProbeInfo& info, const DetectorConfi
   const std::size_t padded = (s.channels + 15) / 16 * 16;
   s.z1.assign(padded, 0.0f);
   s.z2.assign(padded, 0.0f);
-  s.scratch.assign(padded, 0.0f);
+  s.smooth.assign(padded, 0.0f);
   s.neg_threshold.assign(padded, -std::numeric_limits<float>::infinity());
   s.ring.assign(s.ring_rows * padded, 0.0f);
   s.kernel.bit_words = (s.channels + 63) / 64;
@@ -220,7 +249,9 @@ SpikeDetector::SpikeDetector(const drivers::ProbeInfo& info, const DetectorConfi
   s.row_crossed.assign(s.ring_rows, 0);
   s.row_sample.assign(s.ring_rows, 0);
   s.last_event_sample.assign(s.channels, std::numeric_limits<std::int64_t>::min() / 2);
-  s.pending.resize(std::max<std::size_t>(config.max_pending, 16));
+  s.last_event_value.assign(s.channels, 0.0f);
+  s.pending.resize(std::bit_ceil(std::max<std::size_t>(config.max_pending, 16)));
+  s.pending_mask = s.pending.size() - 1;
   s.noise_window.assign(config.noise_window_rows * s.channels, 0.0f);
   s.noise_scratch.assign(config.noise_window_rows, 0.0f);
   s.sigma_bits.assign(s.channels, 0.0);
@@ -247,8 +278,8 @@ SpikeDetector::SpikeDetector(const drivers::ProbeInfo& info, const DetectorConfi
   s.kernel.channels = s.channels;
   s.kernel.z1 = s.z1.data();
   s.kernel.z2 = s.z2.data();
+  s.kernel.smooth = s.smooth.data();
   s.kernel.common_reference = config.common_reference;
-  s.kernel.scratch = s.scratch.data();
   s.kernel.neg_threshold = s.neg_threshold.data();
   s.kernel.ring = s.ring.data();
   s.kernel.ring_stride = padded;

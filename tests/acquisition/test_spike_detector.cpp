@@ -90,6 +90,7 @@ TEST(SpikeDetector, NoiseEstimateMatchesInjectedNoise) {
   }
   DetectorConfig config;
   config.common_reference = false;
+  config.lowpass_hz = 0;  // white noise must keep its full bandwidth for the level to be known
   config.threshold_sigma = 5.5;
   SpikeDetector detector(probe_info(kChannels), config);
   const auto events = run(detector, samples, kStored, 30);
@@ -120,6 +121,7 @@ TEST(SpikeDetector, HighPassKeepsSpikeBandAndRemovesSlowWaves) {
   info.stored_channels = kStored;
   DetectorConfig config;
   config.common_reference = false;
+  config.lowpass_hz = 0;
   SpikeDetector detector(info, config);
   run(detector, samples, kStored, 64);
   ASSERT_TRUE(detector.armed());
@@ -128,6 +130,38 @@ TEST(SpikeDetector, HighPassKeepsSpikeBandAndRemovesSlowWaves) {
   const double stopband = detector.noise_uv()[1] * 0.6745 / 0.7071;
   EXPECT_NEAR(passband, 1000.0, 30.0);
   EXPECT_LT(stopband, 15.0);  // 2nd order: -40 dB/decade, 30 Hz is a decade below 300 Hz
+}
+
+// The one-pole low-pass at 6 kHz passes 1 kHz almost unchanged and attenuates 12 kHz to about
+// half (|H| = alpha / |1 - (1 - alpha) e^{-jw}|).
+TEST(SpikeDetector, LowPassAttenuatesAboveSpikeBand) {
+  constexpr std::size_t kChannels = 2, kStored = 2, kRows = 30000;
+  std::vector<std::int16_t> samples(kRows * kStored);
+  for (std::size_t r = 0; r < kRows; ++r) {
+    const double t = static_cast<double>(r) / 30000.0;
+    samples[r * kStored + 0] =
+        static_cast<std::int16_t>(std::lround(1000 * std::sin(2 * std::numbers::pi * 1000 * t)));
+    samples[r * kStored + 1] =
+        static_cast<std::int16_t>(std::lround(1000 * std::sin(2 * std::numbers::pi * 12000 * t)));
+  }
+  drivers::ProbeInfo info = probe_info(kChannels);
+  info.stored_channels = kStored;
+  DetectorConfig config;
+  config.common_reference = false;
+  SpikeDetector detector(info, config);
+  run(detector, samples, kStored, 64);
+  ASSERT_TRUE(detector.armed());
+  const double alpha = 1.0 - std::exp(-2.0 * std::numbers::pi * 6000.0 / 30000.0);
+  auto gain = [alpha](double f) {
+    const double w = 2.0 * std::numbers::pi * f / 30000.0;
+    const double re = 1.0 - (1.0 - alpha) * std::cos(w), im = (1.0 - alpha) * std::sin(w);
+    return alpha / std::sqrt(re * re + im * im);
+  };
+  const double low = detector.noise_uv()[0] * 0.6745 / 0.7071;
+  const double high = detector.noise_uv()[1] * 0.6745 / 0.7071;
+  EXPECT_NEAR(low, 1000.0 * gain(1000.0), 40.0);
+  EXPECT_NEAR(high, 1000.0 * gain(12000.0), 40.0);
+  EXPECT_LT(high, 0.6 * low);
 }
 
 // Spikes of known time and place in noise: each is found once (not once per site it touches),

@@ -1,10 +1,12 @@
 // SpikeDetector: the streaming spike path for one probe, from raw int16 blocks to spike events.
 //
-// Per sample row: causal 2nd-order Butterworth high-pass per channel, common average reference
+// Per sample row: causal 2nd-order Butterworth high-pass and one-pole low-pass per channel (the
+// 300-6000 Hz spike band), common average reference
 // across channels, then a negative threshold at `threshold_sigma` times a robust noise estimate
 // (median absolute deviation / 0.6745, re-estimated continuously). A threshold crossing becomes a
 // spike when it is the deepest value within `dedup_radius_um` and ±`dedup_window_ms` (one event per
-// spike across neighbouring sites) and its channel is outside its refractory period.
+// spike across neighbouring sites) and not a shallower trough within `refractory_ms` after an event
+// in its neighbourhood (the echo a high-pass filter makes of a spike's repolarisation).
 //
 // The arithmetic runs in SIMD kernels chosen at run time (Highway dynamic dispatch), so a portable
 // build uses AVX2/AVX-512 where the rig PC has them. Events leave with a fixed delay of
@@ -26,9 +28,10 @@ namespace twinloop::acquisition {
 
 struct DetectorConfig {
   double highpass_hz = 300.0;            ///< high-pass corner (2nd-order Butterworth, causal)
+  double lowpass_hz = 6000.0;       ///< one-pole low-pass above the spike band (0 = none)
   bool common_reference = true;          ///< subtract the mean across channels from each sample row
-  double threshold_sigma = 4.5;          ///< negative threshold in units of the MAD noise estimate
-  double refractory_ms = 1.0;            ///< per channel, after an event
+  double threshold_sigma = 5.0;          ///< negative threshold in units of the MAD noise estimate
+  double refractory_ms = 2.0;  ///< after an event, shallower troughs nearby are its echo
   double dedup_radius_um = 50.0;         ///< sites closer than this see the same spike
   double dedup_window_ms = 0.4;          ///< ± time within which only the deepest trough counts
   double warmup_ms = 20.0;               ///< filter settling time before noise is sampled
