@@ -1,1 +1,125 @@
-int main() { return 0; }
+// twinloop: the command-line front end. Parses arguments with CLI11 and calls the subcommands in
+// twinloop/daemon/commands.hpp, which hold all behaviour (and are what the tests call).
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <string>
+
+#include "twinloop/daemon/commands.hpp"
+
+namespace {
+
+using twinloop::drivers::Pace;
+
+Pace pace_from(const std::string& text) {
+  Pace pace = Pace::kMax;
+  (void)twinloop::drivers::parse_pace(text, pace);  // CLI11 already restricted the text
+  return pace;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "twinloop: closed-loop experiment controller. Streams spikes from a probe, tests competing "
+      "models of the recorded neurons, and logs every prediction before its stimulus."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "twinloop 0.1.0");
+
+  std::vector<std::string> check_paths;
+  auto* check = app.add_subcommand("check", "Validate protocol files without running anything");
+  check->add_option("PROTOCOL", check_paths, "YAML protocol file(s)")->required();
+
+  twinloop::daemon::SimulateOptions sim;
+  std::string sim_pace = "max";
+  auto* simulate = app.add_subcommand(
+      "simulate",
+      "Write a simulated Neuropixels 1.0 recording (SpikeGLX .ap.bin/.ap.meta) and its ground "
+      "truth (spike_times.npy, spike_clusters.npy, cluster_info.tsv)");
+  simulate->add_option("--seconds", sim.seconds, "Duration in seconds")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 86400.0));
+  simulate->add_option("--seed", sim.seed, "Random seed (same seed, same recording)")
+      ->capture_default_str();
+  simulate->add_option("--units", sim.units, "Number of simulated units")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 2000));
+  simulate->add_option("--out", sim.out, "Output folder (created)")->required();
+  simulate->add_option("--pace", sim_pace, "realtime: as a probe would deliver; max: as fast as possible")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"realtime", "max"}));
+  simulate->add_flag("--quiet", sim.quiet, "No progress display");
+
+  twinloop::daemon::DetectOptions det;
+  std::string det_pace = "max";
+  std::string truth;
+  auto* detect = app.add_subcommand(
+      "detect",
+      "Run the spike-detection pipeline over a SpikeGLX recording; write detected spikes in the "
+      "Phy/Kilosort layout (one cluster per detection channel) and print throughput");
+  detect->add_option("RECORDING", det.recording, "The .ap.bin file (its .meta beside it)")
+      ->required();
+  detect->add_option("--out", det.out, "Output folder (created)")->required();
+  detect->add_option("--truth", truth,
+                     "Folder with ground-truth spike_times.npy, spike_clusters.npy and "
+                     "cluster_info.tsv (with an snr column) to score against");
+  detect->add_option("--threshold", det.threshold_sigma, "Threshold in MAD noise units")
+      ->capture_default_str()
+      ->check(CLI::Range(2.0, 20.0));
+  detect->add_option("--block-samples", det.block_samples, "Samples per block read")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  detect->add_option("--pace", det_pace, "realtime or max")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"realtime", "max"}));
+  detect->add_flag("--quiet", det.quiet, "No progress display");
+
+  twinloop::daemon::RunOptions run;
+  std::string run_pace = "realtime";
+  std::string run_out;
+  auto* run_cmd = app.add_subcommand(
+      "run",
+      "Run a session: trials from the protocol on a rig, live spike detection, counts per trial "
+      "window; on the simulated rig, a summary against ground truth");
+  run_cmd->add_option("PROTOCOL", run.protocol, "YAML protocol file")->required();
+  run_cmd->add_option("--rig", run.rig, "Which rig: sim (the built-in simulated subject and probe)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sim"}));
+  run_cmd->add_option("--seconds", run.seconds, "Session length in seconds")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 86400.0));
+  run_cmd->add_option("--seed", run.seed, "Seed of the simulated subject and of random choices")
+      ->capture_default_str();
+  run_cmd->add_option("--pace", run_pace, "realtime or max")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"realtime", "max"}));
+  run_cmd->add_option("--out", run_out, "Session output folder (created; default: none)");
+  run_cmd->add_flag("--quiet", run.quiet, "No live progress");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int status = app.exit(e);
+    return status == 0 ? 0 : twinloop::daemon::kExitUsage;
+  }
+
+  if (check->parsed()) {
+    std::vector<std::filesystem::path> paths(check_paths.begin(), check_paths.end());
+    return twinloop::daemon::check_protocols(paths);
+  }
+  if (simulate->parsed()) {
+    sim.pace = pace_from(sim_pace);
+    return twinloop::daemon::simulate(sim);
+  }
+  if (detect->parsed()) {
+    det.pace = pace_from(det_pace);
+    if (!truth.empty()) det.truth = truth;
+    return twinloop::daemon::detect(det);
+  }
+  if (run_cmd->parsed()) {
+    run.pace = pace_from(run_pace);
+    if (!run_out.empty()) run.out = run_out;
+    return twinloop::daemon::run_session(run);
+  }
+  return twinloop::daemon::kExitUsage;
+}

@@ -1,0 +1,59 @@
+// The `twinloop` command-line tool's subcommands, as functions that the CLI front end (main.cpp)
+// and the tests call. Each returns a process exit status: 0 success, 1 the input was refused or
+// the work failed (a message on stderr says where and what), 2 bad usage.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "twinloop/drivers/probe_source.hpp"
+
+namespace twinloop::daemon {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitRefused = 1;
+inline constexpr int kExitUsage = 2;
+
+/// `twinloop check PROTOCOL...`: validates protocols without running anything.
+int check_protocols(const std::vector<std::filesystem::path>& paths);
+
+struct SimulateOptions {
+  double seconds = 10.0;
+  std::uint64_t seed = 1;
+  std::size_t units = 64;
+  std::filesystem::path out;
+  drivers::Pace pace = drivers::Pace::kMax;
+  bool quiet = false;
+};
+/// `twinloop simulate`: a simulated recording in SpikeGLX format plus its ground truth.
+int simulate(const SimulateOptions& options);
+
+struct DetectOptions {
+  std::filesystem::path recording;  ///< the .ap.bin
+  std::filesystem::path out;
+  std::optional<std::filesystem::path> truth;  ///< folder with spike_times.npy etc. to score
+  drivers::Pace pace = drivers::Pace::kMax;
+  double threshold_sigma = 5.0;  ///< as acquisition::DetectorConfig
+  std::size_t block_samples = 3000;
+  bool quiet = false;
+};
+/// `twinloop detect`: the acquisition pipeline over a recording; detected spikes in Phy layout.
+int detect(const DetectOptions& options);
+
+struct RunOptions {
+  std::filesystem::path protocol;
+  std::string rig = "sim";
+  double seconds = 30.0;
+  std::uint64_t seed = 1;
+  drivers::Pace pace = drivers::Pace::kRealtime;
+  std::optional<std::filesystem::path> out;
+  bool quiet = false;
+};
+/// `twinloop run`: a session on a rig: trials from the protocol, live spike detection, counts per
+/// trial window, and (on the simulated rig) a summary of what was detected against ground truth.
+int run_session(const RunOptions& options);
+
+}  // namespace twinloop::daemon

@@ -1,0 +1,29 @@
+#include <cstdio>
+
+#include "twinloop/daemon/commands.hpp"
+#include "twinloop/protocols/loader.hpp"
+
+namespace twinloop::daemon {
+
+int check_protocols(const std::vector<std::filesystem::path>& paths) {
+  int status = kExitOk;
+  for (const auto& path : paths) {
+    const protocols::ProtocolLoadResult result = protocols::load_protocol_file(path);
+    if (!result.ok()) {
+      std::fputs(protocols::format_diagnostics(result.diagnostics).c_str(), stderr);
+      std::fprintf(stderr, "%s: refused (%zu problem%s)\n", path.string().c_str(),
+                   result.diagnostics.size(), result.diagnostics.size() == 1 ? "" : "s");
+      status = kExitRefused;
+      continue;
+    }
+    const protocols::Protocol& p = *result.protocol;
+    std::printf("%s: ok: protocol '%s', %zu probe%s, %zu stimulus candidates over %zu dimensions, "
+                "%zu hypotheses, at most %u trials\n",
+                path.string().c_str(), p.name.c_str(), p.probes.size(),
+                p.probes.size() == 1 ? "" : "s", p.stimulus.candidate_count(),
+                p.stimulus.dimension_count(), p.hypotheses.size(), p.stop.max_trials);
+  }
+  return status;
+}
+
+}  // namespace twinloop::daemon

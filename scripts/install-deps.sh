@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages twinloop builds and tests with, and only those that are missing.
+# Idempotent: a second run installs nothing and does not touch the network.
+set -euo pipefail
+
+packages=(
+  g++ cmake ninja-build pkg-config git
+  libboost-dev            # Boost.Lockfree (SPSC queues), Boost.Asio (session engine)
+  libyaml-cpp-dev         # protocols
+  libspdlog-dev libfmt-dev  # asynchronous logging
+  libcli11-dev            # command line
+  nlohmann-json3-dev      # probeinterface JSON, summaries
+  libhwy-dev              # SIMD kernels with runtime dispatch (portable binaries)
+  libgtest-dev libgmock-dev libbenchmark-dev  # tests and benchmarks
+  python3-numpy           # tests check that numpy reads the .npy files we write
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+  sudo=sudo
+else
+  sudo=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

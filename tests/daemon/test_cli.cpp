@@ -1,0 +1,167 @@
+// The `twinloop` command line, run as a user would: exit statuses, messages naming where and
+// what, and the files each subcommand promises.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "twinloop/drivers/npy.hpp"
+#include "twinloop/drivers/spikeglx.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int status = -1;
+  std::string output;  // stdout and stderr
+};
+
+Result run(const std::string& arguments) {
+  const std::string command = std::string(TWINLOOP_BINARY) + " " + arguments + " 2>&1";
+  Result result;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  std::array<char, 4096> buffer{};
+  while (std::fgets(buffer.data(), buffer.size(), pipe) != nullptr) result.output += buffer.data();
+  const int raw = pclose(pipe);
+  result.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return result;
+}
+
+fs::path temp_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() /
+                       ("twinloop_cli_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+const fs::path kExamples = fs::path(TWINLOOP_SOURCE_DIR) / "config" / "examples";
+
+TEST(Cli, HelpListsEverySubcommand) {
+  const Result r = run("--help");
+  EXPECT_EQ(r.status, 0);
+  for (const char* command : {"check", "simulate", "detect", "run"}) {
+    EXPECT_NE(r.output.find(command), std::string::npos) << command;
+  }
+}
+
+TEST(Cli, UnknownSubcommandIsUsageError) {
+  const Result r = run("frobnicate");
+  EXPECT_EQ(r.status, 2) << r.output;
+}
+
+TEST(Cli, CheckAcceptsTheShippedExamples) {
+  const Result r = run("check " + (kExamples / "protocol_gratings.yaml").string() + " " +
+                       (kExamples / "protocol_optogenetic.yaml").string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("ok: protocol 'gratings_direction_contrast'"), std::string::npos)
+      << r.output;
+}
+
+TEST(Cli, CheckRefusesATypoWithFileLineColumnAndField) {
+  const fs::path dir = temp_dir("check");
+  std::ifstream in(kExamples / "protocol_gratings.yaml");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string key = "  max_trials: 600";
+  const std::size_t at = text.find(key);
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, key.size(), "  max_trails: 600");
+  const fs::path bad = dir / "typo.yaml";
+  std::ofstream(bad) << text;
+  const Result r = run("check " + bad.string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find(bad.string() + ":"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("stop.max_trails"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("refused"), std::string::npos) << r.output;
+}
+
+TEST(Cli, CheckRefusesAMissingFile) {
+  const Result r = run("check /nonexistent/protocol.yaml");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("/nonexistent/protocol.yaml"), std::string::npos) << r.output;
+}
+
+// simulate -> detect: a SpikeGLX recording whose meta parses and whose ground truth scores.
+TEST(Cli, SimulateThenDetectScoresAgainstGroundTruth) {
+  const fs::path dir = temp_dir("simdetect");
+  Result r = run("simulate --seconds 4 --seed 5 --quiet --out " + (dir / "rec").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const fs::path bin = dir / "rec" / "sim_g0_t0.imec0.ap.bin";
+  const auto meta = twinloop::drivers::parse_spikeglx_meta(dir / "rec" / "sim_g0_t0.imec0.ap.meta");
+  EXPECT_EQ(meta.saved_channels, 385u);
+  EXPECT_EQ(meta.file_size_bytes, fs::file_size(bin));
+  EXPECT_EQ(meta.file_size_bytes, 4u * 30000 * 385 * 2);
+  const auto truth_times = twinloop::drivers::read_npy_int64(dir / "rec" / "spike_times.npy");
+  EXPECT_GT(truth_times.size(), 500u);
+
+  r = run("detect " + bin.string() + " --quiet --out " + (dir / "det").string() + " --truth " +
+          (dir / "rec").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("real time"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("recall"), std::string::npos) << r.output;
+  const auto times = twinloop::drivers::read_npy_int64(dir / "det" / "spike_times.npy");
+  const auto clusters = twinloop::drivers::read_npy_int64(dir / "det" / "spike_clusters.npy");
+  ASSERT_EQ(times.size(), clusters.size());
+  EXPECT_GT(times.size(), 300u);
+  for (std::int64_t c : clusters) ASSERT_LT(c, 384);
+  EXPECT_TRUE(fs::exists(dir / "det" / "cluster_info.tsv"));
+
+  // numpy itself must read what we wrote (the point of the Phy layout).
+  if (fs::exists("/usr/bin/python3") &&
+      std::system("/usr/bin/python3 -c 'import numpy' 2>/dev/null") == 0) {
+    const std::string check = "/usr/bin/python3 -c \"import numpy as np; t=np.load('" +
+                              (dir / "det" / "spike_times.npy").string() +
+                              "'); c=np.load('" + (dir / "det" / "spike_clusters.npy").string() +
+                              "'); assert t.dtype==np.int64 and c.dtype==np.int32 and "
+                              "len(t)==len(c)==" + std::to_string(times.size()) + "\"";
+    EXPECT_EQ(std::system(check.c_str()), 0) << check;
+  }
+  fs::remove_all(dir);
+}
+
+TEST(Cli, DetectNamesAMissingRecording) {
+  const fs::path dir = temp_dir("missing");
+  const Result r = run("detect " + (dir / "nothing.ap.bin").string() + " --out " + dir.string());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("nothing.ap"), std::string::npos) << r.output;
+}
+
+TEST(Cli, RunOnTheSimulatedRigWritesSummaryWithGroundTruth) {
+  const fs::path dir = temp_dir("run");
+  const Result r = run("run " + (kExamples / "protocol_gratings.yaml").string() +
+                       " --rig sim --seconds 8 --seed 3 --pace max --quiet --out " +
+                       (dir / "session").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("session summary"), std::string::npos) << r.output;
+  std::ifstream in(dir / "session" / "summary.json");
+  const nlohmann::json summary = nlohmann::json::parse(in);
+  EXPECT_EQ(summary["rig"], "sim");
+  EXPECT_GE(summary["trials_delivered"].get<int>(), 2);
+  EXPECT_EQ(summary["gaps"].get<int>(), 0);
+  EXPECT_GE(summary["truth"]["recall"].get<double>(), 0.8);
+  EXPECT_GE(summary["truth"]["precision"].get<double>(), 0.8);
+  EXPECT_TRUE(fs::exists(dir / "session" / "trials.tsv"));
+  EXPECT_TRUE(fs::exists(dir / "session" / "ground_truth" / "spike_times.npy"));
+  fs::remove_all(dir);
+}
+
+TEST(Cli, RunRefusesABadProtocolBeforeStarting) {
+  const fs::path dir = temp_dir("runbad");
+  const fs::path bad = dir / "bad.yaml";
+  std::ofstream(bad) << "twinloop_protocol: 1\nname: x\n";
+  const Result r = run("run " + bad.string() + " --rig sim --seconds 2 --pace max");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("nothing was started"), std::string::npos) << r.output;
+}
+
+}  // namespace
