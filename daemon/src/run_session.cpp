@@ -11,7 +11,6 @@
 #include <deque>
 #include <exception>
 #include <fstream>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,6 +23,7 @@
 #include "twinloop/acquisition/window_counter.hpp"
 #include "twinloop/daemon/commands.hpp"
 #include "twinloop/daemon/spike_files.hpp"
+#include "twinloop/designer/random_strategy.hpp"
 #include "twinloop/hil/simulated_rig.hpp"
 #include "twinloop/protocols/loader.hpp"
 
@@ -138,9 +138,8 @@ int run_session(const RunOptions& options) {
   std::printf("designer: random candidates (strategy '%s' needs the twins, not wired in yet)\n",
               to_string(protocol.designer.strategy).data());
 
-  std::mt19937_64 choose(protocol.designer.seed);
-  std::uniform_int_distribution<std::uint32_t> pick(
-      0, static_cast<std::uint32_t>(protocol.stimulus.candidate_count() - 1));
+  designer::RandomStrategy designer(protocol.designer.seed);
+  const auto candidate_count = static_cast<std::uint32_t>(protocol.stimulus.candidate_count());
   acquisition::WindowCounter windows(info.neural_channels, 64);
   std::vector<TrialRecord> trials;
   std::vector<acquisition::SpikeEvent> events;
@@ -170,7 +169,7 @@ int run_session(const RunOptions& options) {
         trials.size() < protocol.stop.max_trials) {
       TrialRecord t;
       t.trial = trials.size();
-      t.candidate = pick(choose);
+      t.candidate = designer.choose(candidate_count);
       t.stimulus = protocol.stimulus.stimulus(t.candidate);
       drivers::StimulusCommand command{t.trial, t.stimulus, next_onset,
                                        ms_to_samples(timing.stimulus_ms)};
