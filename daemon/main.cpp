@@ -1,7 +1,6 @@
 // twinloop: the command-line front end. Parses arguments with CLI11 and calls the subcommands in
 // twinloop/daemon/commands.hpp, which hold all behaviour (and are what the tests call).
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <string>
 
@@ -45,7 +44,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 2000));
   simulate->add_option("--out", sim.out, "Output folder (created)")->required();
-  simulate->add_option("--pace", sim_pace, "realtime: as a probe would deliver; max: as fast as possible")
+  simulate
+      ->add_option("--pace", sim_pace,
+                   "realtime: as a probe would deliver; max: as fast as possible")
       ->capture_default_str()
       ->check(CLI::IsMember({"realtime", "max"}));
   simulate->add_flag("--quiet", sim.quiet, "No progress display");

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake ninja-build pkg-config git
+  g++ cmake ninja-build pkg-config git clang-format
   libboost-dev            # Boost.Lockfree (SPSC queues), Boost.Asio (session engine)
   libyaml-cpp-dev         # protocols
   libspdlog-dev libfmt-dev  # asynchronous logging

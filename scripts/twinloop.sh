@@ -31,6 +31,8 @@ if [[ $what == demo ]]; then
 fi
 
 start=$(date +%s)
+echo "twinloop: checking formatting against .clang-format"
+git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run -Werror
 build release
 ctest --preset release -j "$jobs"
 build asan

@@ -9,7 +9,6 @@
 
 #include <bit>
 
-
 static_assert(std::endian::native == std::endian::little,
               "crossing bit sets are filled byte-wise from SIMD masks");
 

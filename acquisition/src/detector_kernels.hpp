@@ -16,8 +16,8 @@ struct RowKernelArgs {
   float b0 = 0, b1 = 0, b2 = 0, a1 = 0, a2 = 0;  ///< biquad, a0 normalised to 1
   float* z1 = nullptr;                           ///< transposed direct form II state, per channel
   float* z2 = nullptr;
-  float alpha = 1.0f;         ///< one-pole low-pass smoothing factor (1 = off)
-  float* smooth = nullptr;    ///< its state, per channel
+  float alpha = 1.0f;       ///< one-pole low-pass smoothing factor (1 = off)
+  float* smooth = nullptr;  ///< its state, per channel
   bool common_reference = true;
   const float* neg_threshold = nullptr;  ///< per channel, negative; -inf disables detection
   float* ring = nullptr;                 ///< referenced rows, (row & ring_mask) * ring_stride

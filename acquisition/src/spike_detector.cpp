@@ -51,7 +51,7 @@ struct SpikeDetector::State {
   std::vector<float> last_event_value;
 
   std::vector<Candidate> pending;  // ring of candidates in row order
-  std::size_t pending_mask = 0;  // capacity is a power of two
+  std::size_t pending_mask = 0;    // capacity is a power of two
   std::size_t pending_head = 0;
   std::size_t pending_count = 0;
 
@@ -229,10 +229,10 @@ SpikeDetector::SpikeDetector(const drivers::ProbeInfo& info, const DetectorConfi
 
   // One-pole low-pass y += alpha (x - y), alpha = 1 - exp(-2 pi fc / fs): it cuts the white noise
   // above the spike band for one multiply-add per sample.
-  s.kernel.alpha = config.lowpass_hz > 0
-                       ? static_cast<float>(1.0 - std::exp(-2.0 * std::numbers::pi *
-                                                            config.lowpass_hz / rate))
-                       : 1.0f;
+  s.kernel.alpha =
+      config.lowpass_hz > 0
+          ? static_cast<float>(1.0 - std::exp(-2.0 * std::numbers::pi * config.lowpass_hz / rate))
+          : 1.0f;
 
   s.window_rows = std::max<std::int64_t>(1, std::llround(config.dedup_window_ms * 1e-3 * rate));
   s.refractory_samples = std::llround(config.refractory_ms * 1e-3 * rate);

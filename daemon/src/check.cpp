@@ -17,11 +17,12 @@ int check_protocols(const std::vector<std::filesystem::path>& paths) {
       continue;
     }
     const protocols::Protocol& p = *result.protocol;
-    std::printf("%s: ok: protocol '%s', %zu probe%s, %zu stimulus candidates over %zu dimensions, "
-                "%zu hypotheses, at most %u trials\n",
-                path.string().c_str(), p.name.c_str(), p.probes.size(),
-                p.probes.size() == 1 ? "" : "s", p.stimulus.candidate_count(),
-                p.stimulus.dimension_count(), p.hypotheses.size(), p.stop.max_trials);
+    std::printf(
+        "%s: ok: protocol '%s', %zu probe%s, %zu stimulus candidates over %zu dimensions, "
+        "%zu hypotheses, at most %u trials\n",
+        path.string().c_str(), p.name.c_str(), p.probes.size(), p.probes.size() == 1 ? "" : "s",
+        p.stimulus.candidate_count(), p.stimulus.dimension_count(), p.hypotheses.size(),
+        p.stop.max_trials);
   }
   return status;
 }

@@ -45,7 +45,8 @@ int detect(const DetectOptions& options) {
   for (;;) {
     const acquisition::AcquisitionCounters counters = loop.counters();
     std::size_t n = 0;
-    while ((n = loop.drain_events(batch)) > 0) events.insert(events.end(), batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(n));
+    while ((n = loop.drain_events(batch)) > 0)
+      events.insert(events.end(), batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(n));
     while ((n = loop.drain_gaps(gaps)) > 0) {
       for (std::size_t i = 0; i < n; ++i) {
         std::fprintf(stderr, "twinloop detect: gap: expected sample %lld, found %lld\n",
@@ -56,7 +57,8 @@ int detect(const DetectOptions& options) {
     }
     if (counters.finished) {
       // Drain what was published between the snapshot and the thread's exit.
-      while ((n = loop.drain_events(batch)) > 0) events.insert(events.end(), batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(n));
+      while ((n = loop.drain_events(batch)) > 0)
+        events.insert(events.end(), batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(n));
       break;
     }
     progress.update(total > 0 ? static_cast<double>(counters.samples) / total : -1.0,
@@ -88,15 +90,16 @@ int detect(const DetectOptions& options) {
   std::printf("throughput: %.1fx real time (%.2f s wall, SIMD target %s, pace %s)\n",
               seconds / elapsed, elapsed, acquisition::active_simd_target(),
               options.pace == drivers::Pace::kMax ? "max" : "realtime");
-  std::printf("gaps: %llu, missing samples: %lld, events dropped: %llu; detection armed from "
-              "sample %lld\n",
-              static_cast<unsigned long long>(gap_count),
-              static_cast<long long>(counters.missing_samples),
-              static_cast<unsigned long long>(counters.events_dropped),
-              static_cast<long long>(loop.detector().armed_from_sample()));
-  std::printf("wrote %s/{spike_times,spike_clusters,amplitudes,channel_positions,channel_map}.npy "
-              "and cluster_info.tsv\n",
-              options.out.string().c_str());
+  std::printf(
+      "gaps: %llu, missing samples: %lld, events dropped: %llu; detection armed from "
+      "sample %lld\n",
+      static_cast<unsigned long long>(gap_count), static_cast<long long>(counters.missing_samples),
+      static_cast<unsigned long long>(counters.events_dropped),
+      static_cast<long long>(loop.detector().armed_from_sample()));
+  std::printf(
+      "wrote %s/{spike_times,spike_clusters,amplitudes,channel_positions,channel_map}.npy "
+      "and cluster_info.tsv\n",
+      options.out.string().c_str());
 
   if (options.truth) {
     try {
@@ -109,13 +112,14 @@ int detect(const DetectOptions& options) {
                                 loop.detector().delay_samples() - 1;
       const acquisition::DetectionScore score = acquisition::score_detection(
           events, truth.spikes, truth.units, info.geometry, score_options);
-      std::printf("against ground truth (units with SNR >= %.0f, +-0.5 ms, within %.0f um): "
-                  "recall %.3f (%llu of %llu), precision %.3f (%llu of %llu)\n",
-                  score_options.min_snr, score_options.radius_um, score.recall(),
-                  static_cast<unsigned long long>(score.truth_matched),
-                  static_cast<unsigned long long>(score.truth_spikes), score.precision(),
-                  static_cast<unsigned long long>(score.detected_matched),
-                  static_cast<unsigned long long>(score.detected));
+      std::printf(
+          "against ground truth (units with SNR >= %.0f, +-0.5 ms, within %.0f um): "
+          "recall %.3f (%llu of %llu), precision %.3f (%llu of %llu)\n",
+          score_options.min_snr, score_options.radius_um, score.recall(),
+          static_cast<unsigned long long>(score.truth_matched),
+          static_cast<unsigned long long>(score.truth_spikes), score.precision(),
+          static_cast<unsigned long long>(score.detected_matched),
+          static_cast<unsigned long long>(score.detected));
     } catch (const std::exception& e) {
       std::fprintf(stderr, "twinloop detect: ground truth: %s\n", e.what());
       return kExitRefused;

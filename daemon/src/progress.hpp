@@ -2,11 +2,11 @@
 // elsewhere (logs, CI) prints a plain line at most every `plain_interval` seconds.
 #pragma once
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <string>
-
-#include <unistd.h>
 
 namespace twinloop::daemon::internal {
 

@@ -11,11 +11,10 @@
 #include <deque>
 #include <exception>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "src/progress.hpp"
 #include "twinloop/acquisition/acquisition_loop.hpp"
@@ -46,7 +45,8 @@ struct TrialRecord {
 double percentile(std::vector<std::uint32_t> v, double p) {
   if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());
-  const std::size_t i = std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())));
+  const std::size_t i =
+      std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())));
   return static_cast<double>(v[i]);
 }
 
@@ -70,8 +70,8 @@ std::string stimulus_text(const protocols::StimulusSpace& space, const protocols
   std::string text;
   for (std::size_t d = 0; d < space.dimension_count(); ++d) {
     char value[64];
-    std::snprintf(value, sizeof value, "%s%s=%g %s", d ? ", " : "", space.dimensions[d].name.c_str(),
-                  s.values[d], space.dimensions[d].unit.c_str());
+    std::snprintf(value, sizeof value, "%s%s=%g %s", d ? ", " : "",
+                  space.dimensions[d].name.c_str(), s.values[d], space.dimensions[d].unit.c_str());
     text += value;
   }
   return text;
@@ -124,17 +124,20 @@ int run_session(const RunOptions& options) {
   }
   const drivers::ProbeInfo& info = loop.probe();
   const double rate = info.sample_rate_hz;
-  auto ms_to_samples = [rate](double ms) { return static_cast<std::int64_t>(std::llround(ms * 1e-3 * rate)); };
+  auto ms_to_samples = [rate](double ms) {
+    return static_cast<std::int64_t>(std::llround(ms * 1e-3 * rate));
+  };
   const protocols::TrialTiming& timing = protocol.timing;
   const std::int64_t interval = ms_to_samples(timing.onset_interval_ms());
   const std::int64_t lead = ms_to_samples(20.0);  // deliver this far ahead of the planned onset
 
-  std::printf("twinloop run: protocol '%s' (%zu candidates), simulated rig: %zu-channel %s probe, "
-              "%zu units, seed %llu, %.0f s at %s pace\n",
-              protocol.name.c_str(), protocol.stimulus.candidate_count(), info.neural_channels,
-              to_string(probe_spec.type).data(), rig.subject->units().size(),
-              static_cast<unsigned long long>(options.seed), options.seconds,
-              options.pace == drivers::Pace::kRealtime ? "real-time" : "maximum");
+  std::printf(
+      "twinloop run: protocol '%s' (%zu candidates), simulated rig: %zu-channel %s probe, "
+      "%zu units, seed %llu, %.0f s at %s pace\n",
+      protocol.name.c_str(), protocol.stimulus.candidate_count(), info.neural_channels,
+      to_string(probe_spec.type).data(), rig.subject->units().size(),
+      static_cast<unsigned long long>(options.seed), options.seconds,
+      options.pace == drivers::Pace::kRealtime ? "real-time" : "maximum");
   std::printf("designer: random candidates (strategy '%s' needs the twins, not wired in yet)\n",
               to_string(protocol.designer.strategy).data());
 
@@ -164,7 +167,8 @@ int run_session(const RunOptions& options) {
     const acquisition::AcquisitionCounters c = loop.counters();
     drain();
     const std::int64_t now_sample = static_cast<std::int64_t>(c.samples);
-    if (c.armed && next_onset < 0) next_onset = now_sample + ms_to_samples(timing.baseline_ms) + lead;
+    if (c.armed && next_onset < 0)
+      next_onset = now_sample + ms_to_samples(timing.baseline_ms) + lead;
     if (next_onset >= 0 && now_sample >= next_onset - lead &&
         trials.size() < protocol.stop.max_trials) {
       TrialRecord t;
@@ -199,8 +203,8 @@ int run_session(const RunOptions& options) {
       windows.close(t.window);
       t.complete = true;
     }
-    const std::size_t completed = static_cast<std::size_t>(
-        std::count_if(trials.begin(), trials.end(), [](const TrialRecord& t) { return t.complete; }));
+    const std::size_t completed = static_cast<std::size_t>(std::count_if(
+        trials.begin(), trials.end(), [](const TrialRecord& t) { return t.complete; }));
     const double t_s = static_cast<double>(now_sample) / rate;
     char line[256];
     std::snprintf(line, sizeof line,
@@ -217,7 +221,8 @@ int run_session(const RunOptions& options) {
   }
   loop.join();
   drain();
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const acquisition::AcquisitionCounters counters = loop.counters();
   progress.finish("session ended");
 
@@ -270,26 +275,27 @@ int run_session(const RunOptions& options) {
   const double seconds = static_cast<double>(counters.samples) / rate;
 
   std::printf("\n== session summary ==\n");
-  std::printf("recorded     %.1f s (%llu samples x %zu channels) in %.1f s wall; gaps %llu, "
-              "missing samples %lld, events dropped %llu\n",
-              seconds, static_cast<unsigned long long>(counters.samples), info.neural_channels,
-              wall, static_cast<unsigned long long>(gaps),
-              static_cast<long long>(counters.missing_samples),
-              static_cast<unsigned long long>(counters.events_dropped));
-  std::printf("detection    %zu spikes (%.1f per channel per s), threshold %.1f x MAD noise, armed "
-              "after %.2f s, SIMD %s\n",
-              events.size(),
-              seconds > 0 ? static_cast<double>(events.size()) / seconds /
-                                static_cast<double>(info.neural_channels)
-                          : 0.0,
-              acq.detector.threshold_sigma,
-              static_cast<double>(loop.detector().armed_from_sample()) / rate,
-              acquisition::active_simd_target());
-  std::printf("latency      block arrival -> spikes published: p50 %.0f us, p99 %.0f us, max %.0f "
-              "us over %zu 1-ms blocks\n",
-              percentile(latency, 0.5) / 1e3, percentile(latency, 0.99) / 1e3,
-              latency.empty() ? 0.0 : *std::max_element(latency.begin(), latency.end()) / 1e3,
-              latency.size());
+  std::printf(
+      "recorded     %.1f s (%llu samples x %zu channels) in %.1f s wall; gaps %llu, "
+      "missing samples %lld, events dropped %llu\n",
+      seconds, static_cast<unsigned long long>(counters.samples), info.neural_channels, wall,
+      static_cast<unsigned long long>(gaps), static_cast<long long>(counters.missing_samples),
+      static_cast<unsigned long long>(counters.events_dropped));
+  std::printf(
+      "detection    %zu spikes (%.1f per channel per s), threshold %.1f x MAD noise, armed "
+      "after %.2f s, SIMD %s\n",
+      events.size(),
+      seconds > 0
+          ? static_cast<double>(events.size()) / seconds / static_cast<double>(info.neural_channels)
+          : 0.0,
+      acq.detector.threshold_sigma, static_cast<double>(loop.detector().armed_from_sample()) / rate,
+      acquisition::active_simd_target());
+  std::printf(
+      "latency      block arrival -> spikes published: p50 %.0f us, p99 %.0f us, max %.0f "
+      "us over %zu 1-ms blocks\n",
+      percentile(latency, 0.5) / 1e3, percentile(latency, 0.99) / 1e3,
+      latency.empty() ? 0.0 : *std::max_element(latency.begin(), latency.end()) / 1e3,
+      latency.size());
   std::printf("trials       %zu delivered, %zu counted, %zu cut off by the end, %llu refused\n",
               trials.size(), detected_counts.size(), incomplete,
               static_cast<unsigned long long>(refused));
@@ -304,16 +310,18 @@ int run_session(const RunOptions& options) {
   }
   std::printf("ground truth %zu units, %zu with peak SNR >= 5: %zu of them found (recall >= 0.5)\n",
               units.size(), detectable, units_found);
-  std::printf("             recall %.3f (%llu of %llu spikes of SNR >= 5 units), precision %.3f "
-              "(%llu of %llu events match a true spike; +-0.5 ms, <= 50 um)\n",
-              score.recall(), static_cast<unsigned long long>(score.truth_matched),
-              static_cast<unsigned long long>(score.truth_spikes), score.precision(),
-              static_cast<unsigned long long>(score.detected_matched),
-              static_cast<unsigned long long>(score.detected));
+  std::printf(
+      "             recall %.3f (%llu of %llu spikes of SNR >= 5 units), precision %.3f "
+      "(%llu of %llu events match a true spike; +-0.5 ms, <= 50 um)\n",
+      score.recall(), static_cast<unsigned long long>(score.truth_matched),
+      static_cast<unsigned long long>(score.truth_spikes), score.precision(),
+      static_cast<unsigned long long>(score.detected_matched),
+      static_cast<unsigned long long>(score.detected));
   if (!std::isnan(r)) {
-    std::printf("             per-trial window counts vs true counts: Pearson r = %.3f over %zu "
-                "trials\n",
-                r, detected_counts.size());
+    std::printf(
+        "             per-trial window counts vs true counts: Pearson r = %.3f over %zu "
+        "trials\n",
+        r, detected_counts.size());
   }
 
   if (options.out) {
@@ -346,19 +354,21 @@ int run_session(const RunOptions& options) {
           {"spikes_detected", events.size()},
           {"trials_delivered", trials.size()},
           {"trials_counted", detected_counts.size()},
-          {"latency_us", {{"p50", percentile(latency, 0.5) / 1e3},
-                          {"p99", percentile(latency, 0.99) / 1e3}}},
+          {"latency_us",
+           {{"p50", percentile(latency, 0.5) / 1e3}, {"p99", percentile(latency, 0.99) / 1e3}}},
           {"truth",
            {{"units", units.size()},
             {"units_snr_ge_5", detectable},
             {"units_found", units_found},
             {"recall", score.recall()},
             {"precision", score.precision()},
-            {"trial_count_pearson_r", std::isnan(r) ? nlohmann::json(nullptr) : nlohmann::json(r)}}}};
+            {"trial_count_pearson_r",
+             std::isnan(r) ? nlohmann::json(nullptr) : nlohmann::json(r)}}}};
       std::ofstream(dir / "summary.json") << summary.dump(2) << '\n';
-      std::printf("session files in %s (spikes in Phy layout, trials.tsv, ground_truth/, "
-                  "summary.json)\n",
-                  dir.string().c_str());
+      std::printf(
+          "session files in %s (spikes in Phy layout, trials.tsv, ground_truth/, "
+          "summary.json)\n",
+          dir.string().c_str());
     } catch (const std::exception& e) {
       std::fprintf(stderr, "twinloop run: writing the session files failed: %s\n", e.what());
       return kExitRefused;

@@ -58,10 +58,11 @@ int simulate(const SimulateOptions& options) {
     std::size_t detectable = 0;
     for (const hil::UnitTruth& u : truth.units) detectable += u.snr >= 5.0 ? 1 : 0;
     const double seconds = static_cast<double>(rows) / info.sample_rate_hz;
-    std::printf("simulated %.1f s, %zu channels + sync, %zu units (%zu with peak SNR >= 5), %zu "
-                "spikes, seed %llu\n",
-                seconds, info.neural_channels, truth.units.size(), detectable,
-                truth.spikes.size(), static_cast<unsigned long long>(options.seed));
+    std::printf(
+        "simulated %.1f s, %zu channels + sync, %zu units (%zu with peak SNR >= 5), %zu "
+        "spikes, seed %llu\n",
+        seconds, info.neural_channels, truth.units.size(), detectable, truth.spikes.size(),
+        static_cast<unsigned long long>(options.seed));
     std::printf("generator: %.1fx real time (%.2f s wall)\n", seconds / elapsed, elapsed);
     std::printf("wrote %s and %s\n", writer.bin_path().string().c_str(),
                 writer.meta_path().string().c_str());

@@ -58,8 +58,8 @@ GroundTruthFiles read_ground_truth(const std::filesystem::path& dir) {
   const auto clusters = drivers::read_npy_int64(dir / "spike_clusters.npy");
   if (times.size() != clusters.size()) {
     throw std::runtime_error((dir / "spike_clusters.npy").string() + ": " +
-                             std::to_string(clusters.size()) + " entries, but spike_times.npy has " +
-                             std::to_string(times.size()));
+                             std::to_string(clusters.size()) +
+                             " entries, but spike_times.npy has " + std::to_string(times.size()));
   }
   const auto info_path = dir / "cluster_info.tsv";
   std::ifstream info(info_path);

@@ -55,10 +55,11 @@ struct Parsed {
 std::string dict_value(const std::string& header, const std::string& key,
                        const std::filesystem::path& path) {
   const std::size_t at = header.find("'" + key + "'");
-  if (at == std::string::npos) throw std::runtime_error(path.string() + ": npy header lacks " + key);
+  if (at == std::string::npos)
+    throw std::runtime_error(path.string() + ": npy header lacks " + key);
   std::size_t colon = header.find(':', at);
   std::size_t start = header.find_first_not_of(' ', colon + 1);
-  std::size_t end = header[start] == '(' ? header.find(')', start) + 1
+  std::size_t end = header[start] == '('    ? header.find(')', start) + 1
                     : header[start] == '\'' ? header.find('\'', start + 1) + 1
                                             : header.find(',', start);
   return header.substr(start, end - start);
@@ -82,7 +83,8 @@ Parsed read_raw(const std::filesystem::path& path) {
   } else {
     unsigned char len[4];
     in.read(reinterpret_cast<char*>(len), 4);
-    header_length = len[0] | (len[1] << 8) | (len[2] << 16) | (static_cast<std::size_t>(len[3]) << 24);
+    header_length =
+        len[0] | (len[1] << 8) | (len[2] << 16) | (static_cast<std::size_t>(len[3]) << 24);
   }
   std::string header(header_length, '\0');
   in.read(header.data(), static_cast<std::streamsize>(header_length));
@@ -115,7 +117,8 @@ std::size_t element_count(const NpyArray& header) {
 }
 
 template <typename Out>
-std::vector<Out> convert(const Parsed& parsed, const std::filesystem::path& path, bool allow_float) {
+std::vector<Out> convert(const Parsed& parsed, const std::filesystem::path& path,
+                         bool allow_float) {
   const std::string& t = parsed.header.dtype;
   const std::size_t n = element_count(parsed.header);
   std::vector<Out> out(n);
@@ -130,28 +133,51 @@ std::vector<Out> convert(const Parsed& parsed, const std::filesystem::path& path
       out[i] = static_cast<Out>(v);
     }
   };
-  if (t == "<i8") take(std::int64_t{});
-  else if (t == "<u8") take(std::uint64_t{});
-  else if (t == "<i4") take(std::int32_t{});
-  else if (t == "<u4") take(std::uint32_t{});
-  else if (t == "<i2") take(std::int16_t{});
-  else if (t == "<u2") take(std::uint16_t{});
-  else if (t == "|i1") take(std::int8_t{});
-  else if (t == "|u1" || t == "|b1") take(std::uint8_t{});
-  else if (allow_float && t == "<f8") take(double{});
-  else if (allow_float && t == "<f4") take(float{});
-  else throw std::runtime_error(path.string() + ": unsupported dtype '" + t + "'");
+  if (t == "<i8")
+    take(std::int64_t{});
+  else if (t == "<u8")
+    take(std::uint64_t{});
+  else if (t == "<i4")
+    take(std::int32_t{});
+  else if (t == "<u4")
+    take(std::uint32_t{});
+  else if (t == "<i2")
+    take(std::int16_t{});
+  else if (t == "<u2")
+    take(std::uint16_t{});
+  else if (t == "|i1")
+    take(std::int8_t{});
+  else if (t == "|u1" || t == "|b1")
+    take(std::uint8_t{});
+  else if (allow_float && t == "<f8")
+    take(double{});
+  else if (allow_float && t == "<f4")
+    take(float{});
+  else
+    throw std::runtime_error(path.string() + ": unsupported dtype '" + t + "'");
   return out;
 }
 
 }  // namespace
 
-void write_npy(const std::filesystem::path& p, std::span<const std::int64_t> v) { write_1d(p, "<i8", v); }
-void write_npy(const std::filesystem::path& p, std::span<const std::uint64_t> v) { write_1d(p, "<u8", v); }
-void write_npy(const std::filesystem::path& p, std::span<const std::int32_t> v) { write_1d(p, "<i4", v); }
-void write_npy(const std::filesystem::path& p, std::span<const std::uint32_t> v) { write_1d(p, "<u4", v); }
-void write_npy(const std::filesystem::path& p, std::span<const float> v) { write_1d(p, "<f4", v); }
-void write_npy(const std::filesystem::path& p, std::span<const double> v) { write_1d(p, "<f8", v); }
+void write_npy(const std::filesystem::path& p, std::span<const std::int64_t> v) {
+  write_1d(p, "<i8", v);
+}
+void write_npy(const std::filesystem::path& p, std::span<const std::uint64_t> v) {
+  write_1d(p, "<u8", v);
+}
+void write_npy(const std::filesystem::path& p, std::span<const std::int32_t> v) {
+  write_1d(p, "<i4", v);
+}
+void write_npy(const std::filesystem::path& p, std::span<const std::uint32_t> v) {
+  write_1d(p, "<u4", v);
+}
+void write_npy(const std::filesystem::path& p, std::span<const float> v) {
+  write_1d(p, "<f4", v);
+}
+void write_npy(const std::filesystem::path& p, std::span<const double> v) {
+  write_1d(p, "<f8", v);
+}
 
 void write_npy_2d(const std::filesystem::path& path, std::span<const float> values,
                   std::size_t rows) {

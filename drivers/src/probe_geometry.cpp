@@ -19,8 +19,8 @@ ProbeGeometry neuropixels1_geometry(std::size_t channels) {
   geometry.model = "NP1000";
   geometry.sites.reserve(channels);
   for (std::size_t e = 0; e < channels; ++e) {
-    geometry.sites.push_back(Site{kColumnX[e % 4], 20.0 * static_cast<double>(e / 2), 0,
-                                  static_cast<int>(e)});
+    geometry.sites.push_back(
+        Site{kColumnX[e % 4], 20.0 * static_cast<double>(e / 2), 0, static_cast<int>(e)});
   }
   return geometry;
 }

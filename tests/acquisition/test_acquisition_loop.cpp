@@ -12,21 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "../support/allocation_counter.hpp"
 #include "twinloop/acquisition/acquisition_loop.hpp"
-
-// Counts heap allocations made on threads that asked to be watched.
-namespace {
-thread_local bool g_watch = false;
-std::atomic<std::size_t> g_allocations{0};
-}  // namespace
-
-void* operator new(std::size_t size) {
-  if (g_watch) g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace twinloop::acquisition {
 namespace {
@@ -58,7 +45,8 @@ class FakeProbe final : public drivers::ProbeSource {
   }
   const drivers::ProbeInfo& info() const noexcept override { return info_; }
   drivers::ReadStatus read(drivers::SampleBlock& block) noexcept override {
-    g_watch = true;  // the acquisition thread: from here on every allocation is counted
+    test_support::count_allocations_on_this_thread =
+        true;  // the acquisition thread: from here on every allocation is counted
     if (next_ == skip_block_) ++next_;
     if (fail_after_ && next_ >= fail_after_) return drivers::ReadStatus::kError;
     if (next_ >= blocks_) return drivers::ReadStatus::kEndOfStream;
@@ -96,7 +84,7 @@ TEST(AcquisitionLoop, ReportsGapAndDeliversEveryEvent) {
   AcquisitionConfig config;
   config.latency_capacity = 4000;
   AcquisitionLoop loop(probe, config);
-  g_allocations = 0;
+  test_support::allocations = 0;
   ASSERT_TRUE(loop.start()) << loop.error();
   const std::vector<SpikeEvent> events = drain_all(loop);
   const AcquisitionCounters c = loop.counters();
@@ -118,7 +106,8 @@ TEST(AcquisitionLoop, ReportsGapAndDeliversEveryEvent) {
   EXPECT_GE(on_channel_5, 130u);
   EXPECT_LE(events.size(), on_channel_5 + 5);
   EXPECT_EQ(loop.block_latencies_ns().size(), 1999u);
-  EXPECT_EQ(g_allocations.load(), 0u) << "the acquisition thread allocated after start()";
+  EXPECT_EQ(test_support::allocations.load(), 0u)
+      << "the acquisition thread allocated after start()";
 }
 
 TEST(AcquisitionLoop, SourceErrorEndsLoopAsFailed) {

@@ -11,8 +11,12 @@ TEST(WindowCounter, CountsHalfOpenWindowsPerChannel) {
   const auto a = counter.open(100, 200);
   const auto b = counter.open(150, 300);
   ASSERT_TRUE(a && b);
-  counter.add_events(std::vector<SpikeEvent>{
-      {99, 0, -1.f}, {100, 0, -1.f}, {150, 1, -1.f}, {199, 1, -1.f}, {200, 2, -1.f}, {299, 3, -1.f}});
+  counter.add_events(std::vector<SpikeEvent>{{99, 0, -1.f},
+                                             {100, 0, -1.f},
+                                             {150, 1, -1.f},
+                                             {199, 1, -1.f},
+                                             {200, 2, -1.f},
+                                             {299, 3, -1.f}});
   EXPECT_EQ(std::vector<std::uint32_t>(counter.counts(*a).begin(), counter.counts(*a).end()),
             (std::vector<std::uint32_t>{1, 2, 0, 0}));
   EXPECT_EQ(std::vector<std::uint32_t>(counter.counts(*b).begin(), counter.counts(*b).end()),

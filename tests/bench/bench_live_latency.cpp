@@ -66,11 +66,11 @@ Figures run(double seconds, drivers::Pace pace) {
 }
 
 void print(const char* label, const Figures& f) {
-  std::printf("  %-34s p50 %6.1f us  p99 %6.1f us  max %7.1f us  (%zu blocks, %llu events, "
-              "%llu dropped, %llu gaps)\n",
-              label, f.p50_us, f.p99_us, f.max_us, f.blocks,
-              static_cast<unsigned long long>(f.events), static_cast<unsigned long long>(f.dropped),
-              static_cast<unsigned long long>(f.gaps));
+  std::printf(
+      "  %-34s p50 %6.1f us  p99 %6.1f us  max %7.1f us  (%zu blocks, %llu events, "
+      "%llu dropped, %llu gaps)\n",
+      label, f.p50_us, f.p99_us, f.max_us, f.blocks, static_cast<unsigned long long>(f.events),
+      static_cast<unsigned long long>(f.dropped), static_cast<unsigned long long>(f.gaps));
 }
 
 }  // namespace

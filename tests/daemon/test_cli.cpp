@@ -1,7 +1,6 @@
 // The `twinloop` command line, run as a user would: exit statuses, messages naming where and
 // what, and the files each subcommand promises.
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
 #include <array>
@@ -9,9 +8,8 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "twinloop/drivers/npy.hpp"
 #include "twinloop/drivers/spikeglx.hpp"
@@ -38,8 +36,8 @@ Result run(const std::string& arguments) {
 }
 
 fs::path temp_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() /
-                       ("twinloop_cli_" + name + "_" + std::to_string(::getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("twinloop_cli_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
@@ -120,10 +118,11 @@ TEST(Cli, SimulateThenDetectScoresAgainstGroundTruth) {
   if (fs::exists("/usr/bin/python3") &&
       std::system("/usr/bin/python3 -c 'import numpy' 2>/dev/null") == 0) {
     const std::string check = "/usr/bin/python3 -c \"import numpy as np; t=np.load('" +
-                              (dir / "det" / "spike_times.npy").string() +
-                              "'); c=np.load('" + (dir / "det" / "spike_clusters.npy").string() +
+                              (dir / "det" / "spike_times.npy").string() + "'); c=np.load('" +
+                              (dir / "det" / "spike_clusters.npy").string() +
                               "'); assert t.dtype==np.int64 and c.dtype==np.int32 and "
-                              "len(t)==len(c)==" + std::to_string(times.size()) + "\"";
+                              "len(t)==len(c)==" +
+                              std::to_string(times.size()) + "\"";
     EXPECT_EQ(std::system(check.c_str()), 0) << check;
   }
   fs::remove_all(dir);
@@ -138,9 +137,9 @@ TEST(Cli, DetectNamesAMissingRecording) {
 
 TEST(Cli, RunOnTheSimulatedRigWritesSummaryWithGroundTruth) {
   const fs::path dir = temp_dir("run");
-  const Result r = run("run " + (kExamples / "protocol_gratings.yaml").string() +
-                       " --rig sim --seconds 8 --seed 3 --pace max --quiet --out " +
-                       (dir / "session").string());
+  const Result r =
+      run("run " + (kExamples / "protocol_gratings.yaml").string() +
+          " --rig sim --seconds 8 --seed 3 --pace max --quiet --out " + (dir / "session").string());
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("session summary"), std::string::npos) << r.output;
   std::ifstream in(dir / "session" / "summary.json");

@@ -8,25 +8,8 @@
 #include <cstdlib>
 #include <new>
 
+#include "../support/allocation_counter.hpp"
 #include "hil_test_helpers.hpp"
-
-// Counts heap allocations while armed, to prove read() allocates nothing after start().
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<long> g_allocations{0};
-}  // namespace
-
-void* operator new(std::size_t size) {
-  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
 
 namespace twinloop::hil {
 namespace {
@@ -189,18 +172,19 @@ TEST(SimulatedProbe, ReadAllocatesNothingAfterStart) {
   drivers::StimulusCommand cmd;
   cmd.stimulus = testing::grating(90.0, 1.0);
   cmd.duration_samples = 6000;
-  g_allocations = 0;
-  g_counting = true;
+  test_support::allocations = 0;
+  test_support::count_allocations_on_this_thread = true;
   int reads = 0;
   while (rig.probe->read(block) == drivers::ReadStatus::kOk) {
     if (++reads % 300 == 0) {
-      g_counting = false;  // deliver() runs on the session thread; only read() is checked
+      test_support::count_allocations_on_this_thread =
+          false;  // deliver() runs on the session thread; only read() is checked
       (void)rig.stimulator->deliver(cmd);
-      g_counting = true;
+      test_support::count_allocations_on_this_thread = true;
     }
   }
-  g_counting = false;
-  EXPECT_EQ(g_allocations.load(), 0);
+  test_support::count_allocations_on_this_thread = false;
+  EXPECT_EQ(test_support::allocations.load(), 0);
   EXPECT_GT(rig.subject->ground_truth().trials.size(), 5u);
 }
 

@@ -28,10 +28,10 @@ namespace twinloop::acquisition {
 
 struct DetectorConfig {
   double highpass_hz = 300.0;            ///< high-pass corner (2nd-order Butterworth, causal)
-  double lowpass_hz = 6000.0;       ///< one-pole low-pass above the spike band (0 = none)
+  double lowpass_hz = 6000.0;            ///< one-pole low-pass above the spike band (0 = none)
   bool common_reference = true;          ///< subtract the mean across channels from each sample row
   double threshold_sigma = 5.0;          ///< negative threshold in units of the MAD noise estimate
-  double refractory_ms = 2.0;  ///< after an event, shallower troughs nearby are its echo
+  double refractory_ms = 2.0;            ///< after an event, shallower troughs nearby are its echo
   double dedup_radius_um = 50.0;         ///< sites closer than this see the same spike
   double dedup_window_ms = 0.4;          ///< ± time within which only the deepest trough counts
   double warmup_ms = 20.0;               ///< filter settling time before noise is sampled

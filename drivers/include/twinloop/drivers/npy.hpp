@@ -33,7 +33,7 @@ struct NpyArray {
 
 /// Reads a 1-D or 2-D integer array (any of <i1 <i2 <i4 <i8 <u1 <u2 <u4 <u8, |b1), widened.
 [[nodiscard]] std::vector<std::int64_t> read_npy_int64(const std::filesystem::path& path,
-                                                      NpyArray* header = nullptr);
+                                                       NpyArray* header = nullptr);
 /// Reads a 1-D or 2-D float array (<f4, <f8) or an integer one, as double.
 [[nodiscard]] std::vector<double> read_npy_double(const std::filesystem::path& path,
                                                   NpyArray* header = nullptr);

@@ -29,13 +29,13 @@ enum class Pace { kRealtime, kMax };
 
 /// What a source records: fixed for its lifetime once start() succeeded.
 struct ProbeInfo {
-  std::string name;                   ///< e.g. "imec0" or "sim0"
-  std::size_t stored_channels = 0;    ///< int16 words per sample in a block (e.g. 385)
-  std::size_t neural_channels = 0;    ///< the first neural_channels words are electrode sites
-  bool has_sync_word = false;         ///< if true, word [neural_channels] is the SpikeGLX SY word
-  double sample_rate_hz = 0.0;        ///< calibrated rate (SpikeGLX imSampRate)
-  double microvolts_per_bit = 0.0;    ///< AP band conversion for the neural channels
-  ProbeGeometry geometry;             ///< one site per neural channel
+  std::string name;                 ///< e.g. "imec0" or "sim0"
+  std::size_t stored_channels = 0;  ///< int16 words per sample in a block (e.g. 385)
+  std::size_t neural_channels = 0;  ///< the first neural_channels words are electrode sites
+  bool has_sync_word = false;       ///< if true, word [neural_channels] is the SpikeGLX SY word
+  double sample_rate_hz = 0.0;      ///< calibrated rate (SpikeGLX imSampRate)
+  double microvolts_per_bit = 0.0;  ///< AP band conversion for the neural channels
+  ProbeGeometry geometry;           ///< one site per neural channel
 };
 
 /// A block of samples. The buffer is allocated once (by the consumer, at start-up, with
