@@ -60,7 +60,7 @@ struct SpikeDetector::State {
   std::size_t noise_filled = 0;
   std::size_t noise_position = 0;
   std::uint64_t warmup_rows = 0;
-  std::size_t rows_to_noise_sample = 1;
+  std::uint64_t next_noise_row = 0;  // set to warmup_rows in the constructor
   std::uint64_t rows_per_update = 1;
   std::uint64_t rows_since_update = 0;
   std::size_t next_update_channel = 0;
@@ -87,25 +87,33 @@ struct SpikeDetector::State {
     ++stats.threshold_updates;
   }
 
-  void collect_noise(std::uint64_t row) noexcept {
-    // A countdown instead of row % stride: a division per row costs more than the rest of this.
-    if (row < warmup_rows || --rows_to_noise_sample != 0) return;
-    rows_to_noise_sample = config.noise_stride_rows;
-    const float* source = &ring[(row & kernel.ring_mask) * kernel.ring_stride];
-    std::copy_n(source, channels, noise_window.begin() + noise_position * channels);
-    if (++noise_position == config.noise_window_rows) noise_position = 0;
-    if (!armed && ++noise_filled == config.noise_window_rows) {
-      for (std::size_t c = 0; c < channels; ++c) update_threshold(c);
-      armed = true;
-      armed_from_sample = row_sample[row & kernel.ring_mask] + 1;
+  // Samples every noise_stride_rows-th row of [first, end) after the warm-up into the noise
+  // window; the first full window arms detection.
+  void collect_noise(std::uint64_t first, std::uint64_t end) noexcept {
+    for (; next_noise_row < end; next_noise_row += config.noise_stride_rows) {
+      if (next_noise_row < first) continue;
+      const std::uint64_t row = next_noise_row;
+      const float* source = &ring[(row & kernel.ring_mask) * kernel.ring_stride];
+      std::copy_n(source, channels, noise_window.begin() + noise_position * channels);
+      if (++noise_position == config.noise_window_rows) noise_position = 0;
+      if (!armed && ++noise_filled == config.noise_window_rows) {
+        for (std::size_t c = 0; c < channels; ++c) update_threshold(c);
+        armed = true;
+        armed_from_sample = row_sample[row & kernel.ring_mask] + 1;
+      }
     }
   }
 
-  void maybe_refresh_threshold() noexcept {
-    if (!armed || ++rows_since_update < rows_per_update) return;
-    rows_since_update = 0;
-    update_threshold(next_update_channel);
-    next_update_channel = (next_update_channel + 1) % channels;
+  // One channel's threshold every rows_per_update rows, so all are refreshed within
+  // noise_update_seconds and no block pays for many at once.
+  void refresh_thresholds(std::uint64_t rows) noexcept {
+    if (!armed) return;
+    rows_since_update += rows;
+    while (rows_since_update >= rows_per_update) {
+      rows_since_update -= rows_per_update;
+      update_threshold(next_update_channel);
+      if (++next_update_channel == channels) next_update_channel = 0;
+    }
   }
 
   // A crossing at row s becomes a candidate when it is a local minimum in time on its channel.
@@ -256,6 +264,7 @@ SpikeDetector::SpikeDetector(const drivers::ProbeInfo& info, const DetectorConfi
   s.noise_scratch.assign(config.noise_window_rows, 0.0f);
   s.sigma_bits.assign(s.channels, 0.0);
   s.warmup_rows = static_cast<std::uint64_t>(config.warmup_ms * 1e-3 * rate);
+  s.next_noise_row = s.warmup_rows;
   s.rows_per_update =
       std::max<std::uint64_t>(1, static_cast<std::uint64_t>(config.noise_update_seconds * rate /
                                                             static_cast<double>(s.channels)));
@@ -306,12 +315,12 @@ std::size_t SpikeDetector::process(const drivers::SampleBlock& block,
     s.kernel.rows = rows;
     s.kernel.first_row = s.next_row;
     internal::process_rows(s.kernel);
+    s.collect_noise(s.next_row, s.next_row + rows);
+    s.refresh_thresholds(rows);
     for (std::size_t i = 0; i < rows; ++i) {
       const std::uint64_t row = s.next_row + i;
-      s.collect_noise(row);
-      s.maybe_refresh_threshold();
       s.collect_candidates(row);
-      written = s.finalise(row, out, written);
+      if (s.pending_count > 0) written = s.finalise(row, out, written);
     }
     s.next_row += rows;
     s.stats.rows += rows;

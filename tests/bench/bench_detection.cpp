@@ -88,7 +88,7 @@ double stream_pass(const Recording& rec, long long& sink) {
 // threshold count, written straightforwardly and left to the compiler's auto-vectoriser for the
 // portable baseline instruction set (no dispatch). No de-duplication, no noise estimate.
 double plain_loop_pass(const Recording& rec, std::uint64_t& crossings) {
-  const std::size_t channels = rec.info.neural_channels, stride = rec.info.stored_channels;
+  const std::size_t channels = rec.info.neural_channels;
   std::vector<float> z1(channels, 0.f), z2(channels, 0.f), y(channels, 0.f);
   const float b0 = 0.956f, b1 = -1.912f, b2 = 0.956f, a1 = -1.910f, a2 = 0.914f, thr = -40.f;
   const auto start = Clock::now();
