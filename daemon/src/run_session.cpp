@@ -11,6 +11,7 @@
 #include <deque>
 #include <exception>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -23,6 +24,7 @@
 #include "twinloop/daemon/commands.hpp"
 #include "twinloop/daemon/spike_files.hpp"
 #include "twinloop/designer/random_strategy.hpp"
+#include "twinloop/drivers/safety_gate.hpp"
 #include "twinloop/hil/simulated_rig.hpp"
 #include "twinloop/protocols/loader.hpp"
 
@@ -143,6 +145,16 @@ int run_session(const RunOptions& options) {
 
   designer::RandomStrategy designer(protocol.designer.seed);
   const auto candidate_count = static_cast<std::uint32_t>(protocol.stimulus.candidate_count());
+  // Every stimulus passes the protocol's safety limits on its way to the rig, below the designer.
+  std::unique_ptr<drivers::SafetyGate> gate;
+  try {
+    gate = std::make_unique<drivers::SafetyGate>(*rig.stimulator, protocol.safety,
+                                                 protocol.stimulus, protocol.timing, rate);
+  } catch (const std::exception& e) {
+    loop.stop();
+    std::fprintf(stderr, "twinloop run: %s\n", e.what());
+    return kExitRefused;
+  }
   acquisition::WindowCounter windows(info.neural_channels, 64);
   std::vector<TrialRecord> trials;
   std::vector<acquisition::SpikeEvent> events;
@@ -177,12 +189,11 @@ int run_session(const RunOptions& options) {
       t.stimulus = protocol.stimulus.stimulus(t.candidate);
       drivers::StimulusCommand command{t.trial, t.stimulus, next_onset,
                                        ms_to_samples(timing.stimulus_ms)};
-      const drivers::StimulusOnset onset = rig.stimulator->deliver(command);
+      const drivers::StimulusOnset onset = gate->deliver(command);
       if (!onset.delivered) {
         ++refused;
         std::fprintf(stderr, "twinloop run: trial %llu not delivered: %s\n",
-                     static_cast<unsigned long long>(t.trial),
-                     rig.stimulator->last_error().c_str());
+                     static_cast<unsigned long long>(t.trial), gate->last_error().c_str());
       } else {
         t.onset_sample = onset.onset_sample;
         t.window_start = onset.onset_sample + ms_to_samples(timing.response_start_ms);
