@@ -11,7 +11,11 @@ packages=(
   libcli11-dev            # command line
   nlohmann-json3-dev      # probeinterface JSON, summaries
   libhwy-dev              # SIMD kernels with runtime dispatch (portable binaries)
-  libgtest-dev libgmock-dev libbenchmark-dev  # tests and benchmarks
+  libsqlite3-dev          # the session record
+  libssl-dev              # SHA-256 for the session record's hash chain
+  libtorch-dev            # twins (twin/ only), CPU build
+  python3-torch           # exporting users' TorchScript twins (example script, tests)
+  libgtest-dev libgmock-dev  # tests
   python3-numpy           # tests check that numpy reads the .npy files we write
 )
 

@@ -1,0 +1,466 @@
+// The built-in twin families (direction_tuning, lnp, null) against synthetic units whose true
+// tuning is known: the data are drawn in the test itself from a fixed seed, so every fit is
+// reproducible. Also the refusals (unknown family, missing file, unknown device, bad sizes),
+// determinism, and the cost of predict() on the designer's path.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <iostream>
+#include <numbers>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "twinloop/twin/hypothesis.hpp"
+
+namespace twinloop::twin {
+namespace {
+
+using protocols::HypothesisFamily;
+using protocols::HypothesisSpec;
+using protocols::Stimulus;
+using protocols::StimulusSpace;
+
+StimulusSpace gratings(std::size_t directions, const std::vector<double>& contrasts) {
+  StimulusSpace s;
+  s.kind = protocols::StimulusKind::kGrating;
+  s.dimensions.push_back({"direction", "deg", {}});
+  for (std::size_t i = 0; i < directions; ++i) {
+    s.dimensions[0].values.push_back(360.0 * static_cast<double>(i) /
+                                     static_cast<double>(directions));
+  }
+  s.dimensions.push_back({"contrast", "fraction", contrasts});
+  for (const double d : s.dimensions[0].values) {
+    for (const double c : contrasts) {
+      s.candidate_values.push_back(d);
+      s.candidate_values.push_back(c);
+    }
+  }
+  return s;
+}
+
+StimulusSpace optogenetic() {
+  StimulusSpace s;
+  s.kind = protocols::StimulusKind::kOptogenetic;
+  s.dimensions.push_back({"amplitude_mw", "mW", {1.0, 2.0, 4.0, 8.0}});
+  s.dimensions.push_back({"duration_ms", "ms", {10.0, 50.0}});
+  for (const double a : s.dimensions[0].values) {
+    for (const double d : s.dimensions[1].values) {
+      s.candidate_values.push_back(a);
+      s.candidate_values.push_back(d);
+    }
+  }
+  return s;
+}
+
+HypothesisSpec spec(HypothesisFamily family, std::string name = "h") {
+  HypothesisSpec h;
+  h.name = std::move(name);
+  h.family = family;
+  return h;
+}
+
+/// Ground truth for one synthetic unit, in hertz.
+struct Unit {
+  double baseline = 0, amplitude = 0, preferred_deg = 0, kappa = 1, c50 = 0.3, n = 2;
+  double nb_dispersion = 0;  ///< > 0: counts are gamma-Poisson (NB2) around the rate
+
+  [[nodiscard]] double rate(double direction_deg, double contrast) const {
+    const double d = (direction_deg - preferred_deg) * std::numbers::pi / 180.0;
+    const double cn = std::pow(contrast, n);
+    return baseline +
+           amplitude * std::exp(kappa * (std::cos(d) - 1.0)) * cn / (cn + std::pow(c50, n));
+  }
+};
+
+/// The population every fitting test uses: 16 clearly tuned units, 4 untuned Poisson units at
+/// 8 Hz, 2 untuned over-dispersed units at 10 Hz, 2 units that never fire.
+std::vector<Unit> population() {
+  std::mt19937_64 rng(20240501);
+  std::uniform_real_distribution<double> unit01(0.0, 1.0);
+  std::vector<Unit> units;
+  for (int i = 0; i < 16; ++i) {
+    Unit u;
+    u.baseline = 2.0 + 2.0 * unit01(rng);
+    u.amplitude = 15.0 + 15.0 * unit01(rng);
+    u.preferred_deg = 360.0 * unit01(rng);
+    u.kappa = 1.5 + 1.5 * unit01(rng);
+    units.push_back(u);
+  }
+  for (int i = 0; i < 4; ++i) units.push_back({.baseline = 8.0});
+  for (int i = 0; i < 2; ++i) units.push_back({.baseline = 10.0, .nb_dispersion = 0.5});
+  for (int i = 0; i < 2; ++i) units.push_back({});
+  return units;
+}
+
+constexpr std::size_t kTuned = 16;
+
+struct Trials {
+  std::vector<Stimulus> stimuli;
+  std::vector<std::uint32_t> counts;  ///< trials x units
+};
+
+Trials simulate(const StimulusSpace& space, const std::vector<Unit>& units, std::size_t repeats,
+                double window_s, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Trials t;
+  for (std::size_t r = 0; r < repeats; ++r) {
+    for (std::size_t c = 0; c < space.candidate_count(); ++c) {
+      const auto s = space.stimulus(c);
+      t.stimuli.push_back(s);
+      for (const auto& u : units) {
+        double mean = u.rate(s.value(0), s.value(1)) * window_s;
+        if (u.nb_dispersion > 0) {
+          std::gamma_distribution<double> g(1.0 / u.nb_dispersion, u.nb_dispersion);
+          mean *= g(rng);
+        }
+        std::poisson_distribution<std::uint32_t> p(mean);
+        t.counts.push_back(mean > 0 ? p(rng) : 0U);
+      }
+    }
+  }
+  return t;
+}
+
+PredictionBatch predict_all(Hypothesis& h, std::span<const Stimulus> stimuli) {
+  PredictionBatch b;
+  b.resize(stimuli.size(), h.unit_count());
+  h.predict(stimuli, b);
+  return b;
+}
+
+/// Summed log-likelihood of the trials' counts, units [first, last).
+double log_likelihood(Hypothesis& h, const Trials& t, std::size_t first, std::size_t last) {
+  const auto b = predict_all(h, t.stimuli);
+  double total = 0;
+  for (std::size_t i = 0; i < t.stimuli.size(); ++i) {
+    for (std::size_t u = first; u < last; ++u) {
+      total += log_probability(b.at(i, u), t.counts[i * h.unit_count() + u]);
+    }
+  }
+  return total;
+}
+
+double angle_between_deg(double a, double b) {
+  const double d = std::fmod(std::abs(a - b), 360.0);
+  return std::min(d, 360.0 - d);
+}
+
+class Fitted : public ::testing::Test {
+ protected:
+  static constexpr double kWindow = 1.0;
+  StimulusSpace space = gratings(16, {0.25, 0.5, 1.0});
+  std::vector<Unit> truth = population();
+  Trials train = simulate(space, truth, 10, kWindow, 7);  // 480 trials
+  Trials test = simulate(space, truth, 5, kWindow, 8);    // held out
+  TwinOptions options{.device = "cpu", .window_seconds = kWindow};
+
+  std::unique_ptr<Hypothesis> fit(HypothesisFamily family) {
+    auto h = make_hypothesis(spec(family), space, truth.size(), options);
+    h->update(train.stimuli, train.counts);
+    return h;
+  }
+};
+
+TEST_F(Fitted, DirectionTuningRecoversPreferredDirection) {
+  auto h = fit(HypothesisFamily::kDirectionTuning);
+  EXPECT_EQ(h->family(), "direction_tuning");
+  // Read the fitted tuning curve at 1-degree steps (stimuli outside the candidate set take the
+  // computed path) and take its peak.
+  std::vector<Stimulus> fine;
+  for (int d = 0; d < 360; ++d) {
+    Stimulus s;
+    s.dimension_count = 2;
+    s.values[0] = d;
+    s.values[1] = 1.0;
+    fine.push_back(s);
+  }
+  const auto b = predict_all(*h, fine);
+  for (std::size_t u = 0; u < kTuned; ++u) {
+    std::size_t best = 0;
+    for (std::size_t i = 1; i < fine.size(); ++i) {
+      if (b.at(i, u).mean > b.at(best, u).mean) best = i;
+    }
+    EXPECT_LT(angle_between_deg(static_cast<double>(best), truth[u].preferred_deg), 15.0)
+        << "unit " << u;
+    // Peak and trough at full contrast within 20% of the truth.
+    const double peak = truth[u].rate(truth[u].preferred_deg, 1.0);
+    EXPECT_NEAR(b.at(best, u).mean, peak, 0.2 * peak) << "unit " << u;
+  }
+}
+
+TEST_F(Fitted, NullFitsTheMeanCount) {
+  auto h = fit(HypothesisFamily::kNull);
+  const auto b = predict_all(*h, train.stimuli);
+  const std::size_t units = truth.size();
+  for (std::size_t u = 0; u < units; ++u) {
+    double sum = 0;
+    for (std::size_t i = 0; i < train.stimuli.size(); ++i) sum += train.counts[i * units + u];
+    const double sample_mean = sum / static_cast<double>(train.stimuli.size());
+    for (std::size_t i = 0; i < train.stimuli.size(); i += 97) {
+      EXPECT_NEAR(b.at(i, u).mean, std::max(sample_mean, 0.01), 1e-9) << "unit " << u;
+    }
+  }
+  for (std::size_t u = kTuned; u < kTuned + 4; ++u) EXPECT_NEAR(b.at(0, u).mean, 8.0, 0.5);
+}
+
+TEST_F(Fitted, TunedModelsPredictHeldOutTrialsBetterThanNull) {
+  auto null = fit(HypothesisFamily::kNull);
+  auto lnp = fit(HypothesisFamily::kLnp);
+  auto tuning = fit(HypothesisFamily::kDirectionTuning);
+  const double ll_null = log_likelihood(*null, test, 0, kTuned);
+  const double ll_lnp = log_likelihood(*lnp, test, 0, kTuned);
+  const double ll_tuning = log_likelihood(*tuning, test, 0, kTuned);
+  EXPECT_GT(ll_lnp, ll_null + 100.0);
+  EXPECT_GT(ll_tuning, ll_lnp);  // the true model family should win
+  // On untuned units no family should do much worse than null (no over-fitting disaster).
+  const double untuned_null = log_likelihood(*null, test, kTuned, kTuned + 6);
+  EXPECT_GT(log_likelihood(*lnp, test, kTuned, kTuned + 6), untuned_null - 10.0);
+  EXPECT_GT(log_likelihood(*tuning, test, kTuned, kTuned + 6), untuned_null - 10.0);
+}
+
+TEST_F(Fitted, DispersionIsFittedForOverdispersedUnitsOnly) {
+  for (const auto family :
+       {HypothesisFamily::kNull, HypothesisFamily::kLnp, HypothesisFamily::kDirectionTuning}) {
+    auto h = fit(family);
+    // A second update warm-starts from the first and fits the means under NB2.
+    h->update(train.stimuli, train.counts);
+    const auto b = predict_all(*h, train.stimuli);
+    for (std::size_t u = kTuned; u < kTuned + 4; ++u) {
+      EXPECT_LT(b.at(0, u).dispersion, 0.05) << h->family() << " unit " << u;
+    }
+    for (std::size_t u = kTuned + 4; u < kTuned + 6; ++u) {
+      EXPECT_GT(b.at(0, u).dispersion, 0.25) << h->family() << " unit " << u;
+      EXPECT_LT(b.at(0, u).dispersion, 1.0) << h->family() << " unit " << u;
+    }
+  }
+}
+
+TEST_F(Fitted, SilentUnitsGetSmallFinitePredictions) {
+  for (const auto family :
+       {HypothesisFamily::kNull, HypothesisFamily::kLnp, HypothesisFamily::kDirectionTuning}) {
+    auto h = fit(family);
+    const auto b = predict_all(*h, train.stimuli);
+    for (std::size_t i = 0; i < b.candidates; ++i) {
+      for (std::size_t u = 0; u < b.units; ++u) {
+        ASSERT_TRUE(std::isfinite(b.at(i, u).mean)) << h->family();
+        ASSERT_GE(b.at(i, u).dispersion, 0.0);
+      }
+      for (std::size_t u = truth.size() - 2; u < truth.size(); ++u) {
+        EXPECT_GT(b.at(i, u).mean, 0.0) << h->family();
+        EXPECT_LT(b.at(i, u).mean, 0.05) << h->family();
+        EXPECT_TRUE(std::isfinite(log_probability(b.at(i, u), 1))) << h->family();
+      }
+    }
+  }
+}
+
+TEST_F(Fitted, PredictionsAreDeterministic) {
+  for (const auto family :
+       {HypothesisFamily::kNull, HypothesisFamily::kLnp, HypothesisFamily::kDirectionTuning}) {
+    auto a = fit(family);
+    auto b = fit(family);
+    const auto pa = predict_all(*a, test.stimuli);
+    const auto pb = predict_all(*b, test.stimuli);
+    const auto again = predict_all(*a, test.stimuli);
+    EXPECT_EQ(pa.mean, pb.mean) << a->family();
+    EXPECT_EQ(pa.dispersion, pb.dispersion) << a->family();
+    EXPECT_EQ(pa.mean, again.mean) << a->family();
+  }
+}
+
+TEST_F(Fitted, ComputedPathAgreesWithTheCandidateCache) {
+  for (const auto family :
+       {HypothesisFamily::kNull, HypothesisFamily::kLnp, HypothesisFamily::kDirectionTuning}) {
+    auto h = fit(family);
+    std::vector<Stimulus> cached{space.stimulus(7), space.stimulus(30)};
+    std::vector<Stimulus> computed = cached;
+    for (auto& s : computed) s.candidate = 1000;  // not an index of this space: computed anew
+    const auto a = predict_all(*h, cached);
+    const auto b = predict_all(*h, computed);
+    for (std::size_t i = 0; i < a.mean.size(); ++i) {
+      EXPECT_NEAR(a.mean[i], b.mean[i], 1e-9 * (1.0 + a.mean[i])) << h->family();
+      EXPECT_DOUBLE_EQ(a.dispersion[i], b.dispersion[i]) << h->family();
+    }
+  }
+}
+
+TEST(Families, PriorBeforeAnyTrialIsFiveHertz) {
+  const auto space = gratings(8, {0.5, 1.0});
+  const TwinOptions options{.device = "cpu", .window_seconds = 0.5};
+  for (const auto family :
+       {HypothesisFamily::kNull, HypothesisFamily::kLnp, HypothesisFamily::kDirectionTuning}) {
+    auto h = make_hypothesis(spec(family, "prior"), space, 3, options);
+    EXPECT_EQ(h->name(), "prior");
+    EXPECT_EQ(h->unit_count(), 3U);
+    h->update({}, {});  // no trials: still the prior
+    std::vector<Stimulus> all;
+    for (std::size_t c = 0; c < space.candidate_count(); ++c) all.push_back(space.stimulus(c));
+    const auto b = predict_all(*h, all);
+    for (std::size_t i = 0; i < b.mean.size(); ++i) {
+      EXPECT_NEAR(b.mean[i], 2.5, 0.01) << h->family();
+      EXPECT_EQ(b.dispersion[i], 0.0) << h->family();
+    }
+  }
+}
+
+TEST(Families, StatedTuningShapesThePrior) {
+  const auto space = gratings(8, {1.0});
+  auto h_spec = spec(HypothesisFamily::kDirectionTuning);
+  h_spec.params = {{"preferred_deg", 90.0}, {"amplitude_hz", 20.0}, {"baseline_hz", 2.0}};
+  auto h = make_hypothesis(h_spec, space, 1, {});
+  const auto b = predict_all(*h, std::vector<Stimulus>{space.stimulus(2), space.stimulus(6)});
+  EXPECT_GT(b.at(0, 0).mean, 15.0);  // 90 deg at full contrast
+  EXPECT_LT(b.at(1, 0).mean, 3.0);   // 270 deg
+}
+
+TEST(Families, LnpFitsAnOptogeneticSpace) {
+  const auto space = optogenetic();
+  auto h = make_hypothesis(spec(HypothesisFamily::kLnp), space, 1, {});
+  Trials t;
+  std::mt19937_64 rng(3);
+  for (int r = 0; r < 40; ++r) {
+    for (std::size_t c = 0; c < space.candidate_count(); ++c) {
+      const auto s = space.stimulus(c);
+      t.stimuli.push_back(s);
+      std::poisson_distribution<std::uint32_t> p(2.0 + 3.0 * s.value(0));  // rises with power
+      t.counts.push_back(p(rng));
+    }
+  }
+  h->update(t.stimuli, t.counts);
+  const auto b = predict_all(*h, std::vector<Stimulus>{space.stimulus(0), space.stimulus(6)});
+  EXPECT_GT(b.at(1, 0).mean, 2.0 * b.at(0, 0).mean);
+}
+
+TEST(Families, RefusesWhatItCannotBuild) {
+  const auto space = gratings(8, {1.0});
+  auto bad = spec(static_cast<HypothesisFamily>(42), "mystery");
+  try {
+    (void)make_hypothesis(bad, space, 4, {});
+    FAIL() << "unknown family accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("mystery"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("unknown family"), std::string::npos) << e.what();
+  }
+
+  auto script = spec(HypothesisFamily::kTorchScript, "net");
+  EXPECT_THROW((void)make_hypothesis(script, space, 4, {}), std::invalid_argument);  // no path
+  script.path = "/nonexistent/twin_model.pt";
+  try {
+    (void)make_hypothesis(script, space, 4, {});
+    FAIL() << "missing TorchScript file accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/twin_model.pt"), std::string::npos)
+        << e.what();
+  }
+
+  auto typo = spec(HypothesisFamily::kDirectionTuning, "typo");
+  typo.params = {{"kapa", 2.0}};
+  try {
+    (void)make_hypothesis(typo, space, 4, {});
+    FAIL() << "unknown parameter accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("kapa"), std::string::npos) << e.what();
+  }
+
+  // Direction tuning needs a direction.
+  EXPECT_THROW(
+      (void)make_hypothesis(spec(HypothesisFamily::kDirectionTuning), optogenetic(), 4, {}),
+      std::invalid_argument);
+  EXPECT_THROW((void)make_hypothesis(spec(HypothesisFamily::kNull), space, 0, {}),
+               std::invalid_argument);
+}
+
+TEST(Families, RefusesUnknownOrUnavailableDevices) {
+  const auto space = gratings(8, {1.0});
+  for (const std::string device : {"banana", "tpu:0", "cuda:-7x"}) {
+    try {
+      (void)make_hypothesis(spec(HypothesisFamily::kNull, "dev"), space, 4, {.device = device});
+      FAIL() << device << " accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(device), std::string::npos) << e.what();
+    }
+  }
+  try {
+    (void)make_hypothesis(spec(HypothesisFamily::kLnp, "gpu"), space, 4, {.device = "cuda:0"});
+    GTEST_SKIP() << "this LibTorch has a CUDA device: cuda:0 is legitimately accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda:0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not available"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Families, RefusesMisSizedBatchesAndCounts) {
+  const auto space = gratings(8, {1.0});
+  auto h = make_hypothesis(spec(HypothesisFamily::kLnp), space, 4, {});
+  std::vector<Stimulus> two{space.stimulus(0), space.stimulus(1)};
+  PredictionBatch b;
+  b.resize(3, 4);
+  EXPECT_THROW(h->predict(two, b), std::invalid_argument);
+  std::vector<std::uint32_t> counts(7, 1);
+  EXPECT_THROW(h->update(two, counts), std::invalid_argument);
+}
+
+// The designer's call: every candidate of a 1000-candidate space for 384 units. After a fit the
+// predictions of the fixed candidate set are cached, so predict() copies rows.
+TEST(Families, PredictForAThousandCandidatesIsFast) {
+  const auto space = gratings(40, [] {
+    std::vector<double> c;
+    for (int i = 1; i <= 25; ++i) c.push_back(i / 25.0);
+    return c;
+  }());
+  ASSERT_EQ(space.candidate_count(), 1000U);
+  constexpr std::size_t kUnits = 384;
+  std::vector<Unit> truth;
+  for (std::size_t u = 0; u < kUnits; ++u) {
+    truth.push_back({.baseline = 3.0, .amplitude = 10.0, .preferred_deg = 7.0 * u, .kappa = 2.0});
+  }
+  // A subset of the candidates: 200 trials.
+  Trials t;
+  const auto all = simulate(space, truth, 1, 1.0, 11);
+  for (std::size_t i = 0; i < all.stimuli.size(); i += 5) {
+    t.stimuli.push_back(all.stimuli[i]);
+    t.counts.insert(t.counts.end(), all.counts.begin() + i * kUnits,
+                    all.counts.begin() + (i + 1) * kUnits);
+  }
+  std::vector<Stimulus> candidates;
+  for (std::size_t c = 0; c < space.candidate_count(); ++c) candidates.push_back(space.stimulus(c));
+
+  for (const auto family : {HypothesisFamily::kDirectionTuning, HypothesisFamily::kLnp}) {
+    auto h = make_hypothesis(spec(family), space, kUnits, {});
+    const auto fit_start = std::chrono::steady_clock::now();
+    h->update(t.stimuli, t.counts);
+    const double fit_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - fit_start)
+            .count();
+    const auto warm_start = std::chrono::steady_clock::now();
+    h->update(t.stimuli, t.counts);  // the next trial's refit starts from this fit
+    const double warm_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - warm_start)
+            .count();
+    PredictionBatch b;
+    b.resize(candidates.size(), kUnits);
+    std::vector<double> ms;
+    for (int i = 0; i < 21; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      h->predict(candidates, b);
+      ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count());
+    }
+    std::sort(ms.begin(), ms.end());
+    std::cout << "[ timing   ] " << h->family() << ": predict 1000 x 384 median " << ms[10]
+              << " ms (min " << ms.front() << ", max " << ms.back() << "); update on 200 trials "
+              << fit_ms << " ms first, " << warm_ms << " ms warm-started\n";
+    EXPECT_LT(ms[10], 50.0) << h->family();
+    EXPECT_TRUE(std::all_of(b.mean.begin(), b.mean.end(),
+                            [](double m) { return std::isfinite(m) && m > 0; }));
+  }
+}
+
+}  // namespace
+}  // namespace twinloop::twin

@@ -1,0 +1,433 @@
+// Model criticism and the verdict: the distribution functions against direct sums and tabulated
+// critical values; PIT uniformity, coverage, bits per spike and Spearman's rho on data simulated
+// from known Poisson / negative binomial models (right models pass, wrong ones fail); and the
+// verdict naming the true hypothesis, or "none" when every hypothesis is wrong.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numbers>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "twinloop/twin/model_check.hpp"
+#include "twinloop/twin/posterior.hpp"
+
+namespace twinloop::twin {
+namespace {
+
+std::uint32_t sample(const CountDistribution& d, std::mt19937_64& rng) {
+  double rate = d.mean;
+  if (!(rate > 0.0)) return 0;
+  if (d.dispersion > 0.0) {  // NB2 = Poisson with a gamma(1/dispersion, dispersion*mean) rate
+    rate = std::gamma_distribution<double>(1.0 / d.dispersion, d.dispersion * d.mean)(rng);
+    if (!(rate > 0.0)) return 0;
+  }
+  return std::poisson_distribution<std::uint32_t>(rate)(rng);
+}
+
+/// A small population of direction-tuned units, like the protocols' direction_tuning family.
+struct Population {
+  std::size_t units = 12;
+  double dispersion = 0.0;  ///< of the truth
+
+  [[nodiscard]] std::vector<CountDistribution> truth(int direction_index) const {
+    return predict(direction_index, 1.0, dispersion);
+  }
+  [[nodiscard]] std::vector<CountDistribution> predict(int direction_index, double gain,
+                                                       double model_dispersion) const {
+    const double direction = 2.0 * std::numbers::pi * direction_index / 8.0;
+    std::vector<CountDistribution> out(units);
+    for (std::size_t u = 0; u < units; ++u) {
+      const double preferred = 2.0 * std::numbers::pi * static_cast<double>(u) / units;
+      out[u] = {gain * (1.0 + 8.0 * std::exp(2.0 * (std::cos(direction - preferred) - 1.0))),
+                model_dispersion};
+    }
+    return out;
+  }
+};
+
+std::vector<std::uint32_t> draw(const std::vector<CountDistribution>& truth, std::mt19937_64& rng) {
+  std::vector<std::uint32_t> counts;
+  for (const auto& d : truth) counts.push_back(sample(d, rng));
+  return counts;
+}
+
+TEST(ModelCheck, CumulativeProbabilityMatchesTheSumOfThePmf) {
+  for (const CountDistribution d : {CountDistribution{3.5, 0.0}, CountDistribution{3.5, 0.7},
+                                    CountDistribution{0.2, 0.0}, CountDistribution{40.0, 0.05}}) {
+    double sum = 0.0;
+    for (std::int64_t k = 0; k < 80; ++k) {
+      sum += std::exp(log_probability(d, static_cast<std::uint32_t>(k)));
+      EXPECT_NEAR(cumulative_probability(d, k), sum, 1e-12) << d.mean << " " << d.dispersion;
+    }
+  }
+  EXPECT_EQ(cumulative_probability({3.0, 0.0}, -1), 0.0);
+  EXPECT_EQ(cumulative_probability({0.0, 0.0}, 0), 1.0);
+  // Mean 1000: e^-1000 underflows, the recurrence in log space does not. Median ~ mean.
+  const double f = cumulative_probability({1000.0, 0.0}, 1000);
+  EXPECT_GT(f, 0.5);
+  EXPECT_LT(f, 0.52);
+  EXPECT_EQ(count_quantile({1000.0, 0.0}, 0.5), 1000u);
+  EXPECT_EQ(count_quantile({0.0, 0.0}, 0.95), 0u);
+  // Smallest k with F(k) >= p.
+  const CountDistribution d{5.0, 0.0};
+  const auto q = count_quantile(d, 0.95);
+  EXPECT_GE(cumulative_probability(d, q), 0.95);
+  EXPECT_LT(cumulative_probability(d, static_cast<std::int64_t>(q) - 1), 0.95);
+}
+
+TEST(ModelCheck, RandomizedPitSpansTheJumpOfTheCdf) {
+  const CountDistribution d{2.0, 0.0};
+  EXPECT_DOUBLE_EQ(randomized_pit(d, 3, 0.0), cumulative_probability(d, 2));
+  EXPECT_NEAR(randomized_pit(d, 3, 1.0), cumulative_probability(d, 3), 1e-15);
+  EXPECT_DOUBLE_EQ(randomized_pit(d, 0, 0.0), 0.0);
+  EXPECT_DOUBLE_EQ(randomized_pit({0.0, 0.0}, 0, 0.5), 0.5);
+  EXPECT_DOUBLE_EQ(randomized_pit({0.0, 0.0}, 4, 0.5), 1.0);
+}
+
+TEST(ModelCheck, TestDistributionsMatchTabulatedValues) {
+  // Chi-square upper 5% points (any statistics table): df 1: 3.841, df 9: 16.919, df 9 1%: 21.666.
+  EXPECT_NEAR(chi_square_survival(3.841459, 1.0), 0.05, 1e-6);
+  EXPECT_NEAR(chi_square_survival(16.918978, 9.0), 0.05, 1e-6);
+  EXPECT_NEAR(chi_square_survival(21.665994, 9.0), 0.01, 1e-6);
+  EXPECT_NEAR(chi_square_survival(4.0, 2.0), std::exp(-2.0), 1e-13);  // df 2: e^(-x/2)
+  EXPECT_NEAR(chi_square_survival(60.0, 2.0), std::exp(-30.0), 1e-20);
+  EXPECT_DOUBLE_EQ(chi_square_survival(0.0, 9.0), 1.0);
+  // Kolmogorov distribution: Q(1.3581) = 0.05, Q(1.6276) = 0.01, Q(0.8276) = 0.5 (n large, so
+  // Stephens's correction is negligible); both branches of the series agree at the switch.
+  constexpr std::size_t big = 100000000;
+  const double rn = std::sqrt(static_cast<double>(big));
+  EXPECT_NEAR(kolmogorov_survival(1.3581 / rn, big), 0.05, 2e-4);
+  EXPECT_NEAR(kolmogorov_survival(1.6276 / rn, big), 0.01, 1e-4);
+  EXPECT_NEAR(kolmogorov_survival(0.8276 / rn, big), 0.5, 2e-4);
+  EXPECT_NEAR(kolmogorov_survival(1.17999 / rn, big), kolmogorov_survival(1.18001 / rn, big), 1e-4);
+  EXPECT_DOUBLE_EQ(kolmogorov_survival(0.0, 10), 1.0);
+}
+
+TEST(ModelCheck, SpearmanOfMonotoneRelationsAndTies) {
+  const std::vector<double> x{0.5, 1.0, 2.0, 4.0, 8.0, 16.0};
+  std::vector<double> y;
+  for (const double v : x) y.push_back(std::exp(v / 4.0));  // monotone, not linear
+  EXPECT_DOUBLE_EQ(spearman_correlation(x, y), 1.0);
+  std::vector<double> reversed(y.rbegin(), y.rend());
+  EXPECT_DOUBLE_EQ(spearman_correlation(x, reversed), -1.0);
+  // Ties take midranks: y ranks (1.5, 1.5, 3.5, 3.5) against (1, 2, 3, 4): 4 / sqrt(20).
+  const std::vector<double> a{1, 2, 3, 4}, b{1, 1, 2, 2};
+  EXPECT_NEAR(spearman_correlation(a, b), 4.0 / std::sqrt(20.0), 1e-15);
+  const std::vector<double> constant{3, 3, 3, 3};
+  EXPECT_TRUE(std::isnan(spearman_correlation(a, constant)));
+  EXPECT_THROW((void)spearman_correlation(a, x), std::invalid_argument);
+}
+
+ModelCheckResult check(const Population& population, double gain, double model_dispersion,
+                       int trials, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  ModelCheck model_check(population.units);
+  for (int t = 0; t < trials; ++t) {
+    const int direction = static_cast<int>(rng() % 8);
+    const auto counts = draw(population.truth(direction), rng);
+    model_check.add_trial(population.predict(direction, gain, model_dispersion), counts);
+  }
+  return model_check.result();
+}
+
+TEST(ModelCheck, CorrectPoissonModelIsCalibratedWithNinetyPercentCoverage) {
+  const Population population;
+  const auto r = check(population, 1.0, 0.0, 400, 11);
+  EXPECT_EQ(r.values, 400u * population.units);
+  EXPECT_TRUE(r.enough_data);
+  EXPECT_TRUE(r.fits) << "p = " << r.p_value;
+  EXPECT_GE(r.p_value, 0.01);
+  EXPECT_NEAR(r.coverage, 0.90, 0.015);
+  // The integer interval covers at least 90%, and as often as the model says it should.
+  EXPECT_GE(r.expected_interval_coverage, 0.90);
+  EXPECT_NEAR(r.interval_coverage, r.expected_interval_coverage, 0.015);
+  ASSERT_EQ(r.histogram.size(), 10u);
+  for (const auto bin : r.histogram) EXPECT_NEAR(static_cast<double>(bin), 480.0, 80.0);
+}
+
+TEST(ModelCheck, CorrectNegativeBinomialModelIsCalibrated) {
+  Population population;
+  population.dispersion = 0.5;
+  const auto r = check(population, 1.0, 0.5, 400, 12);
+  EXPECT_TRUE(r.fits) << "p = " << r.p_value;
+  EXPECT_NEAR(r.coverage, 0.90, 0.015);
+}
+
+TEST(ModelCheck, CalibratedModelPassesAtAboutTheNominalRate) {
+  // Under a right model the p-value is ~uniform: with alpha 0.01 about 1 in 100 sessions fail.
+  const Population population;
+  int fails = 0;
+  for (std::uint64_t seed = 100; seed < 140; ++seed) {
+    if (!check(population, 1.0, 0.0, 60, seed).fits) ++fails;
+  }
+  EXPECT_LE(fails, 3);
+}
+
+TEST(ModelCheck, MeansScaledByTwoFailTheUniformityTest) {
+  const Population population;
+  const auto r = check(population, 2.0, 0.0, 200, 13);
+  EXPECT_TRUE(r.enough_data);
+  EXPECT_FALSE(r.fits);
+  EXPECT_LT(r.p_value, 1e-6);
+  // Over-prediction piles the PIT up near 0.
+  EXPECT_GT(r.histogram.front(), 3 * r.histogram.back());
+}
+
+TEST(ModelCheck, PoissonOnOverDispersedDataFailsWithAUShapedPit) {
+  Population population;
+  population.dispersion = 0.6;
+  const auto r = check(population, 1.0, 0.0, 200, 14);  // right means, wrong variance
+  EXPECT_FALSE(r.fits);
+  EXPECT_LT(r.p_value, 1e-6);
+  const double middle = static_cast<double>(r.histogram[4] + r.histogram[5]) / 2.0;
+  EXPECT_GT(static_cast<double>(r.histogram.front()), 1.5 * middle);
+  EXPECT_GT(static_cast<double>(r.histogram.back()), 1.5 * middle);
+  EXPECT_LT(r.coverage, 0.85);  // the predictive interval is too narrow
+}
+
+TEST(ModelCheck, TooFewValuesIsNotEnoughDataToJudge) {
+  const Population population;  // 12 units x 5 trials = 60 < 100
+  const auto r = check(population, 1.0, 0.0, 5, 15);
+  EXPECT_FALSE(r.enough_data);
+  EXPECT_FALSE(r.fits);
+}
+
+TEST(ModelCheck, BitsPerSpikeOfTheTrueModelIsPositiveAndOfTheNullIsZero) {
+  const Population population;
+  std::mt19937_64 rng(16);
+  std::vector<int> directions;
+  std::vector<std::vector<std::uint32_t>> counts;
+  for (int t = 0; t < 300; ++t) {
+    directions.push_back(static_cast<int>(rng() % 8));
+    counts.push_back(draw(population.truth(directions.back()), rng));
+  }
+  // The null model: each unit's mean count over these trials, Poisson.
+  std::vector<CountDistribution> null(population.units);
+  for (std::size_t u = 0; u < population.units; ++u) {
+    double s = 0.0;
+    for (const auto& c : counts) s += c[u];
+    null[u] = {s / static_cast<double>(counts.size()), 0.0};
+  }
+  ModelCheck truth(population.units), wrong(population.units), baseline(population.units);
+  for (std::size_t t = 0; t < counts.size(); ++t) {
+    truth.add_trial(population.truth(directions[t]), counts[t]);
+    wrong.add_trial(population.predict(directions[t], 2.0, 0.0), counts[t]);
+    baseline.add_trial(null, counts[t]);
+  }
+  const auto rt = truth.result(), rw = wrong.result(), rn = baseline.result();
+  EXPECT_GT(rt.bits_per_spike, 0.2);
+  EXPECT_NEAR(rn.bits_per_spike, 0.0, 1e-9);
+  EXPECT_LT(rw.bits_per_spike, rt.bits_per_spike);
+  EXPECT_EQ(rt.spikes, rn.spikes);
+  EXPECT_NEAR(rt.null_log_likelihood, rn.log_likelihood, 1e-6);
+}
+
+TEST(ModelCheck, SpearmanOfADeterministicMonotoneRelationIsOneWithADegenerateInterval) {
+  ModelCheck model_check(3);
+  std::mt19937_64 rng(17);
+  for (int t = 0; t < 50; ++t) {
+    std::vector<CountDistribution> predictions;
+    std::vector<std::uint32_t> counts;
+    for (int u = 0; u < 3; ++u) {
+      const auto k = static_cast<std::uint32_t>(rng() % 1000);
+      const double mean = 0.5 + static_cast<double>(k) / 37.0;
+      predictions.push_back({mean, 0.0});
+      counts.push_back(k * k);  // strictly increasing in the mean
+    }
+    model_check.add_trial(predictions, counts);
+  }
+  const auto r = model_check.result();
+  EXPECT_NEAR(r.spearman, 1.0, 1e-12);
+  EXPECT_NEAR(r.spearman_ci_low, 1.0, 1e-12);
+  EXPECT_NEAR(r.spearman_ci_high, 1.0, 1e-12);
+}
+
+TEST(ModelCheck, SpearmanBootstrapIntervalCoversTheTrueValue) {
+  // Predicted mean ~ U(1, 20), count ~ Poisson(mean): the population rho, from one huge sample.
+  std::mt19937_64 rng(18);
+  std::uniform_real_distribution<double> mean_of(1.0, 20.0);
+  std::vector<double> big_x, big_y;
+  for (int i = 0; i < 200000; ++i) {
+    big_x.push_back(mean_of(rng));
+    big_y.push_back(std::poisson_distribution<int>(big_x.back())(rng));
+  }
+  const double truth = spearman_correlation(big_x, big_y);
+  EXPECT_GT(truth, 0.7);
+  EXPECT_LT(truth, 0.95);
+
+  int covered = 0;
+  constexpr int sessions = 40;
+  for (int s = 0; s < sessions; ++s) {
+    ModelCheckOptions options;
+    options.seed = 1000 + static_cast<std::uint64_t>(s);
+    ModelCheck model_check(2, options);
+    for (int t = 0; t < 60; ++t) {
+      const std::vector<CountDistribution> p{{mean_of(rng), 0.0}, {mean_of(rng), 0.0}};
+      model_check.add_trial(p, draw(p, rng));
+    }
+    const auto r = model_check.result();
+    EXPECT_LE(r.spearman_ci_low, r.spearman);
+    EXPECT_GE(r.spearman_ci_high, r.spearman);
+    if (r.spearman_ci_low <= truth && truth <= r.spearman_ci_high) ++covered;
+    if (s == 0) {
+      EXPECT_NEAR(r.spearman, truth, 0.1);
+    }
+  }
+  // A 95% interval: expect ~38 of 40; 34 allows for sampling noise (P(<= 33) < 0.5%).
+  EXPECT_GE(covered, 34);
+}
+
+TEST(ModelCheck, DeterministicForASeedAndTheBatchRowIsTheSameAsTheSpan) {
+  const Population population;
+  EXPECT_EQ(check(population, 1.0, 0.0, 30, 19).p_value,
+            check(population, 1.0, 0.0, 30, 19).p_value);
+  EXPECT_EQ(check(population, 1.0, 0.0, 30, 19).spearman_ci_low,
+            check(population, 1.0, 0.0, 30, 19).spearman_ci_low);
+
+  PredictionBatch batch;
+  batch.resize(2, population.units);
+  const auto row = population.predict(3, 1.0, 0.2);
+  for (std::size_t u = 0; u < population.units; ++u) {
+    batch.mean[population.units + u] = row[u].mean;
+    batch.dispersion[population.units + u] = row[u].dispersion;
+  }
+  std::mt19937_64 rng(20);
+  const auto counts = draw(row, rng);
+  ModelCheck from_batch(population.units), from_span(population.units);
+  from_batch.add_trial(batch, 1, counts);
+  from_span.add_trial(row, counts);
+  ASSERT_EQ(from_batch.pit_values().size(), population.units);
+  for (std::size_t u = 0; u < population.units; ++u) {
+    EXPECT_EQ(from_batch.pit_values()[u], from_span.pit_values()[u]);
+  }
+  EXPECT_THROW(from_batch.add_trial(batch, 2, counts), std::invalid_argument);
+}
+
+TEST(ModelCheck, RefusesBadInput) {
+  EXPECT_THROW(ModelCheck(0), std::invalid_argument);
+  ModelCheckOptions options;
+  options.bins = 1;
+  EXPECT_THROW(ModelCheck(2, options), std::invalid_argument);
+  ModelCheck model_check(2);
+  const std::vector<CountDistribution> negative{{-1.0, 0.0}, {1.0, 0.0}};
+  const std::vector<CountDistribution> one{{1.0, 0.0}};
+  const std::vector<std::uint32_t> counts{1, 2};
+  EXPECT_THROW(model_check.add_trial(negative, counts), std::invalid_argument);
+  EXPECT_THROW(model_check.add_trial(one, counts), std::invalid_argument);
+  EXPECT_EQ(model_check.trials(), 0u);
+}
+
+/// A whole session: every hypothesis predicts every trial before it happens; the posterior and
+/// each hypothesis's model check see the same trials.
+struct Session {
+  Posterior posterior;
+  std::vector<ModelCheck> checks;
+  std::vector<ModelCheckResult> results;
+};
+
+struct Candidate {
+  std::string name;
+  double gain;
+  double dispersion;
+};
+
+Session run_session(const Population& population, const std::vector<Candidate>& candidates,
+                    int trials, std::uint64_t seed) {
+  std::vector<std::string> names;
+  for (const auto& c : candidates) names.push_back(c.name);
+  Session session{Posterior(names), {}, {}};
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    session.checks.emplace_back(population.units);
+  }
+  std::mt19937_64 rng(seed);
+  std::vector<double> ll(candidates.size());
+  for (int t = 0; t < trials; ++t) {
+    const int direction = static_cast<int>(rng() % 8);
+    std::vector<std::vector<CountDistribution>> registered;
+    for (const auto& c : candidates) {
+      registered.push_back(population.predict(direction, c.gain, c.dispersion));
+    }
+    const auto counts = draw(population.truth(direction), rng);
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      ll[i] = log_likelihood(registered[i], counts);
+      session.checks[i].add_trial(registered[i], counts);
+    }
+    session.posterior.add_trial(ll);
+  }
+  for (const auto& c : session.checks) session.results.push_back(c.result());
+  return session;
+}
+
+TEST(Verdict, NamesTheTrueHypothesisWhenItIsInTheSet) {
+  Population population;
+  population.dispersion = 0.4;
+  const auto s = run_session(
+      population, {{"weak", 0.6, 0.4}, {"true", 1.0, 0.4}, {"poisson", 1.0, 0.0}}, 200, 21);
+  const Verdict v = decide(s.posterior, s.results, 0.99);
+  EXPECT_EQ(v.kind, VerdictKind::winner) << v.reason;
+  EXPECT_EQ(v.name, "true");
+  EXPECT_GT(v.leader_probability, 0.99);
+  EXPECT_TRUE(s.results[1].fits);
+  EXPECT_FALSE(s.results[2].fits);
+}
+
+TEST(Verdict, SaysNoneWhenEveryHypothesisIsWrongThoughOneLeadsDecisively) {
+  Population population;
+  population.dispersion = 0.4;
+  const auto s = run_session(
+      population, {{"weak", 0.6, 0.4}, {"strong", 1.6, 0.4}, {"poisson", 1.0, 0.0}}, 200, 22);
+  // The posterior alone would crown a false winner...
+  EXPECT_GT(s.posterior.probability(s.posterior.leader()), 0.99);
+  // ...the model checks do not.
+  const Verdict v = decide(s.posterior, s.results, 0.99);
+  EXPECT_EQ(v.kind, VerdictKind::none_fits) << v.reason;
+  EXPECT_EQ(v.name, "none");
+}
+
+TEST(Verdict, UndecidedBeforeTheEvidenceIsIn) {
+  const Population population;
+  const auto s = run_session(population, {{"true", 1.0, 0.0}, {"close", 1.03, 0.0}}, 3, 23);
+  const Verdict v = decide(s.posterior, s.results, 0.99);
+  EXPECT_EQ(v.kind, VerdictKind::undecided) << v.reason;
+  EXPECT_EQ(v.name, "undecided");
+}
+
+TEST(Verdict, DecisionRuleOnHandMadeChecks) {
+  Posterior posterior({"a", "b"});
+  const double ll[] = {0.0, -20.0};
+  posterior.add_trial(ll);  // a leads with probability ~1
+  ModelCheckResult fits, fails, unknown;
+  fits.enough_data = fails.enough_data = true;
+  fits.fits = true;
+  fails.fits = false;
+  unknown.enough_data = false;
+
+  std::vector<ModelCheckResult> checks{fits, fails};
+  EXPECT_EQ(decide(posterior, checks, 0.99).name, "a");
+  checks = {fails, fits};  // the leader fails, the runner-up fits: still nothing to name
+  EXPECT_EQ(decide(posterior, checks, 0.99).kind, VerdictKind::none_fits);
+  checks = {unknown, fits};  // the leader has not been checked enough
+  EXPECT_EQ(decide(posterior, checks, 0.99).kind, VerdictKind::undecided);
+  checks = {fits, fails};  // threshold not reached
+  EXPECT_EQ(decide(posterior, checks, 1.0).kind, VerdictKind::undecided);
+  checks = {fails, fails};  // all wrong: none, whatever the posterior
+  EXPECT_EQ(decide(posterior, checks, 1.0).kind, VerdictKind::none_fits);
+
+  const double refute[] = {-std::numeric_limits<double>::infinity(),
+                           -std::numeric_limits<double>::infinity()};
+  posterior.add_trial(refute);
+  checks = {fits, fits};
+  EXPECT_EQ(decide(posterior, checks, 0.99).kind, VerdictKind::none_fits);
+
+  EXPECT_THROW((void)decide(posterior, std::span<const ModelCheckResult>(checks).first(1), 0.9),
+               std::invalid_argument);
+  EXPECT_THROW((void)decide(posterior, checks, 0.0), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace twinloop::twin

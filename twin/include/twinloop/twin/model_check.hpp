@@ -1,0 +1,179 @@
+// Model criticism for twin hypotheses: does a hypothesis's predictive distribution actually
+// describe the counts it predicted, and what does the session summary say about it. The
+// posterior only ranks hypotheses against each other; it always has a leader, even when every
+// hypothesis is wrong. This file supplies the absolute check, so that such a session ends with
+// "none fits" instead of a false winner, and the verdict that combines the two.
+//
+// Calibration: the randomized probability integral transform for counts (Smith 1985, Ann. Stat.
+// 13:1034; Czado, Gneiting & Held 2009, Biometrics 65:1254): u = F(y-1) + v (F(y) - F(y-1)),
+// v ~ U(0,1), with F the predictive CDF. If the predictive distribution is right, u is exactly
+// U(0,1) and independent across conditionally independent observations. Uniformity of the pooled
+// u (every unit of every trial fed in) is tested two ways: Pearson's chi-square on equal bins
+// (df = bins - 1) and Kolmogorov–Smirnov (asymptotic Kolmogorov distribution with Stephens's
+// finite-n correction, Stephens 1970, J. R. Stat. Soc. B 32:115). The reported p_value is the
+// Bonferroni combination min(1, 2 min(p_chi2, p_ks)); the hypothesis FITS when there are at least
+// min_values PIT values and p_value >= alpha (default 0.01). Caveats: units are assumed
+// conditionally independent given the stimulus (noise correlations make the test reject more
+// often than alpha), and with very many values even a small, harmless miscalibration is detected.
+//
+// Coverage of the central 90% predictive interval, two ways: `coverage` is the fraction of u in
+// [0.05, 0.95] (expectation exactly 0.90 under a right model); `interval_coverage` is the
+// fraction of counts inside the integer interval [q(0.05), q(0.95)] of each prediction, beside
+// `expected_interval_coverage`, its expectation under the model (>= 0.90, counts being discrete).
+//
+// Summary statistics: bits per spike against a null model of a constant Poisson rate per unit
+// (its mean count over the checked trials), (LL_model - LL_null) / (n_spikes ln 2) (Pillow et al.
+// 2008, Nature 454:995); Spearman's rank correlation between predicted mean and observed count
+// over all (trial, unit) pairs (midranks for ties), with a 95% percentile bootstrap interval that
+// resamples whole trials (the units of one trial share its stimulus) from a seeded generator.
+//
+// Feed only trials whose predictions were registered before the trial (validation trials in
+// particular), so every check is out of sample. Random numbers come from std::mt19937_64 (its
+// sequence is fixed by the standard) with our own conversions, so a seed gives the same result
+// on every standard library. Not for the real-time path: add_trial() appends to vectors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "twinloop/twin/count_distribution.hpp"
+#include "twinloop/twin/posterior.hpp"
+#include "twinloop/twin/prediction.hpp"
+
+namespace twinloop::twin {
+
+/// F(k) = P(X <= k); 0 for k < 0. Summed from 0 by the pmf recurrence in log space (O(k)).
+[[nodiscard]] double cumulative_probability(const CountDistribution& distribution,
+                                            std::int64_t k) noexcept;
+
+/// Randomized PIT of count y with v in [0, 1): F(y-1) + v (F(y) - F(y-1)).
+[[nodiscard]] double randomized_pit(const CountDistribution& distribution, std::uint32_t count,
+                                    double v) noexcept;
+
+/// Smallest k with F(k) >= p (p in (0, 1)), the lower-quantile convention.
+[[nodiscard]] std::uint32_t count_quantile(const CountDistribution& distribution,
+                                           double p) noexcept;
+
+/// P(X > x) for a chi-square variable with `dof` degrees of freedom: the regularized upper
+/// incomplete gamma Q(dof/2, x/2) (series / continued fraction, Abramowitz &
+/// Stegun 6.5.29, 6.5.31).
+[[nodiscard]] double chi_square_survival(double x, double dof) noexcept;
+
+/// P(D_n > d) for the one-sample Kolmogorov–Smirnov statistic, asymptotic with Stephens's
+/// correction: Q_KS((sqrt(n) + 0.12 + 0.11 / sqrt(n)) d), Q_KS(t) = 2 sum (-1)^(j-1) e^(-2 j^2
+/// t^2).
+[[nodiscard]] double kolmogorov_survival(double d, std::size_t n) noexcept;
+
+/// Spearman's rho (Pearson correlation of midranks). NaN when fewer than 2 pairs or either side
+/// is constant. \throws std::invalid_argument when the spans differ in length.
+[[nodiscard]] double spearman_correlation(std::span<const double> x, std::span<const double> y);
+
+struct ModelCheckOptions {
+  std::uint64_t seed = 0x7477696e6c6f6f70;  ///< PIT randomisation and bootstrap
+  std::size_t bins = 10;                    ///< chi-square bins on [0, 1)
+  double alpha = 0.01;                      ///< fits iff p_value >= alpha
+  std::size_t min_values = 100;             ///< fewer PIT values: not enough data to judge
+  double interval = 0.90;                   ///< central predictive interval mass
+  std::size_t bootstrap_resamples = 1000;   ///< for the Spearman interval; 0 skips it
+  double confidence = 0.95;                 ///< of the Spearman interval
+};
+
+struct ModelCheckResult {
+  std::size_t trials = 0;
+  std::size_t values = 0;    ///< PIT values = trials x units
+  bool enough_data = false;  ///< values >= min_values
+  bool fits = false;         ///< enough_data and p_value >= alpha
+
+  double p_value = 0.0;  ///< Bonferroni min(1, 2 min(chi_square_p_value, ks_p_value))
+  double chi_square = 0.0;
+  double chi_square_p_value = 0.0;
+  double ks_statistic = 0.0;
+  double ks_p_value = 0.0;
+  std::vector<std::size_t> histogram;  ///< PIT counts per equal bin of [0, 1)
+
+  double coverage = 0.0;                    ///< fraction of PIT in the central interval
+  double interval_coverage = 0.0;           ///< fraction of counts in [q_lo, q_hi]
+  double expected_interval_coverage = 0.0;  ///< its expectation under the predictions
+
+  double log_likelihood = 0.0;       ///< of the checked counts under the predictions (nats)
+  double null_log_likelihood = 0.0;  ///< constant-rate Poisson per unit (nats)
+  std::uint64_t spikes = 0;
+  double bits_per_spike = 0.0;  ///< NaN when spikes == 0
+
+  double spearman = 0.0;  ///< predicted mean vs observed count; NaN when undefined
+  double spearman_ci_low = 0.0;
+  double spearman_ci_high = 0.0;
+};
+
+/// Accumulates one hypothesis's predictions and the observed counts over checked trials.
+class ModelCheck {
+ public:
+  /// \throws std::invalid_argument when units is 0 or an option is out of range.
+  explicit ModelCheck(std::size_t units, ModelCheckOptions options = {});
+
+  /// One trial: the hypothesis's pre-registered prediction per unit and the observed counts.
+  /// \throws std::invalid_argument when a span is not units() long or a prediction is not
+  ///         finite and >= 0.
+  void add_trial(std::span<const CountDistribution> predictions,
+                 std::span<const std::uint32_t> counts);
+  /// The same from one candidate row of a prediction batch.
+  void add_trial(const PredictionBatch& batch, std::size_t candidate,
+                 std::span<const std::uint32_t> counts);
+
+  [[nodiscard]] std::size_t units() const noexcept { return units_; }
+  [[nodiscard]] std::size_t trials() const noexcept { return trials_; }
+  [[nodiscard]] std::span<const double> pit_values() const noexcept { return pit_; }
+
+  /// Runs the tests and the summary statistics on everything added so far. Deterministic: the
+  /// bootstrap uses its own generator seeded from options.seed.
+  [[nodiscard]] ModelCheckResult result() const;
+
+ private:
+  std::size_t units_;
+  ModelCheckOptions options_;
+  std::mt19937_64 rng_;
+  std::size_t trials_ = 0;
+  std::vector<double> pit_;
+  std::vector<double> predicted_mean_;  ///< trial-major, aligned with observed_
+  std::vector<double> observed_;
+  std::size_t in_interval_ = 0;
+  double expected_in_interval_ = 0.0;
+  double log_likelihood_ = 0.0;
+  std::vector<std::uint64_t> unit_spikes_;
+  std::vector<double> unit_log_factorials_;  ///< sum over trials of log(y!)
+};
+
+enum class VerdictKind {
+  winner,     ///< a hypothesis is decisively ahead and passes its model check
+  none_fits,  ///< the evidence rules the hypotheses out: see decide()
+  undecided,  ///< not yet enough evidence either way
+};
+
+struct Verdict {
+  VerdictKind kind = VerdictKind::undecided;
+  std::string name;        ///< the winner's name, "none" or "undecided"
+  std::size_t leader = 0;  ///< posterior leader's index
+  double leader_probability = 0.0;
+  std::string reason;  ///< one sentence for the record and the report
+};
+
+/// The session's verdict. Decision rule, in order:
+///  1. every hypothesis refuted outright (posterior.all_refuted())          -> none
+///  2. every hypothesis has enough check data and none fits                  -> none
+///  3. the leader's posterior probability < probability_threshold           -> undecided
+///  4. the leader lacks enough check data (enough_data false)               -> undecided
+///  5. the leader does not fit (PIT uniformity rejected at alpha)            -> none
+///  6. otherwise                                                             -> winner = leader
+/// So a name is given only when the leader is both decisively ahead of the others and an
+/// adequate description of the data on its own; "none" means the best of the set is still
+/// wrong, so being ahead does not make it right.
+/// \throws std::invalid_argument when checks.size() != posterior.size() or the threshold is not
+///         in (0, 1].
+[[nodiscard]] Verdict decide(const Posterior& posterior, std::span<const ModelCheckResult> checks,
+                             double probability_threshold);
+
+}  // namespace twinloop::twin

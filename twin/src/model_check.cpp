@@ -1,0 +1,456 @@
+#include "twinloop/twin/model_check.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numbers>
+#include <numeric>
+#include <stdexcept>
+#include <utility>
+
+namespace twinloop::twin {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+/// Uniform in [0, 1) from the top 53 bits: the same on every standard library, unlike
+/// std::uniform_real_distribution.
+double uniform01(std::mt19937_64& rng) noexcept {
+  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
+}
+
+/// Walks the pmf p(0), p(1), ... by its recurrence in log space, so that p(0) = e^-mean never
+/// underflows the sum: Poisson p(j+1)/p(j) = mean/(j+1); NB2 with size r = 1/dispersion,
+/// p(j+1)/p(j) = (j+r)/(j+1) * mean/(r+mean).
+class PmfWalk {
+ public:
+  explicit PmfWalk(const CountDistribution& d) noexcept
+      : poisson_(!(d.dispersion > 0.0)), log_p_(log_probability(d, 0)) {
+    if (poisson_) {
+      log_step_ = std::log(d.mean);
+    } else {
+      r_ = 1.0 / d.dispersion;
+      log_step_ = std::log(d.mean / (r_ + d.mean));
+    }
+    mode_ = d.mean;
+  }
+  [[nodiscard]] double probability() const noexcept { return std::exp(log_p_); }
+  [[nodiscard]] std::uint64_t at() const noexcept { return j_; }
+  /// True once past the mean and the terms can no longer move a sum near 1.
+  [[nodiscard]] bool negligible_tail() const noexcept {
+    return static_cast<double>(j_) > mode_ && log_p_ < -45.0;
+  }
+  void next() noexcept {
+    const double j = static_cast<double>(j_);
+    log_p_ += log_step_ - std::log(j + 1.0) + (poisson_ ? 0.0 : std::log(j + r_));
+    ++j_;
+  }
+
+ private:
+  bool poisson_;
+  double log_p_;
+  double log_step_ = 0.0;
+  double r_ = 0.0;
+  double mode_ = 0.0;
+  std::uint64_t j_ = 0;
+};
+
+/// {F(y-1), F(y)}.
+std::pair<double, double> cdf_around(const CountDistribution& d, std::uint32_t y) noexcept {
+  if (!(d.mean > 0.0)) return y == 0 ? std::pair{0.0, 1.0} : std::pair{1.0, 1.0};
+  PmfWalk walk(d);
+  double below = 0.0;
+  while (walk.at() < y) {
+    below += walk.probability();
+    if (walk.negligible_tail()) return {std::min(below, 1.0), std::min(below, 1.0)};
+    walk.next();
+  }
+  below = std::min(below, 1.0);
+  return {below, std::min(below + walk.probability(), 1.0)};
+}
+
+/// Regularized lower incomplete gamma P(a, x) by its power series (A&S 6.5.29), x < a + 1.
+double gamma_p_series(double a, double x) noexcept {
+  double term = 1.0 / a;
+  double sum = term;
+  for (int n = 1; n < 1000; ++n) {
+    term *= x / (a + n);
+    sum += term;
+    if (std::abs(term) < std::abs(sum) * 1e-16) break;
+  }
+  return sum * std::exp(-x + a * std::log(x) - std::lgamma(a));
+}
+
+/// Regularized upper incomplete gamma Q(a, x) by its continued fraction (A&S 6.5.31), evaluated
+/// with the modified Lentz method, x >= a + 1.
+double gamma_q_fraction(double a, double x) noexcept {
+  constexpr double tiny = 1e-300;
+  double b = x + 1.0 - a;
+  double c = 1.0 / tiny;
+  double d = 1.0 / b;
+  double h = d;
+  for (int i = 1; i < 1000; ++i) {
+    const double an = -i * (i - a);
+    b += 2.0;
+    d = an * d + b;
+    if (std::abs(d) < tiny) d = tiny;
+    c = b + an / c;
+    if (std::abs(c) < tiny) c = tiny;
+    d = 1.0 / d;
+    const double delta = d * c;
+    h *= delta;
+    if (std::abs(delta - 1.0) < 1e-16) break;
+  }
+  return std::exp(-x + a * std::log(x) - std::lgamma(a)) * h;
+}
+
+/// Midranks (1-based, ties get their average) of a weighted sample: `order` sorts `values`
+/// ascending; item i counts weight[i] times. Items of weight 0 get a rank that is never used.
+void weighted_midranks(std::span<const double> values, std::span<const std::size_t> order,
+                       std::span<const double> weight, std::span<double> ranks) noexcept {
+  double before = 0.0;
+  std::size_t start = 0;
+  while (start < order.size()) {
+    std::size_t end = start;
+    double group = 0.0;
+    while (end < order.size() && values[order[end]] == values[order[start]]) {
+      group += weight[order[end]];
+      ++end;
+    }
+    const double rank = before + (group + 1.0) / 2.0;
+    for (std::size_t k = start; k < end; ++k) ranks[order[k]] = rank;
+    before += group;
+    start = end;
+  }
+}
+
+double weighted_pearson(std::span<const double> x, std::span<const double> y,
+                        std::span<const double> w) noexcept {
+  double sw = 0, sx = 0, sy = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    sw += w[i];
+    sx += w[i] * x[i];
+    sy += w[i] * y[i];
+  }
+  if (!(sw > 1.0)) return kNaN;
+  const double mx = sx / sw;
+  const double my = sy / sw;
+  double sxx = 0, syy = 0, sxy = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double dx = x[i] - mx;
+    const double dy = y[i] - my;
+    sxx += w[i] * dx * dx;
+    syy += w[i] * dy * dy;
+    sxy += w[i] * dx * dy;
+  }
+  if (!(sxx > 0.0) || !(syy > 0.0)) return kNaN;
+  return std::clamp(sxy / std::sqrt(sxx * syy), -1.0, 1.0);
+}
+
+std::vector<std::size_t> argsort(std::span<const double> values) {
+  std::vector<std::size_t> order(values.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return values[a] < values[b]; });
+  return order;
+}
+
+/// Type-7 (linear interpolation) sample quantile of sorted values.
+double sorted_quantile(const std::vector<double>& sorted, double p) noexcept {
+  const double h = p * static_cast<double>(sorted.size() - 1);
+  const auto lo = static_cast<std::size_t>(std::floor(h));
+  const std::size_t hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (h - static_cast<double>(lo)) * (sorted[hi] - sorted[lo]);
+}
+
+void check_prediction(const CountDistribution& d) {
+  if (!std::isfinite(d.mean) || d.mean < 0.0 || !std::isfinite(d.dispersion) ||
+      d.dispersion < 0.0) {
+    throw std::invalid_argument(
+        "ModelCheck: a prediction's mean or dispersion is not finite "
+        "and >= 0");
+  }
+}
+
+}  // namespace
+
+double cumulative_probability(const CountDistribution& distribution, std::int64_t k) noexcept {
+  if (k < 0) return 0.0;
+  const auto y = static_cast<std::uint32_t>(
+      std::min<std::int64_t>(k, std::numeric_limits<std::uint32_t>::max()));
+  return cdf_around(distribution, y).second;
+}
+
+double randomized_pit(const CountDistribution& distribution, std::uint32_t count,
+                      double v) noexcept {
+  const auto [below, at] = cdf_around(distribution, count);
+  return below + v * (at - below);
+}
+
+std::uint32_t count_quantile(const CountDistribution& distribution, double p) noexcept {
+  if (!(distribution.mean > 0.0)) return 0;
+  PmfWalk walk(distribution);
+  double sum = 0.0;
+  for (;;) {
+    sum += walk.probability();
+    if (sum >= p || walk.negligible_tail() ||
+        walk.at() >= std::numeric_limits<std::uint32_t>::max()) {
+      return static_cast<std::uint32_t>(walk.at());
+    }
+    walk.next();
+  }
+}
+
+double chi_square_survival(double x, double dof) noexcept {
+  if (!(dof > 0.0) || std::isnan(x)) return kNaN;
+  if (x <= 0.0) return 1.0;
+  const double a = dof / 2.0;
+  const double half = x / 2.0;
+  if (half < a + 1.0) return std::clamp(1.0 - gamma_p_series(a, half), 0.0, 1.0);
+  return std::clamp(gamma_q_fraction(a, half), 0.0, 1.0);
+}
+
+double kolmogorov_survival(double d, std::size_t n) noexcept {
+  if (n == 0 || std::isnan(d)) return kNaN;
+  const double rn = std::sqrt(static_cast<double>(n));
+  const double t = (rn + 0.12 + 0.11 / rn) * d;
+  if (t <= 0.0) return 1.0;
+  if (t < 1.18) {
+    // The same function through the Jacobi theta identity, which converges fast for small t:
+    // 1 - Q_KS(t) = sqrt(2 pi)/t sum_{j>=1} exp(-(2j-1)^2 pi^2 / (8 t^2)).
+    const double f = -std::numbers::pi * std::numbers::pi / (8.0 * t * t);
+    double sum = 0.0;
+    for (int j = 1; j <= 50; ++j) {
+      const double k = 2.0 * j - 1.0;
+      sum += std::exp(f * k * k);
+    }
+    return std::clamp(1.0 - std::sqrt(2.0 * std::numbers::pi) / t * sum, 0.0, 1.0);
+  }
+  double sum = 0.0;
+  double sign = 1.0;
+  for (int j = 1; j <= 100; ++j) {
+    sum += sign * std::exp(-2.0 * j * j * t * t);
+    sign = -sign;
+  }
+  return std::clamp(2.0 * sum, 0.0, 1.0);
+}
+
+double spearman_correlation(std::span<const double> x, std::span<const double> y) {
+  if (x.size() != y.size()) throw std::invalid_argument("spearman_correlation: sizes differ");
+  if (x.size() < 2) return kNaN;
+  const std::vector<double> ones(x.size(), 1.0);
+  std::vector<double> rx(x.size()), ry(y.size());
+  weighted_midranks(x, argsort(x), ones, rx);
+  weighted_midranks(y, argsort(y), ones, ry);
+  return weighted_pearson(rx, ry, ones);
+}
+
+ModelCheck::ModelCheck(std::size_t units, ModelCheckOptions options)
+    : units_(units),
+      options_(options),
+      rng_(options.seed),
+      unit_spikes_(units, 0),
+      unit_log_factorials_(units, 0.0) {
+  if (units == 0) throw std::invalid_argument("ModelCheck: no units");
+  if (options.bins < 2) throw std::invalid_argument("ModelCheck: need at least 2 bins");
+  if (!(options.alpha > 0.0 && options.alpha < 1.0)) {
+    throw std::invalid_argument("ModelCheck: alpha must be in (0, 1)");
+  }
+  if (!(options.interval > 0.0 && options.interval < 1.0)) {
+    throw std::invalid_argument("ModelCheck: interval must be in (0, 1)");
+  }
+  if (!(options.confidence > 0.0 && options.confidence < 1.0)) {
+    throw std::invalid_argument("ModelCheck: confidence must be in (0, 1)");
+  }
+}
+
+void ModelCheck::add_trial(std::span<const CountDistribution> predictions,
+                           std::span<const std::uint32_t> counts) {
+  if (predictions.size() != units_ || counts.size() != units_) {
+    throw std::invalid_argument("ModelCheck::add_trial: " + std::to_string(predictions.size()) +
+                                " predictions and " + std::to_string(counts.size()) +
+                                " counts for " + std::to_string(units_) + " units");
+  }
+  for (const auto& d : predictions) check_prediction(d);
+  const double lo = (1.0 - options_.interval) / 2.0;
+  const double hi = 1.0 - lo;
+  for (std::size_t u = 0; u < units_; ++u) {
+    const CountDistribution& d = predictions[u];
+    const std::uint32_t y = counts[u];
+    const double u01 = randomized_pit(d, y, uniform01(rng_));
+    pit_.push_back(u01);
+    predicted_mean_.push_back(d.mean);
+    observed_.push_back(static_cast<double>(y));
+    const std::uint32_t q_lo = count_quantile(d, lo);
+    const std::uint32_t q_hi = count_quantile(d, hi);
+    if (y >= q_lo && y <= q_hi) ++in_interval_;
+    expected_in_interval_ += cumulative_probability(d, q_hi) -
+                             cumulative_probability(d, static_cast<std::int64_t>(q_lo) - 1);
+    log_likelihood_ += log_probability(d, y);
+    unit_spikes_[u] += y;
+    unit_log_factorials_[u] += std::lgamma(static_cast<double>(y) + 1.0);
+  }
+  ++trials_;
+}
+
+void ModelCheck::add_trial(const PredictionBatch& batch, std::size_t candidate,
+                           std::span<const std::uint32_t> counts) {
+  if (candidate >= batch.candidates || batch.units != units_) {
+    throw std::invalid_argument(
+        "ModelCheck::add_trial: batch of " + std::to_string(batch.candidates) + " x " +
+        std::to_string(batch.units) + " has no candidate " + std::to_string(candidate) + " for " +
+        std::to_string(units_) + " units");
+  }
+  std::vector<CountDistribution> row(units_);
+  for (std::size_t u = 0; u < units_; ++u) row[u] = batch.at(candidate, u);
+  add_trial(row, counts);
+}
+
+ModelCheckResult ModelCheck::result() const {
+  ModelCheckResult r;
+  r.trials = trials_;
+  r.values = pit_.size();
+  r.enough_data = r.values >= options_.min_values && r.values > 0;
+  r.histogram.assign(options_.bins, 0);
+  const auto n = static_cast<double>(r.values);
+
+  if (r.values > 0) {
+    // Uniformity: Pearson chi-square on equal bins and Kolmogorov–Smirnov.
+    const double lo = (1.0 - options_.interval) / 2.0;
+    const double hi = 1.0 - lo;
+    std::size_t covered = 0;
+    for (const double u : pit_) {
+      const auto bin = std::min(options_.bins - 1,
+                                static_cast<std::size_t>(u * static_cast<double>(options_.bins)));
+      ++r.histogram[bin];
+      if (u >= lo && u <= hi) ++covered;
+    }
+    const double expected = n / static_cast<double>(options_.bins);
+    for (const std::size_t observed : r.histogram) {
+      const double diff = static_cast<double>(observed) - expected;
+      r.chi_square += diff * diff / expected;
+    }
+    r.chi_square_p_value =
+        chi_square_survival(r.chi_square, static_cast<double>(options_.bins - 1));
+    std::vector<double> sorted = pit_;
+    std::sort(sorted.begin(), sorted.end());
+    for (std::size_t i = 0; i < sorted.size(); ++i) {
+      const double above = static_cast<double>(i + 1) / n - sorted[i];
+      const double below = sorted[i] - static_cast<double>(i) / n;
+      r.ks_statistic = std::max({r.ks_statistic, above, below});
+    }
+    r.ks_p_value = kolmogorov_survival(r.ks_statistic, r.values);
+    r.p_value = std::min(1.0, 2.0 * std::min(r.chi_square_p_value, r.ks_p_value));
+    r.fits = r.enough_data && r.p_value >= options_.alpha;
+
+    r.coverage = static_cast<double>(covered) / n;
+    r.interval_coverage = static_cast<double>(in_interval_) / n;
+    r.expected_interval_coverage = expected_in_interval_ / n;
+  }
+
+  // Bits per spike against a constant-rate Poisson per unit at its mean count: for unit u with
+  // S_u spikes over T trials, LL_null = S_u log(S_u / T) - S_u - sum log(y!).
+  r.log_likelihood = log_likelihood_;
+  const auto t = static_cast<double>(trials_);
+  for (std::size_t u = 0; u < units_; ++u) {
+    const auto s = static_cast<double>(unit_spikes_[u]);
+    if (s > 0.0) r.null_log_likelihood += s * std::log(s / t) - s;
+    r.null_log_likelihood -= unit_log_factorials_[u];
+    r.spikes += unit_spikes_[u];
+  }
+  r.bits_per_spike = r.spikes == 0 ? kNaN
+                                   : (r.log_likelihood - r.null_log_likelihood) /
+                                         (static_cast<double>(r.spikes) * std::numbers::ln2);
+
+  // Spearman rho with a trial-resampling percentile bootstrap.
+  r.spearman = spearman_correlation(predicted_mean_, observed_);
+  r.spearman_ci_low = kNaN;
+  r.spearman_ci_high = kNaN;
+  if (!std::isnan(r.spearman) && options_.bootstrap_resamples > 0 && trials_ > 1) {
+    const std::vector<std::size_t> order_x = argsort(predicted_mean_);
+    const std::vector<std::size_t> order_y = argsort(observed_);
+    const std::size_t pairs = predicted_mean_.size();
+    std::vector<double> trial_weight(trials_), weight(pairs), rx(pairs), ry(pairs);
+    std::vector<double> rhos;
+    rhos.reserve(options_.bootstrap_resamples);
+    std::mt19937_64 rng(options_.seed ^ 0x9e3779b97f4a7c15ULL);
+    for (std::size_t b = 0; b < options_.bootstrap_resamples; ++b) {
+      std::fill(trial_weight.begin(), trial_weight.end(), 0.0);
+      for (std::size_t k = 0; k < trials_; ++k) {
+        const auto pick = std::min(trials_ - 1, static_cast<std::size_t>(uniform01(rng) * t));
+        trial_weight[pick] += 1.0;
+      }
+      for (std::size_t i = 0; i < pairs; ++i) weight[i] = trial_weight[i / units_];
+      weighted_midranks(predicted_mean_, order_x, weight, rx);
+      weighted_midranks(observed_, order_y, weight, ry);
+      const double rho = weighted_pearson(rx, ry, weight);
+      if (!std::isnan(rho)) rhos.push_back(rho);
+    }
+    // A resample with a constant side has no rho; if that is common the interval means little.
+    if (rhos.size() * 2 > options_.bootstrap_resamples) {
+      std::sort(rhos.begin(), rhos.end());
+      const double tail = (1.0 - options_.confidence) / 2.0;
+      r.spearman_ci_low = sorted_quantile(rhos, tail);
+      r.spearman_ci_high = sorted_quantile(rhos, 1.0 - tail);
+    }
+  }
+  return r;
+}
+
+Verdict decide(const Posterior& posterior, std::span<const ModelCheckResult> checks,
+               double probability_threshold) {
+  if (checks.size() != posterior.size()) {
+    throw std::invalid_argument("decide: " + std::to_string(checks.size()) + " model checks for " +
+                                std::to_string(posterior.size()) + " hypotheses");
+  }
+  if (!(probability_threshold > 0.0 && probability_threshold <= 1.0)) {
+    throw std::invalid_argument("decide: probability threshold must be in (0, 1]");
+  }
+  Verdict v;
+  v.leader = posterior.leader();
+  v.leader_probability = posterior.probability(v.leader);
+  const std::string& leader = posterior.leader_name();
+  const auto none = [&](std::string reason) {
+    v.kind = VerdictKind::none_fits;
+    v.name = "none";
+    v.reason = std::move(reason);
+    return v;
+  };
+  const auto undecided = [&](std::string reason) {
+    v.kind = VerdictKind::undecided;
+    v.name = "undecided";
+    v.reason = std::move(reason);
+    return v;
+  };
+
+  if (posterior.all_refuted()) {
+    return none("every hypothesis gave zero probability to an observed count");
+  }
+  const bool all_checked_and_failed =
+      std::all_of(checks.begin(), checks.end(),
+                  [](const ModelCheckResult& c) { return c.enough_data && !c.fits; });
+  if (all_checked_and_failed) {
+    return none("no hypothesis passes its model check (PIT uniformity rejected for all)");
+  }
+  if (v.leader_probability < probability_threshold) {
+    return undecided("leader '" + leader + "' has posterior probability " +
+                     std::to_string(v.leader_probability) + " < threshold " +
+                     std::to_string(probability_threshold));
+  }
+  const ModelCheckResult& check = checks[v.leader];
+  if (!check.enough_data) {
+    return undecided("leader '" + leader + "' is ahead but has only " +
+                     std::to_string(check.values) + " checked values: too few to judge its fit");
+  }
+  if (!check.fits) {
+    return none("leader '" + leader +
+                "' is ahead but fails its model check (p = " + std::to_string(check.p_value) + ")");
+  }
+  v.kind = VerdictKind::winner;
+  v.name = leader;
+  v.reason = "'" + leader + "' has posterior probability " + std::to_string(v.leader_probability) +
+             " and passes its model check (p = " + std::to_string(check.p_value) + ")";
+  return v;
+}
+
+}  // namespace twinloop::twin
