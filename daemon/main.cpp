@@ -97,6 +97,14 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--out", run_out, "Session output folder (created; default: none)");
   run_cmd->add_flag("--quiet", run.quiet, "No live progress");
 
+  std::string verify_dir;
+  auto* verify = app.add_subcommand(
+      "verify",
+      "Check a session record: the hash chain over predictions and outcomes is intact and every "
+      "prediction was committed before its stimulus was delivered");
+  verify->add_option("SESSION_DIR", verify_dir, "Session directory (holds session.sqlite)")
+      ->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -122,5 +130,6 @@ int main(int argc, char** argv) {
     if (!run_out.empty()) run.out = run_out;
     return twinloop::daemon::run_session(run);
   }
+  if (verify->parsed()) return twinloop::daemon::verify_session(verify_dir);
   return twinloop::daemon::kExitUsage;
 }

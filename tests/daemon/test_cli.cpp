@@ -48,7 +48,7 @@ const fs::path kExamples = fs::path(TWINLOOP_SOURCE_DIR) / "config" / "examples"
 TEST(Cli, HelpListsEverySubcommand) {
   const Result r = run("--help");
   EXPECT_EQ(r.status, 0);
-  for (const char* command : {"check", "simulate", "detect", "run"}) {
+  for (const char* command : {"check", "simulate", "detect", "run", "verify"}) {
     EXPECT_NE(r.output.find(command), std::string::npos) << command;
   }
 }
@@ -152,6 +152,13 @@ TEST(Cli, RunOnTheSimulatedRigWritesSummaryWithGroundTruth) {
   EXPECT_TRUE(fs::exists(dir / "session" / "trials.tsv"));
   EXPECT_TRUE(fs::exists(dir / "session" / "ground_truth" / "spike_times.npy"));
   fs::remove_all(dir);
+}
+
+TEST(Cli, VerifyRefusesAFolderWithoutARecord) {
+  const fs::path dir = temp_dir("verify");
+  const Result r = run("verify " + dir.string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("session.sqlite"), std::string::npos) << r.output;
 }
 
 TEST(Cli, RunRefusesABadProtocolBeforeStarting) {

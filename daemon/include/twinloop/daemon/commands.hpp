@@ -56,4 +56,8 @@ struct RunOptions {
 /// trial window, and (on the simulated rig) a summary of what was detected against ground truth.
 int run_session(const RunOptions& options);
 
+/// `twinloop verify DIR`: checks a session record (hash chain intact, every prediction committed
+/// before its trial's delivery) and prints a report; 0 when clean, 1 naming each violation.
+int verify_session(const std::filesystem::path& dir);
+
 }  // namespace twinloop::daemon
