@@ -1,0 +1,248 @@
+#include "twinloop/hil/count_subject.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+namespace twinloop::hil {
+namespace {
+
+using details::Xoshiro256pp;
+
+// Stream numbers: kLayout matches SimulatedSubject's layout stream so that the same seed draws the
+// same kinds and parameters; the per-unit count streams are the CountSubject's own.
+constexpr std::uint64_t kLayoutStream = 0;
+constexpr std::uint64_t kCountStreamBase = 5000;
+// SimulatedSubject draws position, SNR and waveform numbers (7 of them) before each unit's model
+// parameters; skipping as many keeps the parameters identical for the same seed.
+constexpr int kLayoutDrawsBeforeModel = 7;
+
+std::string bad(const char* field, const std::string& expected) {
+  return std::string("CountSubjectConfig.") + field + ": expected " + expected;
+}
+
+// Same assignment as SimulatedSubject: proportions by largest remainder (lowest kind on ties),
+// then a Fisher-Yates shuffle from the layout stream.
+std::vector<ResponseKind> assign_kinds(const ResponseMix& mix, std::size_t n, Xoshiro256pp& rng) {
+  const std::array<double, kResponseKindCount> w{mix.direction_tuned, mix.bimodal, mix.adapting,
+                                                 mix.gain_fluctuating, mix.untuned};
+  double sum = 0.0;
+  for (double x : w) sum += x;
+  std::array<std::size_t, kResponseKindCount> count{};
+  std::array<double, kResponseKindCount> rest{};
+  std::size_t given = 0;
+  for (std::size_t k = 0; k < w.size(); ++k) {
+    const double exact = w[k] / sum * static_cast<double>(n);
+    count[k] = static_cast<std::size_t>(std::floor(exact));
+    rest[k] = exact - static_cast<double>(count[k]);
+    given += count[k];
+  }
+  for (; given < n; ++given) {
+    const auto k =
+        static_cast<std::size_t>(std::max_element(rest.begin(), rest.end()) - rest.begin());
+    ++count[k];
+    rest[k] = -1.0;
+  }
+  std::vector<ResponseKind> kinds;
+  kinds.reserve(n);
+  for (std::size_t k = 0; k < count.size(); ++k) {
+    kinds.insert(kinds.end(), count[k], static_cast<ResponseKind>(k));
+  }
+  for (std::size_t i = n; i > 1; --i) {
+    const auto j = static_cast<std::size_t>(rng.next() % i);
+    std::swap(kinds[i - 1], kinds[j]);
+  }
+  return kinds;
+}
+
+// The model-parameter draws of SimulatedSubject::Impl::build_units, in the same order and with the
+// same no-effect values for fields the kind does not use.
+ResponseParams draw_params(ResponseKind kind, const CountSubjectConfig& c, Xoshiro256pp& rng) {
+  ResponseParams r;
+  r.kind = kind;
+  r.baseline_hz = rng.log_uniform(c.min_baseline_hz, c.max_baseline_hz);
+  r.latency_ms = rng.uniform(30.0, 70.0);
+  r.preferred_deg = rng.uniform(0.0, 360.0);
+  r.kappa = rng.log_uniform(1.0, 4.0);
+  r.peak_evoked_hz = rng.log_uniform(10.0, 40.0);
+  r.c50 = rng.uniform(0.08, 0.4);
+  r.nr_exponent = rng.uniform(1.5, 3.5);
+  r.second_preferred_deg = std::fmod(r.preferred_deg + 180.0 + rng.uniform(-20.0, 20.0), 360.0);
+  r.second_kappa = rng.log_uniform(1.0, 4.0);
+  r.second_peak_evoked_hz = r.peak_evoked_hz * rng.uniform(0.3, 0.8);
+  r.adaptation_tau_s = rng.uniform(1.0, 5.0);
+  r.adaptation_strength = rng.uniform(1.0, 3.0);
+  r.gain_shape = rng.uniform(2.0, 6.0);
+  if (kind != ResponseKind::kBimodal) r.second_peak_evoked_hz = 0.0;
+  if (kind != ResponseKind::kAdapting) r.adaptation_strength = 0.0;
+  if (kind != ResponseKind::kGainFluctuating) r.gain_shape = 0.0;
+  if (kind == ResponseKind::kUntuned) r.peak_evoked_hz = 0.0;
+  return r;
+}
+
+}  // namespace
+
+std::string CountSubjectConfig::validate() const {
+  if (unit_count == 0) return bad("unit_count", ">= 1");
+  if (!(min_baseline_hz > 0.0) || !(max_baseline_hz >= min_baseline_hz) ||
+      !std::isfinite(max_baseline_hz)) {
+    return bad("min_baseline_hz/max_baseline_hz", "0 < min <= max, finite");
+  }
+  const double mix_sum =
+      mix.direction_tuned + mix.bimodal + mix.adapting + mix.gain_fluctuating + mix.untuned;
+  if (mix.direction_tuned < 0 || mix.bimodal < 0 || mix.adapting < 0 || mix.gain_fluctuating < 0 ||
+      mix.untuned < 0 || !(mix_sum > 0.0) || !std::isfinite(mix_sum)) {
+    return bad("mix", "non-negative weights with a positive sum");
+  }
+  const int dims = static_cast<int>(protocols::kMaxStimulusDimensions);
+  if (direction_dimension < -1 || direction_dimension >= dims) {
+    return bad("direction_dimension", "-1 or a stimulus value index");
+  }
+  if (contrast_dimension < -1 || contrast_dimension >= dims) {
+    return bad("contrast_dimension", "-1 or a stimulus value index");
+  }
+  if (!(window_seconds > 0.0) || !std::isfinite(window_seconds)) {
+    return bad("window_seconds", "> 0, finite");
+  }
+  if (!(trial_interval_seconds >= 0.0) || !std::isfinite(trial_interval_seconds)) {
+    return bad("trial_interval_seconds", ">= 0, finite");
+  }
+  if (noise != CountNoise::kPoisson && noise != CountNoise::kGammaPoisson) {
+    return bad("noise", "kPoisson or kGammaPoisson");
+  }
+  if (noise == CountNoise::kGammaPoisson &&
+      (!(dispersion_shape > 0.0) || !std::isfinite(dispersion_shape))) {
+    return bad("dispersion_shape", "> 0, finite");
+  }
+  return {};
+}
+
+std::uint32_t poisson_count(Xoshiro256pp& rng, double mean) noexcept {
+  constexpr auto kMax = std::numeric_limits<std::uint32_t>::max();
+  if (!(mean > 0.0)) return 0;
+  if (mean >= static_cast<double>(kMax)) return kMax;
+  if (mean < 10.0) {  // multiplication method: product of uniforms until it drops below e^-mean
+    const double limit = std::exp(-mean);
+    std::uint32_t k = 0;
+    double product = rng.uniform();
+    while (product > limit) {
+      ++k;
+      product *= rng.uniform();
+    }
+    return k;
+  }
+  // PTRS: transformed rejection with squeeze (W. Hormann, 1993), exact for mean >= 10.
+  const double slam = std::sqrt(mean);
+  const double log_mean = std::log(mean);
+  const double b = 0.931 + 2.53 * slam;
+  const double a = -0.059 + 0.02483 * b;
+  const double log_inv_alpha = std::log(1.1239 + 1.1328 / (b - 3.4));
+  const double vr = 0.9277 - 3.6224 / (b - 2.0);
+  for (;;) {
+    const double u = rng.uniform() - 0.5;
+    const double v = rng.uniform();
+    const double us = 0.5 - std::fabs(u);
+    const double k = std::floor((2.0 * a / us + b) * u + mean + 0.43);
+    if (k < 0.0) continue;
+    if (us >= 0.07 && v <= vr) return k >= static_cast<double>(kMax) ? kMax : std::uint32_t(k);
+    if (us < 0.013 && v > us) continue;
+    if (std::log(v) + log_inv_alpha - std::log(a / (us * us) + b) <=
+        -mean + k * log_mean - std::lgamma(k + 1.0)) {
+      return k >= static_cast<double>(kMax) ? kMax : static_cast<std::uint32_t>(k);
+    }
+  }
+}
+
+CountSubject::CountSubject(CountSubjectConfig config) : config_(config) {
+  if (const std::string why = config_.validate(); !why.empty()) throw std::invalid_argument(why);
+  Xoshiro256pp layout(details::derive_seed(config_.seed, kLayoutStream));
+  const auto kinds = assign_kinds(config_.mix, config_.unit_count, layout);
+  units_.reserve(config_.unit_count);
+  for (std::size_t i = 0; i < config_.unit_count; ++i) {
+    for (int d = 0; d < kLayoutDrawsBeforeModel; ++d) (void)layout.next();
+    units_.push_back(draw_params(kinds[i], config_, layout));
+  }
+  states_.resize(units_.size());
+  rngs_.resize(units_.size());
+  reset();
+}
+
+void CountSubject::reset() noexcept {
+  std::fill(states_.begin(), states_.end(), ResponseState{});
+  for (std::size_t i = 0; i < rngs_.size(); ++i) {
+    rngs_[i].reseed(details::derive_seed(config_.seed, kCountStreamBase + i));
+  }
+  trials_ = 0;
+}
+
+StimulusFeatures CountSubject::features(const protocols::Stimulus& stimulus) const noexcept {
+  StimulusFeatures f;
+  if (config_.direction_dimension >= 0) {
+    f.direction_deg = stimulus.values[static_cast<std::size_t>(config_.direction_dimension)];
+  }
+  if (config_.contrast_dimension >= 0) {
+    f.contrast = stimulus.values[static_cast<std::size_t>(config_.contrast_dimension)];
+  }
+  return f;
+}
+
+double CountSubject::next_onset_s() const noexcept {
+  return static_cast<double>(trials_) * config_.trial_interval_seconds;
+}
+
+void CountSubject::respond(const protocols::Stimulus& stimulus, std::span<std::uint32_t> counts) {
+  if (counts.size() != units_.size()) {
+    throw std::invalid_argument("CountSubject::respond: counts.size() != unit_count()");
+  }
+  const StimulusFeatures f = features(stimulus);
+  const double onset_s = next_onset_s();
+  const bool extra_gain = config_.noise == CountNoise::kGammaPoisson;
+  for (std::size_t u = 0; u < units_.size(); ++u) {
+    const ResponseParams& p = units_[u];
+    Xoshiro256pp& rng = rngs_[u];
+    const double gain =
+        p.kind == ResponseKind::kGainFluctuating ? rng.gamma(p.gain_shape) / p.gain_shape : 1.0;
+    double rate_hz = trial_window_rate_hz(p, states_[u], f, onset_s, gain);
+    if (extra_gain) rate_hz *= rng.gamma(config_.dispersion_shape) / config_.dispersion_shape;
+    counts[u] = poisson_count(rng, rate_hz * config_.window_seconds);
+  }
+  ++trials_;
+}
+
+std::vector<std::uint32_t> CountSubject::respond(const protocols::Stimulus& stimulus) {
+  std::vector<std::uint32_t> counts(units_.size());
+  respond(stimulus, counts);
+  return counts;
+}
+
+void CountSubject::expected_counts(const protocols::Stimulus& stimulus,
+                                   std::span<double> means) const {
+  if (means.size() != units_.size()) {
+    throw std::invalid_argument("CountSubject::expected_counts: means.size() != unit_count()");
+  }
+  const StimulusFeatures f = features(stimulus);
+  const double onset_s = next_onset_s();
+  for (std::size_t u = 0; u < units_.size(); ++u) {
+    ResponseState state = states_[u];  // a copy: the real state is left alone
+    means[u] = trial_window_rate_hz(units_[u], state, f, onset_s, 1.0) * config_.window_seconds;
+  }
+}
+
+std::vector<double> CountSubject::expected_counts(const protocols::Stimulus& stimulus) const {
+  std::vector<double> means(units_.size());
+  expected_counts(stimulus, means);
+  return means;
+}
+
+std::vector<double> CountSubject::fresh_expected_counts(const protocols::Stimulus& stimulus) const {
+  const StimulusFeatures f = features(stimulus);
+  std::vector<double> means(units_.size());
+  for (std::size_t u = 0; u < units_.size(); ++u) {
+    means[u] = mean_window_rate_hz(units_[u], f) * config_.window_seconds;
+  }
+  return means;
+}
+
+}  // namespace twinloop::hil
