@@ -80,8 +80,10 @@ int main(int argc, char** argv) {
   std::string run_out;
   auto* run_cmd = app.add_subcommand(
       "run",
-      "Run a session: trials from the protocol on a rig, live spike detection, counts per trial "
-      "window; on the simulated rig, a summary against ground truth");
+      "Run a closed-loop session: each trial designed to tell the protocol's hypotheses apart, "
+      "their predictions pre-registered in the session record before the stimulus, spikes "
+      "detected live and counted, predictions scored; ends with the verdict (and, on the "
+      "simulated rig, a comparison with ground truth)");
   run_cmd->add_option("PROTOCOL", run.protocol, "YAML protocol file")->required();
   run_cmd->add_option("--rig", run.rig, "Which rig: sim (the built-in simulated subject and probe)")
       ->capture_default_str()
@@ -94,7 +96,18 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--pace", run_pace, "realtime or max")
       ->capture_default_str()
       ->check(CLI::IsMember({"realtime", "max"}));
-  run_cmd->add_option("--out", run_out, "Session output folder (created; default: none)");
+  run_cmd->add_option("--out", run_out,
+                      "Session folder to create (must not exist; default: "
+                      "sessions/<protocol>-<UTC time>)");
+  std::string run_designer;
+  run_cmd->add_option("--designer", run_designer, "Override the protocol's designer strategy")
+      ->check(CLI::IsMember({"random", "discriminate"}));
+  run_cmd
+      ->add_option("--sim-model", run.sim_model,
+                   "Generative model of the simulated units: direction_tuning, null (so that "
+                   "hypothesis is true) or mixed (none of the built-in families is)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"direction_tuning", "null", "mixed"}));
   run_cmd->add_flag("--quiet", run.quiet, "No live progress");
 
   std::string verify_dir;
@@ -128,6 +141,7 @@ int main(int argc, char** argv) {
   if (run_cmd->parsed()) {
     run.pace = pace_from(run_pace);
     if (!run_out.empty()) run.out = run_out;
+    if (!run_designer.empty()) run.designer = run_designer;
     return twinloop::daemon::run_session(run);
   }
   if (verify->parsed()) return twinloop::daemon::verify_session(verify_dir);

@@ -25,9 +25,8 @@ build() {  # build PRESET
 
 if [[ $what == demo ]]; then
   build release
-  out=${TWINLOOP_DEMO_OUT:-out/demo}
   exec build/release/daemon/twinloop run config/examples/protocol_gratings.yaml \
-    --rig sim --seconds 30 --seed 1 --pace realtime --out "$out"
+    --rig sim --seconds 30 --seed 1 --pace realtime
 fi
 
 start=$(date +%s)

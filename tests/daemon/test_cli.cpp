@@ -135,22 +135,34 @@ TEST(Cli, DetectNamesAMissingRecording) {
   EXPECT_NE(r.output.find("nothing.ap"), std::string::npos) << r.output;
 }
 
-TEST(Cli, RunOnTheSimulatedRigWritesSummaryWithGroundTruth) {
+TEST(Cli, RunOnTheSimulatedRigWritesAVerifiableRecordAndSummary) {
   const fs::path dir = temp_dir("run");
-  const Result r =
-      run("run " + (kExamples / "protocol_gratings.yaml").string() +
-          " --rig sim --seconds 8 --seed 3 --pace max --quiet --out " + (dir / "session").string());
+  const fs::path session = dir / "session";
+  Result r = run("run " + (kExamples / "protocol_gratings.yaml").string() +
+                 " --rig sim --seconds 8 --seed 3 --pace max --quiet --out " + session.string());
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("session summary"), std::string::npos) << r.output;
-  std::ifstream in(dir / "session" / "summary.json");
+  EXPECT_NE(r.output.find("verdict"), std::string::npos) << r.output;
+  std::ifstream in(session / "summary.json");
   const nlohmann::json summary = nlohmann::json::parse(in);
+  EXPECT_TRUE(summary.contains("verdict"));
+  EXPECT_EQ(summary["posterior"].size(), 3u);
+  EXPECT_GE(summary["trials"].get<int>(), 1);
   EXPECT_EQ(summary["rig"], "sim");
-  EXPECT_GE(summary["trials_delivered"].get<int>(), 2);
   EXPECT_EQ(summary["gaps"].get<int>(), 0);
-  EXPECT_GE(summary["truth"]["recall"].get<double>(), 0.8);
-  EXPECT_GE(summary["truth"]["precision"].get<double>(), 0.8);
-  EXPECT_TRUE(fs::exists(dir / "session" / "trials.tsv"));
-  EXPECT_TRUE(fs::exists(dir / "session" / "ground_truth" / "spike_times.npy"));
+  EXPECT_EQ(summary["truth"]["model"], "direction_tuning");
+  EXPECT_GE(summary["truth"]["detection_recall"].get<double>(), 0.8);
+  EXPECT_GE(summary["truth"]["detection_precision"].get<double>(), 0.8);
+  EXPECT_TRUE(fs::exists(session / "session.sqlite"));
+  EXPECT_TRUE(fs::exists(session / "ground_truth" / "spike_times.npy"));
+
+  r = run("verify " + session.string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("intact"), std::string::npos) << r.output;
+
+  r = run("run " + (kExamples / "protocol_gratings.yaml").string() +
+          " --rig sim --seconds 2 --pace max --quiet --out " + session.string());
+  EXPECT_EQ(r.status, 1) << "an existing session must never be overwritten: " << r.output;
   fs::remove_all(dir);
 }
 

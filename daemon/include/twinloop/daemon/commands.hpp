@@ -46,14 +46,18 @@ int detect(const DetectOptions& options);
 struct RunOptions {
   std::filesystem::path protocol;
   std::string rig = "sim";
-  double seconds = 30.0;
+  double seconds = 30.0;  ///< longest session; the protocol's stop rules may end it sooner
   std::uint64_t seed = 1;
   drivers::Pace pace = drivers::Pace::kRealtime;
-  std::optional<std::filesystem::path> out;
+  std::optional<std::filesystem::path> out;  ///< default: sessions/<protocol>-<time>
+  std::optional<std::string> designer;       ///< "random" or "discriminate"; default: protocol's
+  std::string sim_model = "direction_tuning";  ///< the simulated units' generative model
   bool quiet = false;
 };
-/// `twinloop run`: a session on a rig: trials from the protocol, live spike detection, counts per
-/// trial window, and (on the simulated rig) a summary of what was detected against ground truth.
+/// `twinloop run`: a closed-loop session on a rig: each trial designed, every twin's prediction
+/// pre-registered in the session record, the stimulus delivered, spikes detected live and counted
+/// in the response window, predictions scored; then the verdict, and (on the simulated rig) how
+/// detection and the verdict compare with ground truth.
 int run_session(const RunOptions& options);
 
 /// `twinloop verify DIR`: checks a session record (hash chain intact, every prediction committed
