@@ -86,8 +86,8 @@ designer::StopDecision ClosedLoop::stop_decision() const noexcept {
 
 bool ClosedLoop::needs_validation() const noexcept {
   // Enough validation trials for the model check to judge (it needs a minimum of PIT values).
-  const std::size_t needed = std::max(
-      options_.min_validation_trials, (twin::ModelCheckOptions{}.min_values + units_ - 1) / units_);
+  const std::size_t needed = std::max(options_.min_validation_trials,
+                                      (twin::ModelCheckOptions{}.min_values + units_ - 1) / units_);
   return stop_decision().reason == designer::StopReason::kPosteriorThreshold &&
          validation_trials_ < needed;
 }

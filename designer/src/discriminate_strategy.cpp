@@ -150,21 +150,27 @@ void pair_distances(bool nb, const double* const* mean, const double* const* dis
 
 // Kolchinsky & Tracey (2017), eq. for the pairwise estimator:
 // I_D = -sum_i w_i log sum_j w_j exp(-D(p_i, p_j)), D(p_i, p_i) = 0.
-// `dist` holds D for pairs (pi < pj): forward (i -> j) at fwd, backward (j -> i) at bwd.
-double pairwise_estimate(std::span<const double> w, std::size_t pairs, const std::uint32_t* pi,
-                         const std::uint32_t* pj, const double* fwd, const double* bwd,
-                         double* inner) noexcept {
-  const std::size_t k = w.size();
+// `fwd` / `bwd` hold exp(-D) for pairs (pi < pj), forward (i -> j) and backward (j -> i), over
+// all hypotheses; inactive hypotheses have w = 0.
+inline double pairwise_estimate(const double* w, std::size_t k, std::size_t pairs,
+                                const std::uint32_t* pi, const std::uint32_t* pj, const double* fwd,
+                                const double* bwd, double* inner) noexcept {
   for (std::size_t i = 0; i < k; ++i) inner[i] = w[i];
   for (std::size_t p = 0; p < pairs; ++p) {
-    // exp(-D) below 1e-22 cannot change a sum that already holds w_i (>= 1e-300 relative
-    // irrelevance aside) by more than rounding; skip the exp.
-    if (fwd[p] < 50.0) inner[pi[p]] += w[pj[p]] * std::exp(-fwd[p]);
-    if (bwd[p] < 50.0) inner[pj[p]] += w[pi[p]] * std::exp(-bwd[p]);
+    inner[pi[p]] += w[pj[p]] * fwd[p];
+    inner[pj[p]] += w[pi[p]] * bwd[p];
   }
   double sum = 0.0;
-  for (std::size_t i = 0; i < k; ++i) sum -= w[i] * std::log(inner[i]);
+  for (std::size_t i = 0; i < k; ++i) {
+    if (w[i] > 0.0) sum -= w[i] * std::log(inner[i]);
+  }
   return std::max(sum, 0.0);
+}
+
+// exp(-D); below exp(-50) (1e-22) it cannot change a sum that already holds a weight by more
+// than rounding: 0.
+inline double kernel_of(double d) noexcept {
+  return d < 50.0 ? std::exp(-d) : 0.0;
 }
 
 // log Gamma(x), x > 0: shifted to x >= 10, then Stirling's series to x^-7 (error < 1e-12).
@@ -199,6 +205,33 @@ inline std::uint32_t hash32(std::uint32_t x) noexcept {
   return x;
 }
 
+// y[k] = lo + #{t < len : cdf[t] < uni[k]}: inversion of n uniforms on one table, 16 samples at a
+// time in a register accumulator.
+TWINLOOP_KERNEL_CLONES
+void invert(const float* __restrict cdf, std::uint32_t len, const float* __restrict uni,
+            std::size_t n, std::uint32_t lo, std::uint32_t* __restrict y) noexcept {
+  constexpr std::size_t kBlock = 16;
+  std::size_t k0 = 0;
+  for (; k0 + kBlock <= n; k0 += kBlock) {
+    std::uint32_t acc[kBlock];
+    float u[kBlock];
+    for (std::size_t i = 0; i < kBlock; ++i) {
+      acc[i] = lo;
+      u[i] = uni[k0 + i];
+    }
+    for (std::uint32_t t = 0; t < len; ++t) {
+      const float edge = cdf[t];
+      for (std::size_t i = 0; i < kBlock; ++i) acc[i] += u[i] > edge ? 1u : 0u;
+    }
+    for (std::size_t i = 0; i < kBlock; ++i) y[k0 + i] = acc[i];
+  }
+  for (std::size_t k = k0; k < n; ++k) {
+    std::uint32_t acc = lo;
+    for (std::uint32_t t = 0; t < len; ++t) acc += uni[k] > cdf[t] ? 1u : 0u;
+    y[k] = acc;
+  }
+}
+
 struct UnitLaw {
   double mean = 0.0;
   double r = 0.0;  // NB size 1/phi; 0 = Poisson
@@ -215,7 +248,10 @@ double shifted_log_pmf(const UnitLaw& d, double y) noexcept {
 
 // Fills cdf[0..len) with P(Y <= lo + t) from the first count whose left tail reaches kTail
 // up to where the right tail falls below kTail (or the table is full).
-void sampling_table(const UnitLaw& d, float* cdf, std::uint32_t& lo, std::uint32_t& len) noexcept {
+// Counts past the first whose CDF (in float) reaches `stop` (the largest uniform to invert) can
+// never be drawn: the table ends there.
+void sampling_table(const UnitLaw& d, float stop, const double* recip, float* cdf,
+                    std::uint32_t& lo, std::uint32_t& len) noexcept {
   const double var = d.r == 0.0 ? d.mean : d.mean + d.mean * d.mean / d.r;
   const double start = std::floor(d.mean - 8.0 * std::sqrt(var) - 4.0);
   lo = start > 0.0 ? static_cast<std::uint32_t>(start) : 0u;
@@ -231,9 +267,11 @@ void sampling_table(const UnitLaw& d, float* cdf, std::uint32_t& lo, std::uint32
   len = 0;
   for (double y = y0; len < kTableCap; y += 1.0) {
     cum += p;
-    cdf[len++] = static_cast<float>(cum);
-    if (1.0 - cum < kTail && y >= d.mean) break;
-    p *= d.r == 0.0 ? q / (y + 1.0) : q * (y + d.r) / (y + 1.0);
+    const float edge = static_cast<float>(cum);
+    cdf[len++] = edge;
+    if ((1.0 - cum < kTail && y >= d.mean) || edge >= stop) break;
+    const double inv = y < kTableCap ? recip[static_cast<std::size_t>(y)] : 1.0 / (y + 1.0);
+    p *= d.r == 0.0 ? q * inv : q * (y + d.r) * inv;
   }
 }
 
@@ -273,10 +311,20 @@ DiscriminateStrategy::DiscriminateStrategy(std::size_t candidates, std::size_t u
   disp_ptr_.resize(k);
   weight_.resize(k);
   log_weight_.resize(k);
-  pair_i_.resize(pairs);
-  pair_j_.resize(pairs);
+  all_i_.resize(pairs);
+  all_j_.resize(pairs);
+  for (std::uint32_t i = 0, p = 0; i < k; ++i) {
+    for (std::uint32_t j = i + 1; j < k; ++j, ++p) {
+      all_i_[p] = i;
+      all_j_[p] = j;
+    }
+  }
+  pred_mean_.resize(candidates * k * units);
+  pred_disp_.resize(candidates * k * units);
+  kernel_.resize(candidates * 3 * pairs);
   lower_.assign(candidates, kNaN);
   upper_.assign(candidates, kNaN);
+  full_weight_.resize(k);
   lanes_.resize(4 * k * kLanes);
   acc_.resize(3 * pairs * kLanes + 1);
   dist_.resize(3 * pairs + k + 1);
@@ -293,87 +341,115 @@ DiscriminateStrategy::DiscriminateStrategy(std::size_t candidates, std::size_t u
   y_.resize(k * n);
   loglik_.resize(k * k * n);
   uniform_.resize(n);
+  recip_.resize(kTableCap);
+  for (std::size_t i = 0; i < kTableCap; ++i) recip_[i] = 1.0 / static_cast<double>(i + 1);
 }
 
-bool DiscriminateStrategy::load_posterior(std::span<const twin::PredictionBatch> predictions,
-                                          std::span<const double> posterior) noexcept {
-  if (predictions.size() != hypotheses_ || posterior.size() != hypotheses_) return false;
+bool DiscriminateStrategy::sizes_match(
+    std::span<const twin::PredictionBatch> predictions) const noexcept {
+  if (predictions.size() != hypotheses_) return false;
   const std::size_t cells = candidates_ * units_;
-  any_dispersion_ = false;
-  double total = 0.0;
-  for (std::size_t k = 0; k < hypotheses_; ++k) {
-    const auto& b = predictions[k];
+  for (const auto& b : predictions) {
     if (b.candidates != candidates_ || b.units != units_ || b.mean.size() != cells ||
         b.dispersion.size() != cells) {
       return false;
-    }
-    if (std::isfinite(posterior[k]) && posterior[k] > 0.0) total += posterior[k];
-  }
-  if (!(total > 0.0) || !std::isfinite(total)) return false;
-  n_active_ = 0;
-  for (std::size_t k = 0; k < hypotheses_; ++k) {
-    if (!(std::isfinite(posterior[k]) && posterior[k] > 0.0)) continue;
-    active_[n_active_] = static_cast<std::uint32_t>(k);
-    weight_[n_active_] = posterior[k] / total;
-    log_weight_[n_active_] = std::log(weight_[n_active_]);
-    ++n_active_;
-  }
-  n_pairs_ = 0;
-  for (std::uint32_t i = 0; i < n_active_; ++i) {
-    for (std::uint32_t j = i + 1; j < n_active_; ++j) {
-      pair_i_[n_pairs_] = i;
-      pair_j_[n_pairs_] = j;
-      ++n_pairs_;
-    }
-  }
-  // Negative binomial kernel only when some active hypothesis has a dispersion anywhere.
-  for (std::size_t a = 0; a < n_active_ && !any_dispersion_; ++a) {
-    for (double phi : predictions[active_[a]].dispersion) {
-      if (phi > 0.0) {
-        any_dispersion_ = true;
-        break;
-      }
     }
   }
   return true;
 }
 
-void DiscriminateStrategy::compute_bounds(std::span<const twin::PredictionBatch> predictions,
-                                          std::span<const bool> allowed) noexcept {
+bool DiscriminateStrategy::set_predictions(
+    std::span<const twin::PredictionBatch> predictions) noexcept {
+  if (!sizes_match(predictions)) return false;
+  precompute(predictions, true);
+  have_predictions_ = true;
+  return true;
+}
+
+void DiscriminateStrategy::precompute(std::span<const twin::PredictionBatch> predictions,
+                                      bool store) noexcept {
+  const std::size_t k = hypotheses_;
+  const std::size_t units = units_;
+  const std::size_t pairs = all_i_.size();
   const double** mean = mean_ptr_.data();
   const double** disp = disp_ptr_.data();
-  const std::size_t ka = n_active_;
-  const std::size_t pairs = n_pairs_;
-  const std::span<const double> w(weight_.data(), ka);
   double* dist = dist_.data();
-  double* inner = dist + 3 * pairs;
   const float lo = static_cast<float>(config_.min_mean);
   const float hi = static_cast<float>(std::min(config_.max_mean, 3.0e38));
+  for (std::size_t c = 0; c < candidates_; ++c) {
+    double* mrow = pred_mean_.data() + c * k * units;
+    double* drow = pred_disp_.data() + c * k * units;
+    bool nb = false;
+    for (std::size_t h = 0; h < k; ++h) {
+      mean[h] = predictions[h].mean.data() + c * units;
+      disp[h] = predictions[h].dispersion.data() + c * units;
+      if (store) {
+        std::copy_n(mean[h], units, mrow + h * units);
+        std::copy_n(disp[h], units, drow + h * units);
+        mean[h] = mrow + h * units;
+        disp[h] = drow + h * units;
+      }
+      bool row_nb = false;
+      for (std::size_t u = 0; u < units; ++u) row_nb |= disp[h][u] > 0.0;
+      nb = nb || row_nb;
+    }
+    if (pairs == 0) continue;
+    // Per candidate: the NB kernel with every dispersion 0 scales by exactly 1, so the Poisson
+    // kernel gives the same distances.
+    pair_distances(nb, mean, disp, k, units, all_i_.data(), all_j_.data(), pairs, lo, hi,
+                   lanes_.data(), acc_.data(), dist);
+    double* kern = kernel_.data() + c * 3 * pairs;
+    for (std::size_t p = 0; p < 3 * pairs; ++p) kern[p] = kernel_of(dist[p]);
+  }
+}
+
+bool DiscriminateStrategy::load_posterior(std::span<const double> posterior) noexcept {
+  if (posterior.size() != hypotheses_) return false;
+  double total = 0.0;
+  for (std::size_t k = 0; k < hypotheses_; ++k) {
+    if (std::isfinite(posterior[k]) && posterior[k] > 0.0) total += posterior[k];
+  }
+  if (!(total > 0.0) || !std::isfinite(total)) return false;
+  n_active_ = 0;
+  for (std::size_t k = 0; k < hypotheses_; ++k) {
+    full_weight_[k] = 0.0;
+    if (!(std::isfinite(posterior[k]) && posterior[k] > 0.0)) continue;
+    active_[n_active_] = static_cast<std::uint32_t>(k);
+    weight_[n_active_] = posterior[k] / total;
+    full_weight_[k] = weight_[n_active_];
+    log_weight_[n_active_] = std::log(weight_[n_active_]);
+    ++n_active_;
+  }
+  return true;
+}
+
+void DiscriminateStrategy::compute_bounds(std::span<const bool> allowed) noexcept {
+  const std::size_t k = hypotheses_;
+  const std::size_t pairs = all_i_.size();
+  const double* w = full_weight_.data();
+  double* inner = dist_.data();
+  const std::uint32_t* pi = all_i_.data();
+  const std::uint32_t* pj = all_j_.data();
   for (std::size_t c = 0; c < candidates_; ++c) {
     if (!allowed[c]) {
       lower_[c] = upper_[c] = kNaN;
       continue;
     }
-    if (ka < 2) {
+    if (n_active_ < 2) {
       lower_[c] = upper_[c] = 0.0;
       continue;
     }
-    for (std::size_t a = 0; a < ka; ++a) {
-      mean[a] = predictions[active_[a]].mean.data() + c * units_;
-      disp[a] = predictions[active_[a]].dispersion.data() + c * units_;
-    }
-    pair_distances(any_dispersion_, mean, disp, ka, units_, pair_i_.data(), pair_j_.data(), pairs,
-                   lo, hi, lanes_.data(), acc_.data(), dist);
-    // BD is symmetric: the same distances both ways.
-    lower_[c] = pairwise_estimate(w, pairs, pair_i_.data(), pair_j_.data(), dist, dist, inner);
-    upper_[c] = pairwise_estimate(w, pairs, pair_i_.data(), pair_j_.data(), dist + pairs,
-                                  dist + 2 * pairs, inner);
-    upper_[c] = std::max(upper_[c], lower_[c]);
+    const double* kern = kernel_.data() + c * 3 * pairs;
+    // BD is symmetric: the same kernel both ways.
+    const double lower = pairwise_estimate(w, k, pairs, pi, pj, kern, kern, inner);
+    const double upper =
+        pairwise_estimate(w, k, pairs, pi, pj, kern + pairs, kern + 2 * pairs, inner);
+    lower_[c] = lower;
+    upper_[c] = std::max(upper, lower);
   }
 }
 
-double DiscriminateStrategy::monte_carlo(std::span<const twin::PredictionBatch> predictions,
-                                         std::uint32_t candidate, std::uint64_t stream) noexcept {
+double DiscriminateStrategy::monte_carlo(std::uint64_t stream) noexcept {
   const std::size_t ka = n_active_;
   if (ka < 2) return 0.0;
   const std::size_t n = config_.samples_per_hypothesis;
@@ -382,11 +458,11 @@ double DiscriminateStrategy::monte_carlo(std::span<const twin::PredictionBatch> 
   const double hi = config_.max_mean;
   // Per-(hypothesis, unit) laws of this candidate.
   for (std::size_t a = 0; a < ka; ++a) {
-    const auto& b = predictions[active_[a]];
-    const std::size_t row = candidate * units;
+    const double* mrow = mean_ptr_[a];
+    const double* drow = disp_ptr_[a];
     for (std::size_t u = 0; u < units; ++u) {
-      const double m = std::clamp(b.mean[row + u], lo, hi);
-      const double phi = b.dispersion[row + u];
+      const double m = std::clamp(mrow[u], lo, hi);
+      const double phi = drow[u];
       const std::size_t i = a * units + u;
       mc_mean_[i] = m;
       mc_log_mean_[i] = std::log(m);
@@ -414,20 +490,19 @@ double DiscriminateStrategy::monte_carlo(std::span<const twin::PredictionBatch> 
       const std::size_t i = s * units + u;
       const UnitLaw law{mc_mean_[i], mc_r_[i], mc_log_mean_[i], mc_log_p_[i], mc_log_q_[i]};
       float* cdf = cdf_.data() + s * kTableCap;
-      std::uint32_t tlo = 0, tlen = 0;
-      sampling_table(law, cdf, tlo, tlen);
       const std::uint32_t key =
           static_cast<std::uint32_t>(mix64(base + (std::uint64_t{u} << 8) + s));
+      std::uint32_t hmax = 0;  // integer maximum: vectorises (a float one does not)
       for (std::size_t k = 0; k < n; ++k) {
-        const std::uint32_t h = hash32(key + static_cast<std::uint32_t>(k) * 0x9e3779b9U);
-        uni[k] = (static_cast<float>(h >> 8) + 0.5f) * (1.0f / 16777216.0f);
+        const std::uint32_t h = hash32(key + static_cast<std::uint32_t>(k) * 0x9e3779b9U) >> 8;
+        uni[k] = (static_cast<float>(h) + 0.5f) * (1.0f / 16777216.0f);
+        hmax = std::max(hmax, h);
       }
+      const float umax = (static_cast<float>(hmax) + 0.5f) * (1.0f / 16777216.0f);
+      std::uint32_t tlo = 0, tlen = 0;
+      sampling_table(law, umax, recip_.data(), cdf, tlo, tlen);
       std::uint32_t* y = y_.data() + s * n;
-      for (std::size_t k = 0; k < n; ++k) y[k] = tlo;
-      for (std::uint32_t t = 0; t < tlen; ++t) {
-        const float edge = cdf[t];
-        for (std::size_t k = 0; k < n; ++k) y[k] += uni[k] > edge ? 1u : 0u;
-      }
+      invert(cdf, tlen, uni, n, tlo, y);
       ymin = std::min(ymin, tlo);
       ymax = std::max(ymax, tlo + tlen);
     }
@@ -488,8 +563,25 @@ double DiscriminateStrategy::monte_carlo(std::span<const twin::PredictionBatch> 
 std::optional<Decision> DiscriminateStrategy::decide(
     std::span<const twin::PredictionBatch> predictions, std::span<const double> posterior,
     std::span<const bool> allowed) noexcept {
+  if (!sizes_match(predictions)) return std::nullopt;
+  if (allowed.size() != candidates_ || posterior.size() != hypotheses_) return std::nullopt;
+  // The caller's predictions serve this call only: no copy, and nothing stored for later.
+  have_predictions_ = false;
+  precompute(predictions, false);
+  return decide_on(predictions.data(), posterior, allowed);
+}
+
+std::optional<Decision> DiscriminateStrategy::decide(std::span<const double> posterior,
+                                                     std::span<const bool> allowed) noexcept {
+  if (!have_predictions_) return std::nullopt;
+  return decide_on(nullptr, posterior, allowed);
+}
+
+std::optional<Decision> DiscriminateStrategy::decide_on(const twin::PredictionBatch* external,
+                                                        std::span<const double> posterior,
+                                                        std::span<const bool> allowed) noexcept {
   if (allowed.size() != candidates_) return std::nullopt;
-  if (!load_posterior(predictions, posterior)) return std::nullopt;
+  if (!load_posterior(posterior)) return std::nullopt;
   const std::uint64_t stream = decisions_++;
   if (config_.validation_fraction > 0.0) {
     constexpr std::uint32_t kScale = 1u << 31;
@@ -500,7 +592,7 @@ std::optional<Decision> DiscriminateStrategy::decide(
       return Decision{*pick, kNaN, kNaN, kNaN, true};
     }
   }
-  compute_bounds(predictions, allowed);
+  compute_bounds(allowed);
 
   // Top-m allowed candidates by lower bound (ties: lower index), by insertion.
   const std::size_t m = top_.size();
@@ -523,12 +615,22 @@ std::optional<Decision> DiscriminateStrategy::decide(
     const std::uint32_t c = *best_lb;
     return Decision{c, lower_[c], lower_[c], upper_[c], false};
   }
+  const std::size_t k = hypotheses_;
   Decision best{top_[0], -std::numeric_limits<double>::infinity(), 0.0, 0.0, false};
   for (std::size_t i = 0; i < filled; ++i) {
     const std::uint32_t c = top_[i];
     // Candidates whose upper bound is below the best lower bound cannot be the argmax.
     if (upper_[c] < lower_[*best_lb]) continue;
-    const double eig = monte_carlo(predictions, c, stream);
+    for (std::size_t a = 0; a < n_active_; ++a) {
+      if (external != nullptr) {
+        mean_ptr_[a] = external[active_[a]].mean.data() + c * units_;
+        disp_ptr_[a] = external[active_[a]].dispersion.data() + c * units_;
+      } else {
+        mean_ptr_[a] = pred_mean_.data() + (c * k + active_[a]) * units_;
+        disp_ptr_[a] = pred_disp_.data() + (c * k + active_[a]) * units_;
+      }
+    }
+    const double eig = monte_carlo(stream);
     if (eig > best.eig) best = Decision{c, eig, lower_[c], upper_[c], false};
   }
   return best;
@@ -537,8 +639,14 @@ std::optional<Decision> DiscriminateStrategy::decide(
 double DiscriminateStrategy::estimate_eig(std::span<const twin::PredictionBatch> predictions,
                                           std::span<const double> posterior,
                                           std::uint32_t candidate) noexcept {
-  if (candidate >= candidates_ || !load_posterior(predictions, posterior)) return kNaN;
-  return monte_carlo(predictions, candidate, ~std::uint64_t{0});
+  if (candidate >= candidates_ || !sizes_match(predictions) || !load_posterior(posterior)) {
+    return kNaN;
+  }
+  for (std::size_t a = 0; a < n_active_; ++a) {
+    mean_ptr_[a] = predictions[active_[a]].mean.data() + candidate * units_;
+    disp_ptr_[a] = predictions[active_[a]].dispersion.data() + candidate * units_;
+  }
+  return monte_carlo(~std::uint64_t{0});
 }
 
 }  // namespace twinloop::designer

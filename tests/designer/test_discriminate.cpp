@@ -285,6 +285,49 @@ TEST(DiscriminateStrategy, DecideMakesNoHeapAllocation) {
   EXPECT_EQ(test_support::allocations.load(), 0u);
 }
 
+TEST(DiscriminateStrategy, StoredPredictionsMatchOneShotAndDoNotAllocate) {
+  constexpr std::size_t kC = 40, kU = 30;
+  const auto b = make_batches(
+      3, kC, kU,
+      [](auto h, auto c, auto u) {
+        return 0.5 + static_cast<double>((c * 11 + u * 7 + h * 5) % 13);
+      },
+      [](auto h, auto, auto u) { return (h + u) % 4 == 0 ? 0.3 : 0.0; });
+  const std::vector<double> w{0.5, 0.3, 0.2};
+  const Mask mask(kC);
+  DiscriminateStrategy one_shot(kC, kU, 3, DiscriminateConfig{});
+  DiscriminateStrategy stored(kC, kU, 3, DiscriminateConfig{});
+  EXPECT_FALSE(stored.decide(w, mask.span()).has_value()) << "no predictions yet";
+  ASSERT_TRUE(stored.set_predictions(b));
+  for (int i = 0; i < 5; ++i) {
+    const auto x = one_shot.decide(b, w, mask.span());
+    test_support::allocations = 0;
+    test_support::count_allocations_on_this_thread = true;
+    const auto y = stored.decide(w, mask.span());
+    test_support::count_allocations_on_this_thread = false;
+    EXPECT_EQ(test_support::allocations.load(), 0u);
+    ASSERT_TRUE(x.has_value() && y.has_value());
+    EXPECT_EQ(x->candidate, y->candidate);
+    EXPECT_EQ(x->eig, y->eig);
+    for (std::uint32_t c = 0; c < kC; ++c) {
+      EXPECT_EQ(one_shot.lower_bounds()[c], stored.lower_bounds()[c]);
+      EXPECT_EQ(one_shot.upper_bounds()[c], stored.upper_bounds()[c]);
+    }
+  }
+  // One-shot decisions leave nothing stored; mismatched sizes are refused.
+  EXPECT_TRUE(stored.decide(b, w, mask.span()).has_value());
+  EXPECT_FALSE(stored.decide(w, mask.span()).has_value());
+  const auto wrong = make_batches(3, kC, kU - 1, [](auto, auto, auto) { return 1.0; });
+  EXPECT_FALSE(stored.set_predictions(wrong));
+  test_support::allocations = 0;
+  test_support::count_allocations_on_this_thread = true;
+  const bool set = stored.set_predictions(b);
+  test_support::count_allocations_on_this_thread = false;
+  EXPECT_TRUE(set);
+  EXPECT_EQ(test_support::allocations.load(), 0u);
+  EXPECT_TRUE(stored.decide(w, mask.span()).has_value());
+}
+
 TEST(DiscriminateStrategy, RefusesMismatchedInputsAndBadConfig) {
   const auto b = make_batches(2, 4, 3, [](auto h, auto, auto) { return 1.0 + h; });
   DiscriminateStrategy s(4, 3, 2, DiscriminateConfig{});

@@ -49,8 +49,8 @@ struct RunOptions {
   double seconds = 30.0;  ///< longest session; the protocol's stop rules may end it sooner
   std::uint64_t seed = 1;
   drivers::Pace pace = drivers::Pace::kRealtime;
-  std::optional<std::filesystem::path> out;  ///< default: sessions/<protocol>-<time>
-  std::optional<std::string> designer;       ///< "random" or "discriminate"; default: protocol's
+  std::optional<std::filesystem::path> out;    ///< default: sessions/<protocol>-<time>
+  std::optional<std::string> designer;         ///< "random" or "discriminate"; default: protocol's
   std::string sim_model = "direction_tuning";  ///< the simulated units' generative model
   bool quiet = false;
 };

@@ -26,8 +26,17 @@
 // Means below min_mean are raised to it (a hypothesis predicting exactly zero would be refuted
 // with infinite evidence by one spike) and above max_mean lowered to it.
 //
-// The constructor sizes every buffer for (candidates, units, hypotheses) and may throw; after it,
-// decide() does not allocate, lock, log or throw (real-time path). One thread at a time.
+// Predictions change only after a twin update, the posterior after every trial: set_predictions()
+// copies the predictions (candidate-major) and computes every candidate's pairwise distances and
+// their exp(-D) once; decide(posterior, allowed) then only combines them with the posterior
+// (a few flops and logs per candidate) and runs the Monte Carlo stage on the stored copy.
+// decide(predictions, posterior, allowed) recomputes the distances on the caller's predictions
+// for that one call (the cost of both stages on every decision).
+//
+// The constructor sizes every buffer for (candidates, units, hypotheses) (about
+// 16 * candidates * units * hypotheses bytes for the stored predictions) and may throw; after it,
+// set_predictions(), decide() and estimate_eig() do not allocate, lock, log or throw (real-time
+// path). One thread at a time.
 #pragma once
 
 #include <cstddef>
@@ -65,6 +74,24 @@ class DiscriminateStrategy {
   DiscriminateStrategy(std::size_t candidates, std::size_t units, std::size_t hypotheses,
                        const DiscriminateConfig& config);
 
+  /// Stores the predictions and precomputes the per-candidate pairwise distances (the cost that
+  /// depends on the predictions only: call after each twin update, off the decision path).
+  /// \param predictions  one batch per hypothesis, each sized (candidates, units)
+  /// \return false (state unchanged) when the sizes do not match those given at construction
+  bool set_predictions(std::span<const twin::PredictionBatch> predictions) noexcept;
+
+  /// Decision on the predictions stored by the last successful set_predictions().
+  /// \param posterior    one weight per hypothesis, >= 0 (normalised here)
+  /// \param allowed      one flag per candidate; false ones are never chosen
+  /// \return the choice, or nullopt when no predictions are stored, no candidate is allowed, the
+  ///         sizes do not match those given at construction or the posterior has no positive
+  ///         weight
+  [[nodiscard]] std::optional<Decision> decide(std::span<const double> posterior,
+                                               std::span<const bool> allowed) noexcept;
+
+  /// One-shot decision on the given predictions (the distances are recomputed, nothing is
+  /// copied); afterwards no predictions are stored (call set_predictions() again before
+  /// decide(posterior, allowed)).
   /// \param predictions  one batch per hypothesis, each sized (candidates, units)
   /// \param posterior    one weight per hypothesis, >= 0 (normalised here)
   /// \param allowed      one flag per candidate; false ones are never chosen
@@ -88,12 +115,16 @@ class DiscriminateStrategy {
   [[nodiscard]] const DiscriminateConfig& config() const noexcept { return config_; }
 
  private:
-  bool load_posterior(std::span<const twin::PredictionBatch> predictions,
-                      std::span<const double> posterior) noexcept;
-  void compute_bounds(std::span<const twin::PredictionBatch> predictions,
-                      std::span<const bool> allowed) noexcept;
-  double monte_carlo(std::span<const twin::PredictionBatch> predictions, std::uint32_t candidate,
-                     std::uint64_t stream) noexcept;
+  bool sizes_match(std::span<const twin::PredictionBatch> predictions) const noexcept;
+  bool load_posterior(std::span<const double> posterior) noexcept;
+  void precompute(std::span<const twin::PredictionBatch> predictions, bool store) noexcept;
+  // external: the caller's batches (old decide()), or nullptr for the stored copy.
+  std::optional<Decision> decide_on(const twin::PredictionBatch* external,
+                                    std::span<const double> posterior,
+                                    std::span<const bool> allowed) noexcept;
+  void compute_bounds(std::span<const bool> allowed) noexcept;
+  // Rows of the candidate for each active hypothesis in mean_ptr_ / disp_ptr_.
+  double monte_carlo(std::uint64_t stream) noexcept;
 
   DiscriminateConfig config_;
   std::size_t candidates_;
@@ -107,13 +138,19 @@ class DiscriminateStrategy {
   std::vector<std::uint32_t> active_;
   std::vector<double> weight_;
   std::vector<double> log_weight_;
-  std::vector<std::uint32_t> pair_i_, pair_j_;
   std::size_t n_active_ = 0;
-  std::size_t n_pairs_ = 0;
-  bool any_dispersion_ = false;
+
+  // Stored predictions, candidate-major: [candidate][hypothesis][unit].
+  bool have_predictions_ = false;
+  std::vector<double> pred_mean_, pred_disp_;
+  // Over all hypotheses: pairs (i < j), and per candidate exp(-D) for BD, KL i->j, KL j->i
+  // ([candidate][3][pair], 0 where D >= 50).
+  std::vector<std::uint32_t> all_i_, all_j_;
+  std::vector<double> kernel_;
 
   // Bounds stage.
   std::vector<double> lower_, upper_;
+  std::vector<double> full_weight_;  // per hypothesis, 0 for inactive ones
   std::vector<const double*> mean_ptr_, disp_ptr_;
   std::vector<float> lanes_;  // per-block lane arrays (means, roots, logs, dispersions)
   std::vector<float> acc_;    // per-pair lane accumulators (BD, KL both ways)
@@ -128,6 +165,7 @@ class DiscriminateStrategy {
   std::vector<std::uint32_t> y_;  // K x N sampled counts of one unit
   std::vector<double> loglik_;    // K (strata) x K (hypotheses) x N
   std::vector<float> uniform_;    // N
+  std::vector<double> recip_;     // 1 / (y + 1) for the sampling tables
 };
 
 }  // namespace twinloop::designer
