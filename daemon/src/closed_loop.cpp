@@ -112,9 +112,14 @@ bool ClosedLoop::step() {
     strategy_name = "validation_random";
   } else if (strategy_ == protocols::DesignerStrategy::kDiscriminate) {
     const auto started = std::chrono::steady_clock::now();
-    const std::optional<designer::Decision> decision =
-        discriminate_->decide(predictions_, posterior_.probabilities(),
-                              std::span<const bool>(allowed_.get(), candidate_count));
+    // The designer precomputes what depends on the predictions only when they change (after a
+    // refit); the decision itself then combines them with the current posterior.
+    if (predictions_changed_) {
+      discriminate_->set_predictions(predictions_);
+      predictions_changed_ = false;
+    }
+    const std::optional<designer::Decision> decision = discriminate_->decide(
+        posterior_.probabilities(), std::span<const bool>(allowed_.get(), candidate_count));
     const double elapsed_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
             .count();
@@ -213,6 +218,7 @@ bool ClosedLoop::step() {
 
 void ClosedLoop::refit() {
   scored_since_refit_ = 0;
+  predictions_changed_ = true;
   for (auto& h : hypotheses_) h->update(history_stimuli_, history_counts_);
 }
 

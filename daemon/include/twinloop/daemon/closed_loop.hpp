@@ -140,6 +140,7 @@ class ClosedLoop {
   std::size_t scored_since_refit_ = 0;
   std::size_t validation_trials_ = 0, flagged_ = 0, refused_ = 0, deadline_misses_ = 0;
   bool operator_stop_ = false;
+  bool predictions_changed_ = true;
 };
 
 }  // namespace twinloop::daemon
