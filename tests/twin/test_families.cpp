@@ -240,6 +240,48 @@ TEST_F(Fitted, DispersionIsFittedForOverdispersedUnitsOnly) {
   }
 }
 
+// The closed loop refits after as few as 8 trials over 48 candidates. Fits are MAP with
+// weakly-informative priors, so an untuned unit's few counts must not be turned into a sharp
+// tuning curve: the predictions stay near the unit's mean count, and on held-out trials the MAP
+// fit scores better than the same family with its prior made flat.
+TEST_F(Fitted, FewTrialFitsStayNearTheMeanOfUntunedUnits) {
+  Trials few;
+  for (std::size_t k = 0; k < 8; ++k) {
+    const std::size_t i = k * 6 + k % 3;  // spread over directions and contrasts
+    few.stimuli.push_back(train.stimuli[i]);
+    for (std::size_t u = 0; u < truth.size(); ++u) {
+      few.counts.push_back(train.counts[i * truth.size() + u]);
+    }
+  }
+  auto null = make_hypothesis(spec(HypothesisFamily::kNull), space, truth.size(), options);
+  null->update(few.stimuli, few.counts);
+  const double null_ll = log_likelihood(*null, test, kTuned, kTuned + 4);
+  for (const auto family : {HypothesisFamily::kLnp, HypothesisFamily::kDirectionTuning}) {
+    auto h = make_hypothesis(spec(family), space, truth.size(), options);
+    h->update(few.stimuli, few.counts);
+    // The same family with its prior made ~flat: close to the maximum-likelihood fit.
+    auto wide_spec = spec(family);
+    wide_spec.params[family == HypothesisFamily::kLnp ? "prior_weight_sd" : "prior_width"] = 1e3;
+    auto wide = make_hypothesis(wide_spec, space, truth.size(), options);
+    wide->update(few.stimuli, few.counts);
+    const auto all = predict_all(*h, test.stimuli);
+    for (std::size_t u = kTuned; u < kTuned + 4; ++u) {
+      double sum = 0;
+      for (std::size_t k = 0; k < few.stimuli.size(); ++k) sum += few.counts[k * truth.size() + u];
+      const double sample_mean = sum / static_cast<double>(few.stimuli.size());
+      for (std::size_t i = 0; i < test.stimuli.size(); ++i) {
+        EXPECT_GT(all.at(i, u).mean, 0.3 * sample_mean) << h->family() << " unit " << u;
+        EXPECT_LT(all.at(i, u).mean, 3.0 * sample_mean) << h->family() << " unit " << u;
+      }
+    }
+    const double ll = log_likelihood(*h, test, kTuned, kTuned + 4);
+    const double wide_ll = log_likelihood(*wide, test, kTuned, kTuned + 4);
+    std::cout << h->family() << " held-out log-likelihood, untuned units: MAP " << ll
+              << ", flat prior " << wide_ll << ", null " << null_ll << "\n";
+    EXPECT_GT(ll, wide_ll) << h->family();
+  }
+}
+
 TEST_F(Fitted, SilentUnitsGetSmallFinitePredictions) {
   for (const auto family :
        {HypothesisFamily::kNull, HypothesisFamily::kLnp, HypothesisFamily::kDirectionTuning}) {

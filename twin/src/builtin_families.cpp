@@ -1,9 +1,24 @@
 // The built-in families: direction tuning (von Mises x Naka-Rushton), LNP and null.
 //
 // All three work in expected counts per response window (rate x window), on the twin's device,
-// in double precision. Mean parameters are fitted by maximum likelihood under NB2 with the
-// dispersion of the previous fit held fixed (Poisson on the first fit); the dispersion is then
-// re-estimated by moments from the new residuals, so the two settle together over updates.
+// in double precision. Mean parameters are fitted under NB2 with the dispersion of the previous
+// fit held fixed (Poisson on the first fit); the dispersion is then re-estimated by moments from
+// the new residuals, so the two settle together over updates.
+//
+// Direction tuning and LNP are fitted as maximum a posteriori (MAP) estimates, not maximum
+// likelihood: the closed loop refits them after as few as 8 trials spread over dozens of
+// candidates, where a 6-parameter tuning curve per unit can pass through every count (a narrow
+// peak on one lucky trial). Its prequential predictions are then far worse than the null
+// model's and the designer, which seeks stimuli where the hypotheses disagree, chases those
+// extremes. Weakly-informative priors (Gelman et al. 2008, "A weakly informative default prior
+// distribution for logistic and other regression models") make a fit with few trials predict
+// close to the unit's mean count and depart from it only as the likelihood, which grows with the
+// trial count while the prior does not, outweighs them. With hundreds of trials the prior is a
+// negligible fraction of the objective and the fit is the maximum-likelihood one.
+//
+// The dispersion is estimated conservatively for the same reason: a mean fitted to few trials
+// sits closer to them than the truth does, so the moment estimate is shrunk toward a prior value
+// with a pseudo-trial weight (see shrunk_dispersion), which lets a young fit admit it is unsure.
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -24,6 +39,27 @@ constexpr double kDegToRad = std::numbers::pi / 180.0;
 
 bool is_degrees(const protocols::StimulusDimension& d) {
   return d.unit == "deg" || d.unit == "degree" || d.unit == "degrees";
+}
+
+/// Negative log density of N(centre, sd^2) at `value`, up to a constant, elementwise.
+torch::Tensor gaussian_nll(const torch::Tensor& value, const torch::Tensor& centre, double sd) {
+  return 0.5 * ((value - centre) / sd).square();
+}
+torch::Tensor gaussian_nll(const torch::Tensor& value, double centre, double sd) {
+  return 0.5 * ((value - centre) / sd).square();
+}
+
+/// Pseudo-trials of the dispersion prior: the moment estimate from n trials is averaged with
+/// kDispersionPrior as if the prior were kDispersionPseudoTrials further trials. With few trials
+/// the (overfitted) residuals understate the scatter, so the estimate leans on a modest
+/// over-dispersion (Fano factor 1 + 0.1 mu, typical of cortical counts in short windows; Goris,
+/// Movshon & Simoncelli 2014); with many it is the moment estimate.
+constexpr double kDispersionPrior = 0.1;
+constexpr double kDispersionPseudoTrials = 16.0;
+
+torch::Tensor shrunk_dispersion(const torch::Tensor& moment, double trials) {
+  return (moment * trials + kDispersionPrior * kDispersionPseudoTrials) /
+         (trials + kDispersionPseudoTrials);
 }
 
 /// Minimises sum(per_unit_loss()) / trials over `params` with LBFGS (strong Wolfe line search),
@@ -72,13 +108,42 @@ torch::Tensor minimise(std::vector<torch::Tensor> params,
 // direction_tuning: rate = baseline + amplitude * exp(kappa (cos(theta - pref) - 1)) * NR(c),
 // NR(c) = c^n / (c^n + c50^n), 1 without a contrast dimension.
 
+//
+// Priors (MAP fit; every standard deviation is multiplied by the family parameter
+// "prior_width", default 1, so a protocol can weaken (> 1) or tighten (< 1) them all at once):
+//  - log baseline ~ N(log m, 1.0), m = the unit's mean count so far: baseline may sit anywhere
+//    within a factor ~e of the mean (an evoked response pulls it below).
+//  - log amplitude ~ N(log(r m), 1.0), r = "prior_amplitude_ratio" (default 0.25): a small
+//    modulation relative to the unit's mean, so a fit to few trials stays near flat; a peak
+//    10x the prior's (amplitude 2.5 m, typical of a well-tuned V1 unit) costs ~2.7 nats per
+//    unit, which a few dozen trials of such a unit pay many times over.
+//  - log kappa ~ N(log kappa0, 0.75), kappa0 = "kappa" (default 2, a half-width at half-height
+//    of ~50 deg): V1 direction bandwidths are mostly 20-60 deg half-width (Gizzi et al. 1990;
+//    Ringach, Shapley & Hawken 2002), kappa ~ 0.7-8; the prior keeps one lucky trial from
+//    producing a needle-sharp peak.
+//  - logit(c50 / max contrast) ~ N(logit(c50_0), 1.0), c50_0 = "c50" (default 0.3 x max);
+//    log n ~ N(log n0, 0.5), n0 = "n" (default 2): Naka-Rushton fits of V1 cells have
+//    semi-saturation contrasts mostly 0.1-0.4 and exponents around 2 (1-4) (Albrecht & Hamilton
+//    1982; Sclar, Maunsell & Lennie 1990).
+//  - preferred direction: uniform on the circle (no prior).
+// The prior is added once per fit while the likelihood grows with the trials, so after a few
+// hundred trials it moves the estimates by a small fraction of their standard errors.
+
 class DirectionTuning final : public TorchTwin {
+  static constexpr double kAmplitudeRatio = 0.25;
+  static constexpr double kLogBaselineSd = 1.0;
+  static constexpr double kLogAmplitudeSd = 1.0;
+  static constexpr double kLogKappaSd = 0.75;
+  static constexpr double kLogitC50Sd = 1.0;
+  static constexpr double kLogNSd = 0.5;
+  static constexpr double kMinKappa = 0.05;
+
  public:
   DirectionTuning(const protocols::HypothesisSpec& spec, const protocols::StimulusSpace& space,
                   std::size_t units, const TwinOptions& options)
       : TorchTwin(spec, space, units, options) {
     check_params(spec, {"preferred_deg", "kappa", "baseline_hz", "amplitude_hz", "c50", "n",
-                        "max_iterations", "poisson"});
+                        "max_iterations", "poisson", "prior_amplitude_ratio", "prior_width"});
     direction_ = space.dimension_index("direction");
     if (!direction_) {
       for (std::size_t d = 0; d < space.dimension_count(); ++d) {
@@ -108,10 +173,19 @@ class DirectionTuning final : public TorchTwin {
     n0_ = param_or(spec, "n", 2.0);
     max_iterations_ = static_cast<int>(param_or(spec, "max_iterations", 100));
     poisson_ = param_or(spec, "poisson", 0.0) != 0.0;
-    if (!(kappa0_ >= 0.0) || !(c500_ > 0.0) || !(n0_ > 0.0) || max_iterations_ < 1) {
-      throw std::invalid_argument("hypothesis '" + spec.name +
-                                  "': kappa must be >= 0, c50 and n > 0, max_iterations >= 1");
+    amplitude_ratio_ = param_or(spec, "prior_amplitude_ratio", kAmplitudeRatio);
+    prior_width_ = param_or(spec, "prior_width", 1.0);
+    if (!(kappa0_ >= 0.0) || !(c500_ > 0.0) || !(n0_ > 0.0) || max_iterations_ < 1 ||
+        !(amplitude_ratio_ > 0.0) || !(prior_width_ > 0.0)) {
+      throw std::invalid_argument(
+          "hypothesis '" + spec.name +
+          "': kappa must be >= 0, c50, n, prior_amplitude_ratio and prior_width > 0, "
+          "max_iterations >= 1");
     }
+    // Prior centres of the shape parameters: the protocol's stated tuning, else typical V1.
+    log_kappa0_ = std::log(std::max(kappa0_, kMinKappa));
+    logit_c500_ = logit(c500_ / max_contrast_);
+    log_n0_ = std::log(std::max(n0_, 0.5 + 1e-3));
     // The prior: what the hypothesis predicts before any trial. Untuned 5 Hz unless the
     // protocol states a tuning.
     const auto u = static_cast<std::int64_t>(units);
@@ -213,10 +287,14 @@ class DirectionTuning final : public TorchTwin {
     // keep a unit in the basin an early, noisy fit put it in.
     // Two starts: the previous fit (warm) and the arg-max of the data; on the first fit, the
     // arg-max and the circular mean. Each start costs a full set of columns in every iteration.
+    // A third start sits at the prior's centre (flat at the unit's mean), the mode a fit to
+    // few trials should settle in when the data do not show a tuning.
+    const auto overall = y.mean(0).clamp_min(floor_);
     std::vector<Params> starts;
     if (fitted_) starts.push_back(current());
     starts.push_back(data_start(x, y, false));
     if (!fitted_) starts.push_back(data_start(x, y, true));
+    starts.push_back(flat_start(y, overall));
     const auto s = static_cast<std::int64_t>(starts.size());
     const auto u = y.size(1);
     auto stack = [&](auto member) {
@@ -228,7 +306,11 @@ class DirectionTuning final : public TorchTwin {
                stack(&Params::kappa),    stack(&Params::c50),       stack(&Params::n)};
     const auto y_all = y.repeat({1, s});
     const auto alpha_all = dispersion_.repeat({s});
-    auto per_unit = [&] { return count_nll_per_unit(mean(x, all), y_all, alpha_all); };
+    const auto overall_all = overall.repeat({s});
+    // Negative log posterior per column: the likelihood of every trial plus the prior once.
+    auto per_unit = [&] {
+      return count_nll_per_unit(mean(x, all), y_all, alpha_all) + prior_nll(all, overall_all);
+    };
     auto loss = minimise({all.baseline, all.amplitude, all.preferred, all.kappa, all.c50, all.n},
                          per_unit, static_cast<double>(y.size(0)), max_iterations_);
 
@@ -247,9 +329,45 @@ class DirectionTuning final : public TorchTwin {
     raw_n_ = pick(all.n);
     fitted_ = true;
     const double fitted_params = contrast_ ? 6.0 : 4.0;
-    dispersion_ = poisson_
-                      ? torch::zeros({u}, real())
-                      : moment_dispersion(mean(x, current()), y, fitted_params, kMaxDispersion);
+    dispersion_ = poisson_ ? torch::zeros({u}, real())
+                           : shrunk_dispersion(moment_dispersion(mean(x, current()), y,
+                                                                 fitted_params, kMaxDispersion),
+                                               static_cast<double>(y.size(0)));
+  }
+
+  /// Negative log prior density of each column's parameters ([K]), up to a constant. Gaussian
+  /// in the unconstrained coordinates the fit moves in (log for positive quantities, logit for
+  /// c50 as a fraction of the largest contrast); the preferred direction is uniform. `overall`
+  /// is each column's mean count over the trials so far (an empirical-Bayes centre: the scale
+  /// of a unit's rate is read from its data, its shape is not).
+  [[nodiscard]] torch::Tensor prior_nll(const Params& p, const torch::Tensor& overall) const {
+    namespace F = torch::nn::functional;
+    const double w = prior_width_;
+    const auto log_overall = overall.clamp_min(floor_).log();
+    auto nll =
+        gaussian_nll((F::softplus(p.baseline) + 1e-12).log(), log_overall, kLogBaselineSd * w) +
+        gaussian_nll((F::softplus(p.amplitude) + 1e-12).log(),
+                     log_overall + std::log(amplitude_ratio_), kLogAmplitudeSd * w) +
+        gaussian_nll((F::softplus(p.kappa) + 1e-12).log(), log_kappa0_, kLogKappaSd * w);
+    if (contrast_) {
+      nll = nll + gaussian_nll(p.c50, logit_c500_, kLogitC50Sd * w) +
+            gaussian_nll((F::softplus(p.n) + 0.5).log(), log_n0_, kLogNSd * w);
+    }
+    return nll;
+  }
+
+  /// The prior's centre: baseline at the unit's mean count, amplitude at the prior's small
+  /// amplitude, preferred direction 0, shape at its prior centres.
+  [[nodiscard]] Params flat_start(const torch::Tensor& y, const torch::Tensor& overall) const {
+    const auto u = static_cast<std::int64_t>(y.size(1));
+    Params p;
+    p.baseline = inverse_softplus(overall.clamp_min(1e-3));
+    p.amplitude = inverse_softplus((overall * amplitude_ratio_).clamp_min(1e-3));
+    p.preferred = torch::zeros({u}, real());
+    p.kappa = inverse_softplus(torch::full({u}, std::max(kappa0_, kMinKappa), real()));
+    p.c50 = torch::full({u}, logit_c500_, real());
+    p.n = inverse_softplus(torch::full({u}, std::max(n0_ - 0.5, 1e-6), real()));
+    return p;
   }
 
   std::optional<std::size_t> direction_;
@@ -262,6 +380,9 @@ class DirectionTuning final : public TorchTwin {
   int max_iterations_ = 100;
   bool poisson_ = false;
   bool fitted_ = false;
+  double amplitude_ratio_ = kAmplitudeRatio;
+  double prior_width_ = 1.0;
+  double log_kappa0_ = 0.0, logit_c500_ = 0.0, log_n0_ = 0.0;
   torch::Tensor raw_baseline_, raw_amplitude_, preferred_, raw_kappa_, raw_c50_, raw_n_;
   torch::Tensor dispersion_;
 };
@@ -270,13 +391,20 @@ class DirectionTuning final : public TorchTwin {
 // lnp: rate = exp(w . features(stimulus) + b). Features: each non-angular dimension scaled to
 // [0, 1] over its values; each angular dimension (unit deg) as cos and sin only, since a
 // linear term in an angle would make 0 and 360 degrees different stimuli.
+//
+// Prior (MAP fit): each weight ~ N(0, s^2), s = "prior_weight_sd" (default 1): with features on
+// [0, 1] or [-1, 1], a weight of 1 changes the rate e-fold across a feature's range, so the
+// prior allows modulations of a few-fold and shrinks a fit to few trials toward a constant rate
+// (Gelman et al. 2008 use the same scale reasoning for standardised logistic inputs).
 
 class Lnp final : public TorchTwin {
+  static constexpr double kWeightSd = 1.0;
+
  public:
   Lnp(const protocols::HypothesisSpec& spec, const protocols::StimulusSpace& space,
       std::size_t units, const TwinOptions& options)
       : TorchTwin(spec, space, units, options) {
-    check_params(spec, {"rate_hz", "l2", "max_iterations", "poisson"});
+    check_params(spec, {"rate_hz", "l2", "max_iterations", "poisson", "prior_weight_sd"});
     for (std::size_t d = 0; d < space.dimension_count(); ++d) {
       const auto& dim = space.dimensions[d];
       if (is_degrees(dim)) {
@@ -296,12 +424,14 @@ class Lnp final : public TorchTwin {
     const double w = options.window_seconds;
     floor_ = kMinRateHz * w;
     l2_ = param_or(spec, "l2", 1e-3);
+    weight_sd_ = param_or(spec, "prior_weight_sd", kWeightSd);
     max_iterations_ = static_cast<int>(param_or(spec, "max_iterations", 100));
     poisson_ = param_or(spec, "poisson", 0.0) != 0.0;
     const double rate = param_or(spec, "rate_hz", kDefaultRateHz);
-    if (!(rate > 0.0) || !(l2_ >= 0.0) || max_iterations_ < 1) {
-      throw std::invalid_argument("hypothesis '" + spec.name +
-                                  "': rate_hz must be > 0, l2 >= 0, max_iterations >= 1");
+    if (!(rate > 0.0) || !(l2_ >= 0.0) || max_iterations_ < 1 || !(weight_sd_ > 0.0)) {
+      throw std::invalid_argument(
+          "hypothesis '" + spec.name +
+          "': rate_hz and prior_weight_sd must be > 0, l2 >= 0, max_iterations >= 1");
     }
     const auto u = static_cast<std::int64_t>(units);
     const auto f = static_cast<std::int64_t>(linear_.size() + 2 * angular_.size());
@@ -349,17 +479,25 @@ class Lnp final : public TorchTwin {
       bias_ = torch::log((y.mean(0) - floor_).clamp_min(1e-6));
       weights_.zero_();
     }
-    auto per_unit = [&] { return count_nll_per_unit(mean(f), y, dispersion_); };
-    // A light ridge keeps the weights finite where a feature never varies in the data so far
-    // (early trials) and for units that never fire.
+    // MAP: the likelihood plus the weights' Gaussian prior, once per unit (see the class
+    // comment); the bias (the log mean rate) is well determined by any data and has none.
+    auto per_unit = [&] {
+      return count_nll_per_unit(mean(f), y, dispersion_) +
+             gaussian_nll(weights_, 0.0, weight_sd_).sum(1);
+    };
+    // A light per-trial ridge on top keeps the weights finite where a feature never varies in
+    // the data so far and for units that never fire, however many trials there are.
     auto penalty = [&] { return l2_ * weights_.square().sum(); };
     (void)minimise({weights_, bias_}, per_unit, static_cast<double>(y.size(0)), max_iterations_,
                    penalty);
     fitted_ = true;
     torch::NoGradGuard no_grad;
-    dispersion_ = poisson_ ? torch::zeros_like(dispersion_)
-                           : moment_dispersion(mean(f), y, static_cast<double>(f.size(1) + 1),
-                                               kMaxDispersion);
+    dispersion_ =
+        poisson_
+            ? torch::zeros_like(dispersion_)
+            : shrunk_dispersion(
+                  moment_dispersion(mean(f), y, static_cast<double>(f.size(1) + 1), kMaxDispersion),
+                  static_cast<double>(y.size(0)));
   }
 
   std::vector<std::int64_t> linear_, angular_;
@@ -367,6 +505,7 @@ class Lnp final : public TorchTwin {
   torch::Tensor linear_index_, angular_index_, offset_t_, scale_t_;
   double floor_ = 0.0;
   double l2_ = 1e-3;
+  double weight_sd_ = kWeightSd;
   int max_iterations_ = 100;
   bool poisson_ = false;
   bool fitted_ = false;
