@@ -6,6 +6,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include "src/unit_draws.hpp"
+
 namespace twinloop::hil {
 namespace {
 
@@ -25,62 +27,6 @@ std::string bad(const char* field, const std::string& expected) {
 
 // Same assignment as SimulatedSubject: proportions by largest remainder (lowest kind on ties),
 // then a Fisher-Yates shuffle from the layout stream.
-std::vector<ResponseKind> assign_kinds(const ResponseMix& mix, std::size_t n, Xoshiro256pp& rng) {
-  const std::array<double, kResponseKindCount> w{mix.direction_tuned, mix.bimodal, mix.adapting,
-                                                 mix.gain_fluctuating, mix.untuned};
-  double sum = 0.0;
-  for (double x : w) sum += x;
-  std::array<std::size_t, kResponseKindCount> count{};
-  std::array<double, kResponseKindCount> rest{};
-  std::size_t given = 0;
-  for (std::size_t k = 0; k < w.size(); ++k) {
-    const double exact = w[k] / sum * static_cast<double>(n);
-    count[k] = static_cast<std::size_t>(std::floor(exact));
-    rest[k] = exact - static_cast<double>(count[k]);
-    given += count[k];
-  }
-  for (; given < n; ++given) {
-    const auto k =
-        static_cast<std::size_t>(std::max_element(rest.begin(), rest.end()) - rest.begin());
-    ++count[k];
-    rest[k] = -1.0;
-  }
-  std::vector<ResponseKind> kinds;
-  kinds.reserve(n);
-  for (std::size_t k = 0; k < count.size(); ++k) {
-    kinds.insert(kinds.end(), count[k], static_cast<ResponseKind>(k));
-  }
-  for (std::size_t i = n; i > 1; --i) {
-    const auto j = static_cast<std::size_t>(rng.next() % i);
-    std::swap(kinds[i - 1], kinds[j]);
-  }
-  return kinds;
-}
-
-// The model-parameter draws of SimulatedSubject::Impl::build_units, in the same order and with the
-// same no-effect values for fields the kind does not use.
-ResponseParams draw_params(ResponseKind kind, const CountSubjectConfig& c, Xoshiro256pp& rng) {
-  ResponseParams r;
-  r.kind = kind;
-  r.baseline_hz = rng.log_uniform(c.min_baseline_hz, c.max_baseline_hz);
-  r.latency_ms = rng.uniform(30.0, 70.0);
-  r.preferred_deg = rng.uniform(0.0, 360.0);
-  r.kappa = rng.log_uniform(1.0, 4.0);
-  r.peak_evoked_hz = rng.log_uniform(10.0, 40.0);
-  r.c50 = rng.uniform(0.08, 0.4);
-  r.nr_exponent = rng.uniform(1.5, 3.5);
-  r.second_preferred_deg = std::fmod(r.preferred_deg + 180.0 + rng.uniform(-20.0, 20.0), 360.0);
-  r.second_kappa = rng.log_uniform(1.0, 4.0);
-  r.second_peak_evoked_hz = r.peak_evoked_hz * rng.uniform(0.3, 0.8);
-  r.adaptation_tau_s = rng.uniform(1.0, 5.0);
-  r.adaptation_strength = rng.uniform(1.0, 3.0);
-  r.gain_shape = rng.uniform(2.0, 6.0);
-  if (kind != ResponseKind::kBimodal) r.second_peak_evoked_hz = 0.0;
-  if (kind != ResponseKind::kAdapting) r.adaptation_strength = 0.0;
-  if (kind != ResponseKind::kGainFluctuating) r.gain_shape = 0.0;
-  if (kind == ResponseKind::kUntuned) r.peak_evoked_hz = 0.0;
-  return r;
-}
 
 }  // namespace
 
@@ -158,11 +104,12 @@ std::uint32_t poisson_count(Xoshiro256pp& rng, double mean) noexcept {
 CountSubject::CountSubject(CountSubjectConfig config) : config_(config) {
   if (const std::string why = config_.validate(); !why.empty()) throw std::invalid_argument(why);
   Xoshiro256pp layout(details::derive_seed(config_.seed, kLayoutStream));
-  const auto kinds = assign_kinds(config_.mix, config_.unit_count, layout);
+  const auto kinds = details::assign_kinds(config_.mix, config_.unit_count, layout);
   units_.reserve(config_.unit_count);
   for (std::size_t i = 0; i < config_.unit_count; ++i) {
     for (int d = 0; d < kLayoutDrawsBeforeModel; ++d) (void)layout.next();
-    units_.push_back(draw_params(kinds[i], config_, layout));
+    units_.push_back(
+        details::draw_response(kinds[i], config_.min_baseline_hz, config_.max_baseline_hz, layout));
   }
   states_.resize(units_.size());
   rngs_.resize(units_.size());

@@ -9,6 +9,7 @@
 #include <numbers>
 #include <stdexcept>
 
+#include "src/unit_draws.hpp"
 #include "twinloop/drivers/probe_geometry.hpp"
 #include "twinloop/hil/details/random.hpp"
 
@@ -67,37 +68,6 @@ struct ActiveSpike {
   std::uint32_t channel_count = 0;
   std::array<float, kSpikeChannels> amplitude_counts{};
 };
-
-std::vector<ResponseKind> assign_kinds(const ResponseMix& mix, std::size_t n, Xoshiro256pp& rng) {
-  const std::array<double, kResponseKindCount> w{mix.direction_tuned, mix.bimodal, mix.adapting,
-                                                 mix.gain_fluctuating, mix.untuned};
-  double sum = 0.0;
-  for (double x : w) sum += x;
-  std::array<std::size_t, kResponseKindCount> count{};
-  std::array<double, kResponseKindCount> rest{};
-  std::size_t given = 0;
-  for (int k = 0; k < kResponseKindCount; ++k) {
-    const double exact = w[k] / sum * static_cast<double>(n);
-    count[k] = static_cast<std::size_t>(std::floor(exact));
-    rest[k] = exact - static_cast<double>(count[k]);
-    given += count[k];
-  }
-  while (given < n) {  // largest remainder first, lowest kind on ties: deterministic
-    const auto k =
-        static_cast<std::size_t>(std::max_element(rest.begin(), rest.end()) - rest.begin());
-    ++count[k];
-    rest[k] = -1.0;
-    ++given;
-  }
-  std::vector<ResponseKind> kinds;
-  kinds.reserve(n);
-  for (int k = 0; k < kResponseKindCount; ++k) kinds.insert(kinds.end(), count[k], ResponseKind(k));
-  for (std::size_t i = n; i > 1; --i) {  // Fisher-Yates, so kinds are not sorted by depth
-    const auto j = static_cast<std::size_t>(rng.next() % i);
-    std::swap(kinds[i - 1], kinds[j]);
-  }
-  return kinds;
-}
 
 // Extracellular spike: a narrow negative Gaussian trough (sodium current) followed by a slower,
 // smaller positive Gaussian (repolarisation), tapered to zero at both ends, scaled to trough -1.
@@ -257,7 +227,7 @@ void SimulatedSubject::Impl::build_units() {
     z_lo = std::min(z_lo, s.z_um);
     z_hi = std::max(z_hi, s.z_um);
   }
-  const auto kinds = assign_kinds(config.mix, config.unit_count, rng);
+  const auto kinds = details::assign_kinds(config.mix, config.unit_count, rng);
   const double fs = config.sample_rate_hz;
   const double noise_ref_uv = config.noise_uv_rms > 0.0 ? config.noise_uv_rms : 7.0;
   const double d0 = config.spatial_decay_um;
@@ -284,27 +254,8 @@ void SimulatedSubject::Impl::build_units() {
     u.trough_width_ms = rng.uniform(0.07, 0.18);
     const double repol_height = rng.uniform(0.2, 0.45);
 
-    ResponseParams& r = u.response;
-    r.kind = kinds[i];
-    r.baseline_hz = rng.log_uniform(config.min_baseline_hz, config.max_baseline_hz);
-    r.latency_ms = rng.uniform(30.0, 70.0);
-    r.preferred_deg = rng.uniform(0.0, 360.0);
-    r.kappa = rng.log_uniform(1.0, 4.0);
-    r.peak_evoked_hz = rng.log_uniform(10.0, 40.0);
-    r.c50 = rng.uniform(0.08, 0.4);
-    r.nr_exponent = rng.uniform(1.5, 3.5);
-    r.second_preferred_deg = std::fmod(r.preferred_deg + 180.0 + rng.uniform(-20.0, 20.0), 360.0);
-    r.second_kappa = rng.log_uniform(1.0, 4.0);
-    r.second_peak_evoked_hz = r.peak_evoked_hz * rng.uniform(0.3, 0.8);
-    r.adaptation_tau_s = rng.uniform(1.0, 5.0);
-    r.adaptation_strength = rng.uniform(1.0, 3.0);
-    r.gain_shape = rng.uniform(2.0, 6.0);
-    // Parameters a kind does not use are set to their no-effect values, so the written ground
-    // truth never suggests an effect the generator does not produce.
-    if (r.kind != ResponseKind::kBimodal) r.second_peak_evoked_hz = 0.0;
-    if (r.kind != ResponseKind::kAdapting) r.adaptation_strength = 0.0;
-    if (r.kind != ResponseKind::kGainFluctuating) r.gain_shape = 0.0;
-    if (r.kind == ResponseKind::kUntuned) r.peak_evoked_hz = 0.0;
+    u.response =
+        details::draw_response(kinds[i], config.min_baseline_hz, config.max_baseline_hz, rng);
 
     // Nearest site in 3-D (the plane distance is common to all sites, so the planar minimum).
     double best = kInf;
@@ -325,6 +276,7 @@ void SimulatedSubject::Impl::build_units() {
     if (config.noise_uv_rms <= 0.0) u.snr = 0.0;  // no noise: SNR undefined, amplitude still set
 
     UnitRuntime& rt = runtime[i];
+    const ResponseParams& r = u.response;
     rt.baseline_hz = r.baseline_hz;
     rt.latency_samples = r.latency_ms * 1e-3 * fs;
     max_latency_samples = std::max(max_latency_samples, rt.latency_samples);
