@@ -163,13 +163,15 @@ bool ClosedLoop::step() {
 
   const TrialRig::Result result = rig_.run_trial(trial, stimulus, counts_);
   if (!result.delivered) {
-    ++refused_;
-    if (record_) {
-      record_->record_event(event_kind::kRefusedCommand, trial,
-                            nlohmann::json({{"reason", result.problem}}).dump());
-      record_->mark_trial(trial, TrialStatus::kAborted,
-                          nlohmann::json({{"reason", result.problem}}).dump());
+    const std::string reason = nlohmann::json({{"reason", result.problem}}).dump();
+    if (result.refused) {
+      ++refused_;
+      if (record_) record_->record_event(event_kind::kRefusedCommand, trial, reason);
+    } else {
+      ++aborted_;
     }
+    // mark_trial records the abort, with its reason, as an event of its own.
+    if (record_) record_->mark_trial(trial, TrialStatus::kAborted, reason);
     return true;
   }
   if (record_) {
@@ -236,6 +238,7 @@ SessionSummary ClosedLoop::summary() const {
   s.validation_trials = validation_trials_;
   s.flagged_trials = flagged_;
   s.refused_trials = refused_;
+  s.aborted_trials = aborted_;
   s.deadline_misses = deadline_misses_;
   s.stop_reason = std::string(stop_decision().text);
   std::vector<twin::ModelCheckResult> results;

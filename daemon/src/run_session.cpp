@@ -68,6 +68,7 @@ class SpikeRig final : public TrialRig {
     const drivers::StimulusOnset onset = sink_.deliver({trial, stimulus, planned, stimulus_});
     result.delivered_at = Timestamp::now();
     if (!onset.delivered) {
+      result.refused = true;
       result.problem = sink_.last_error();
       return result;
     }
@@ -341,11 +342,12 @@ int run_session(const RunOptions& options) {
       "each pooling the units near it)\n",
       truth_model.c_str(), verdict_matches ? "verdict matches" : "verdict differs");
   std::printf(
-      "trials       %zu (%zu validation, %zu flagged, %zu refused, %zu deadline misses); "
-      "stopped: %s\n",
+      "trials       %zu (%zu validation, %zu flagged, %zu refused, %zu aborted, %zu deadline "
+      "misses); stopped: %s\n",
       summary.trials, summary.validation_trials, summary.flagged_trials, summary.refused_trials,
-      summary.deadline_misses,
-      summary.stop_reason.empty() ? "end of recording" : summary.stop_reason.c_str());
+      summary.aborted_trials, summary.deadline_misses,
+      closed_loop->stop_decision().stop() ? summary.stop_reason.c_str()
+                                          : "the recording ended (--seconds)");
   for (const HypothesisSummary& h : summary.hypotheses) {
     std::printf(
         "  %-16s %-17s posterior %.3f  log BF %+8.1f vs %-14s bits/spike %+.3f  "
@@ -400,6 +402,7 @@ int run_session(const RunOptions& options) {
         {"validation_trials", summary.validation_trials},
         {"flagged_trials", summary.flagged_trials},
         {"refused_trials", summary.refused_trials},
+        {"aborted_trials", summary.aborted_trials},
         {"deadline_misses", summary.deadline_misses},
         {"hypotheses", hypotheses},
         {"protocol", protocol.name},

@@ -315,7 +315,7 @@ TEST(ProtocolLoader, DiscriminateNeedsTwoHypotheses) {
 }
 
 TEST(ProtocolLoader, TooManyCandidatesIsRefusedWithoutExpanding) {
-  const auto result = load_protocol_text(with_edit("step: 45}", "step: 0.001}"),
+  const auto result = load_protocol_text(with_edit("step: 45", "step: 0.001"),
                                          "p.yaml");  // 315001 x 3 candidates
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.diagnostics[0].field_path, "stimulus.space.direction.grid.step");

@@ -34,6 +34,7 @@ class TrialRig {
  public:
   struct Result {
     bool delivered = false;  ///< false: refused or failed; `problem` says why
+    bool refused = false;    ///< not delivered because the stimulus path (safety limits) refused it
     bool flagged = false;    ///< delivered, but the counts are not trustworthy (e.g. a gap)
     std::string problem;     ///< why not delivered, or why flagged
     std::int64_t onset_sample = -1;
@@ -79,7 +80,8 @@ struct SessionSummary {
   std::size_t trials = 0;
   std::size_t validation_trials = 0;
   std::size_t flagged_trials = 0;
-  std::size_t refused_trials = 0;
+  std::size_t refused_trials = 0;  ///< refused by the stimulus path (safety limits)
+  std::size_t aborted_trials = 0;  ///< not completed for another reason (e.g. recording ended)
   std::size_t deadline_misses = 0;
   std::string stop_reason;
   std::vector<HypothesisSummary> hypotheses;
@@ -138,7 +140,8 @@ class ClosedLoop {
   std::chrono::steady_clock::time_point started_;
   std::uint64_t trial_ = 0;
   std::size_t scored_since_refit_ = 0;
-  std::size_t validation_trials_ = 0, flagged_ = 0, refused_ = 0, deadline_misses_ = 0;
+  std::size_t validation_trials_ = 0, flagged_ = 0, refused_ = 0, aborted_ = 0;
+  std::size_t deadline_misses_ = 0;
   bool operator_stop_ = false;
   bool predictions_changed_ = true;
 };
