@@ -13,6 +13,8 @@ packages=(
   libhwy-dev              # SIMD kernels with runtime dispatch (portable binaries)
   libsqlite3-dev          # the session record
   libssl-dev              # SHA-256 for the session record's hash chain
+  libzmq3-dev cppzmq-dev  # ZeroMQ: network probe stream, stimulus endpoint, monitoring, control
+  python3-zmq             # the Python client example and the tests that run it
   libtorch-dev            # twins (twin/ only), CPU build
   python3-torch           # exporting users' TorchScript twins (example script, tests)
   libgtest-dev libgmock-dev  # tests
