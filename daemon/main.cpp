@@ -110,6 +110,25 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"direction_tuning", "null", "mixed"}));
   run_cmd->add_flag("--quiet", run.quiet, "No live progress");
 
+  twinloop::daemon::ResumeOptions resume;
+  double resume_seconds = 0.0;
+  std::string resume_pace;
+  auto* resume_cmd = app.add_subcommand(
+      "resume",
+      "Continue a session that was interrupted (crash, power cut, kill -9) from its record: scored "
+      "trials are rescored from what was recorded, trials in flight are aborted on record, and "
+      "the session goes on with the configuration it was started with");
+  resume_cmd->add_option("SESSION_DIR", resume.dir, "Session directory (holds session.sqlite)")
+      ->required();
+  resume_cmd
+      ->add_option("--seconds", resume_seconds,
+                   "Longest continuation in seconds (default: the session's own --seconds)")
+      ->check(CLI::Range(1.0, 86400.0));
+  resume_cmd
+      ->add_option("--pace", resume_pace, "realtime or max (default: the session's own --pace)")
+      ->check(CLI::IsMember({"realtime", "max"}));
+  resume_cmd->add_flag("--quiet", resume.quiet, "No live progress");
+
   std::string verify_dir;
   auto* verify = app.add_subcommand(
       "verify",
@@ -143,6 +162,11 @@ int main(int argc, char** argv) {
     if (!run_out.empty()) run.out = run_out;
     if (!run_designer.empty()) run.designer = run_designer;
     return twinloop::daemon::run_session(run);
+  }
+  if (resume_cmd->parsed()) {
+    if (resume_seconds > 0.0) resume.seconds = resume_seconds;
+    if (!resume_pace.empty()) resume.pace = pace_from(resume_pace);
+    return twinloop::daemon::resume_session(resume);
   }
   if (verify->parsed()) return twinloop::daemon::verify_session(verify_dir);
   return twinloop::daemon::kExitUsage;

@@ -9,6 +9,8 @@
 namespace twinloop::daemon {
 namespace {
 
+constexpr std::string_view kDeadlineFallback = "deadline_fallback_random";
+
 std::string stimulus_json(const protocols::StimulusSpace& space, const protocols::Stimulus& s) {
   nlohmann::json j = nlohmann::json::object();
   for (std::size_t d = 0; d < space.dimension_count(); ++d)
@@ -62,6 +64,8 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
   }
   counts_.assign(units, 0);
   log_likelihoods_.assign(hypotheses_.size(), 0.0);
+  one_.resize(1, units);
+  score_row_.resize(hypotheses_.size());
 }
 
 ClosedLoop::~ClosedLoop() = default;
@@ -93,15 +97,23 @@ bool ClosedLoop::needs_validation() const noexcept {
 }
 
 bool ClosedLoop::step() {
+  const std::optional<PlannedTrial> planned = plan();
+  if (!planned) return false;
+  const TrialRig::Result result = rig_.run_trial(planned->trial, planned->stimulus, counts_);
+  complete(*planned, result, counts_);
+  return true;
+}
+
+std::optional<PlannedTrial> ClosedLoop::plan() {
   const bool force_validation = needs_validation();
-  if (!force_validation && stop_decision().stop()) return false;
+  if (!force_validation && stop_decision().stop()) return std::nullopt;
   const std::uint64_t trial = trial_++;
   const std::size_t candidate_count = candidates_.size();
 
-  // Design: every twin predicts every candidate; the designer picks under a deadline.
-  for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
-    hypotheses_[k]->predict(candidates_, predictions_[k]);
-  }
+  // Design: the twins' predictions for every candidate change only when they are refitted, so
+  // they (and the designer's tables built from them) are refreshed then, off the decision path;
+  // the decision itself, under its deadline, only combines them with the current posterior.
+  if (predictions_changed_) refresh_predictions();
   std::uint32_t candidate = 0;
   bool validation = false;
   double eig = std::numeric_limits<double>::quiet_NaN();
@@ -112,12 +124,6 @@ bool ClosedLoop::step() {
     strategy_name = "validation_random";
   } else if (strategy_ == protocols::DesignerStrategy::kDiscriminate) {
     const auto started = std::chrono::steady_clock::now();
-    // The designer precomputes what depends on the predictions only when they change (after a
-    // refit); the decision itself then combines them with the current posterior.
-    if (predictions_changed_) {
-      discriminate_->set_predictions(predictions_);
-      predictions_changed_ = false;
-    }
     const std::optional<designer::Decision> decision = discriminate_->decide(
         posterior_.probabilities(), std::span<const bool>(allowed_.get(), candidate_count));
     const double elapsed_ms =
@@ -133,7 +139,7 @@ bool ClosedLoop::step() {
       // random candidate, as it would have to on a rig, and the miss is on record.
       ++deadline_misses_;
       candidate = random_.choose(static_cast<std::uint32_t>(candidate_count));
-      strategy_name = "deadline_fallback_random";
+      strategy_name = std::string(kDeadlineFallback);
       if (record_) {
         nlohmann::json detail = {{"elapsed_ms", elapsed_ms},
                                  {"deadline_ms", protocol_.designer.decision_deadline_ms},
@@ -146,11 +152,12 @@ bool ClosedLoop::step() {
     // Random trials are drawn independently of every model: all of them validate.
     validation = true;
   }
-  const protocols::Stimulus& stimulus = candidates_[candidate];
+  PlannedTrial planned{trial, candidate, candidates_[candidate], validation};
 
   // Pre-register: every hypothesis's prediction for this stimulus, durably, before delivery.
   if (record_) {
-    record_->begin_trial(TrialDesign{trial, candidate, stimulus_json(protocol_.stimulus, stimulus),
+    record_->begin_trial(TrialDesign{trial, candidate,
+                                     stimulus_json(protocol_.stimulus, planned.stimulus),
                                      strategy_name, validation, eig});
     std::vector<HypothesisPrediction> rows;
     for (const twin::PredictionBatch& batch : predictions_) {
@@ -160,8 +167,12 @@ bool ClosedLoop::step() {
     }
     record_->preregister(trial, rows);
   }
+  return planned;
+}
 
-  const TrialRig::Result result = rig_.run_trial(trial, stimulus, counts_);
+void ClosedLoop::complete(const PlannedTrial& planned, const TrialRig::Result& result,
+                          std::span<const std::uint32_t> counts) {
+  const std::uint64_t trial = planned.trial;
   if (!result.delivered) {
     const std::string reason = nlohmann::json({{"reason", result.problem}}).dump();
     if (result.refused) {
@@ -172,11 +183,18 @@ bool ClosedLoop::step() {
     }
     // mark_trial records the abort, with its reason, as an event of its own.
     if (record_) record_->mark_trial(trial, TrialStatus::kAborted, reason);
-    return true;
+    return;
+  }
+  if (counts.size() != units_) {
+    throw std::invalid_argument("closed loop: trial " + std::to_string(trial) + " returned " +
+                                std::to_string(counts.size()) + " counts for " +
+                                std::to_string(units_) + " units");
   }
   if (record_) {
-    record_->record_delivery(trial, result.onset_sample, result.delivered_at);
-    record_->record_outcome(trial, counts_, result.window_start, result.window_end);
+    if (delivery_recorded_ != trial) {
+      record_->record_delivery(trial, result.onset_sample, result.delivered_at);
+    }
+    record_->record_outcome(trial, counts, result.window_start, result.window_end);
   }
   if (result.flagged) {
     // Counts from a window that lost samples are kept on record but never scored.
@@ -185,12 +203,12 @@ bool ClosedLoop::step() {
       record_->mark_trial(trial, TrialStatus::kFlagged,
                           nlohmann::json({{"reason", result.problem}}).dump());
     }
-    return true;
+    return;
   }
 
   // Score the registered predictions, then learn.
   for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
-    log_likelihoods_[k] = twin::log_likelihood(predictions_[k], candidate, counts_);
+    log_likelihoods_[k] = twin::log_likelihood(predictions_[k], planned.candidate, counts);
     if (std::isnan(log_likelihoods_[k]))
       log_likelihoods_[k] = -std::numeric_limits<double>::infinity();
   }
@@ -198,6 +216,25 @@ bool ClosedLoop::step() {
   std::vector<double> evidence(hypotheses_.size());
   for (std::size_t k = 0; k < hypotheses_.size(); ++k) evidence[k] = posterior_.log_evidence(k);
   if (record_) record_->record_posterior(trial, posterior_.probabilities(), evidence);
+  for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
+    score_row_[k] = {predictions_[k].mean.data() + planned.candidate * units_,
+                     predictions_[k].dispersion.data() + planned.candidate * units_};
+  }
+  learn(planned.stimulus, planned.validation, counts);
+  if (++scored_since_refit_ >= std::max<std::size_t>(options_.refit_every, 1) &&
+      history_stimuli_.size() >= options_.min_trials_to_fit) {
+    refit();
+  }
+}
+
+void ClosedLoop::delivered(const PlannedTrial& planned, const TrialRig::Result& result) {
+  if (record_ == nullptr || delivery_recorded_ == planned.trial) return;
+  record_->record_delivery(planned.trial, result.onset_sample, result.delivered_at);
+  delivery_recorded_ = planned.trial;
+}
+
+void ClosedLoop::learn(const protocols::Stimulus& stimulus, bool validation,
+                       std::span<const std::uint32_t> counts) {
   posterior_trace_.emplace_back(posterior_.probabilities().begin(),
                                 posterior_.probabilities().end());
   // The check judges fitted twins: validation trials whose predictions still came from the prior
@@ -206,16 +243,101 @@ bool ClosedLoop::step() {
   if (validation && fitted) {
     ++validation_trials_;
     for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
-      checks_[k].add_trial(predictions_[k], candidate, counts_);
+      std::copy_n(score_row_[k].first, units_, one_.mean.begin());
+      std::copy_n(score_row_[k].second, units_, one_.dispersion.begin());
+      checks_[k].add_trial(one_, 0, counts);
     }
   }
   history_stimuli_.push_back(stimulus);
-  history_counts_.insert(history_counts_.end(), counts_.begin(), counts_.end());
-  if (++scored_since_refit_ >= std::max<std::size_t>(options_.refit_every, 1) &&
-      history_stimuli_.size() >= options_.min_trials_to_fit) {
-    refit();
+  history_counts_.insert(history_counts_.end(), counts.begin(), counts.end());
+}
+
+RestoreReport ClosedLoop::restore() {
+  if (record_ == nullptr) throw std::invalid_argument("closed loop: restore needs a record");
+  if (trial_ != 0) throw std::invalid_argument("closed loop: restore on a loop that has run");
+  if (record_->hypothesis_count() != hypotheses_.size() || record_->unit_count() != units_) {
+    throw std::invalid_argument(
+        "closed loop: the record holds " + std::to_string(record_->hypothesis_count()) +
+        " hypotheses and " + std::to_string(record_->unit_count()) + " units; the protocol " +
+        std::to_string(hypotheses_.size()) + " and the rig " + std::to_string(units_));
   }
-  return true;
+  RestoreReport report;
+  const std::vector<RecordedTrial> recorded = record_->trials();
+  report.trials = recorded.size();
+  std::vector<double> rescored(hypotheses_.size());
+  for (const RecordedTrial& t : recorded) {
+    trial_ = std::max<std::uint64_t>(trial_, t.trial + 1);
+    if (t.strategy == kDeadlineFallback) ++deadline_misses_;
+    switch (t.status) {
+      case TrialStatus::kFlagged:
+        ++report.flagged;
+        ++flagged_;
+        continue;
+      case TrialStatus::kAborted:
+        ++report.aborted;
+        ++aborted_;
+        continue;
+      case TrialStatus::kScored:
+        break;
+      default: {
+        // In flight when the session stopped: its outcome (if any) was never scored, so it is
+        // abandoned on record rather than scored late against predictions the loop forgot.
+        ++report.in_flight;
+        ++aborted_;
+        record_->mark_trial(
+            t.trial, TrialStatus::kAborted,
+            nlohmann::json({{"reason", "in flight when the session was interrupted"},
+                            {"status", std::string(to_string(t.status))}})
+                .dump());
+        continue;
+      }
+    }
+    if (t.candidate < 0 || static_cast<std::size_t>(t.candidate) >= candidates_.size() ||
+        t.mean.size() != hypotheses_.size() || t.counts.size() != units_) {
+      throw std::invalid_argument("closed loop: recorded trial " + std::to_string(t.trial) +
+                                  " does not match the protocol (candidate, predictions or "
+                                  "counts)");
+    }
+    for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
+      if (t.mean[k].size() != units_ || t.dispersion[k].size() != units_) {
+        throw std::invalid_argument("closed loop: recorded trial " + std::to_string(t.trial) +
+                                    " has a prediction of the wrong size");
+      }
+      std::copy(t.mean[k].begin(), t.mean[k].end(), one_.mean.begin());
+      std::copy(t.dispersion[k].begin(), t.dispersion[k].end(), one_.dispersion.begin());
+      rescored[k] = twin::log_likelihood(one_, 0, t.counts);
+      if (std::isnan(rescored[k])) rescored[k] = -std::numeric_limits<double>::infinity();
+      score_row_[k] = {t.mean[k].data(), t.dispersion[k].data()};
+    }
+    posterior_.add_trial(rescored);
+    for (std::size_t k = 0; k < hypotheses_.size() && k < t.posterior.size(); ++k) {
+      if (std::abs(posterior_.probability(k) - t.posterior[k]) > 1e-9) {
+        ++report.mismatches;
+        break;
+      }
+    }
+    ++report.scored;
+    learn(candidates_[static_cast<std::size_t>(t.candidate)], t.is_validation, t.counts);
+  }
+  // Fresh random streams for the continuation, so it does not repeat the first trials' draws.
+  random_ = designer::RandomStrategy((protocol_.designer.seed ^ options_.seed) + 0x9e37 * trial_);
+  if (history_stimuli_.size() >= options_.min_trials_to_fit) refit();
+  record_->record_event(event_kind::kResumed, std::nullopt,
+                        nlohmann::json({{"trials_read", report.trials},
+                                        {"rescored", report.scored},
+                                        {"in_flight_aborted", report.in_flight},
+                                        {"posterior_mismatches", report.mismatches},
+                                        {"next_trial", trial_}})
+                            .dump());
+  return report;
+}
+
+void ClosedLoop::refresh_predictions() {
+  for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
+    hypotheses_[k]->predict(candidates_, predictions_[k]);
+  }
+  if (discriminate_) discriminate_->set_predictions(predictions_);
+  predictions_changed_ = false;
 }
 
 void ClosedLoop::refit() {

@@ -1,10 +1,19 @@
-// `twinloop run` on the simulated rig. The acquisition thread detects spikes live; this (session)
-// thread runs the closed loop: design, pre-register, deliver through the safety gate, count the
-// response window, score, update. SpikeRig is the TrialRig that joins the two.
+// `twinloop run` and `twinloop resume` on the simulated rig. The acquisition thread detects spikes
+// live; the session thread runs a Boost.Asio event loop that, trial after trial, designs (with a
+// deadline), pre-registers every prediction durably, delivers through the safety gate, counts
+// the response window, scores and updates, while a 1 ms timer keeps draining what acquisition
+// publishes and SIGINT/SIGTERM end the session after the trial in flight. SpikeRig is the
+// TrialRig that joins the closed loop to acquisition.
 #include <algorithm>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <exception>
 #include <fstream>
@@ -32,15 +41,15 @@ namespace {
 
 // Delivers each trial's stimulus through the safety gate at the protocol's pace and counts the
 // spikes the acquisition thread publishes in the trial's response window, per detection channel.
+// A trial is a small state machine (begin, then advance on every tick until it is over), so the
+// event loop never blocks while a trial waits for its onset or its response window.
 class SpikeRig final : public TrialRig {
  public:
+  enum class Stage { kIdle, kArming, kWaitingOnset, kCounting };
+
   SpikeRig(acquisition::AcquisitionLoop& loop, drivers::StimulusSink& sink,
-           const protocols::TrialTiming& timing, double rate, internal::Progress& progress)
-      : loop_(loop),
-        sink_(sink),
-        rate_(rate),
-        windows_(loop.probe().neural_channels, 4),
-        progress_(progress) {
+           const protocols::TrialTiming& timing, double rate)
+      : loop_(loop), sink_(sink), rate_(rate), windows_(loop.probe().neural_channels, 4) {
     interval_ = samples(timing.onset_interval_ms());
     baseline_ = samples(timing.baseline_ms);
     stimulus_ = samples(timing.stimulus_ms);
@@ -48,63 +57,82 @@ class SpikeRig final : public TrialRig {
     response_end_ = samples(timing.response_end_ms);
   }
 
+  void begin(std::uint64_t trial, const protocols::Stimulus& stimulus) {
+    trial_ = trial;
+    stimulus_values_ = stimulus;
+    result_ = Result{};
+    stage_ = Stage::kArming;
+  }
+
+  // Moves the trial on as far as acquisition allows; true once it is over (result() says how).
+  bool advance(std::span<std::uint32_t> counts) {
+    drain();
+    const acquisition::AcquisitionCounters now = loop_.counters();
+    switch (stage_) {
+      case Stage::kIdle:
+        return true;
+      case Stage::kArming: {
+        // Detection must be armed (noise estimated) before a trial is worth running.
+        if (now.finished) return end("the recording ended before the trial could start");
+        if (!now.armed) return false;
+        planned_ = static_cast<std::int64_t>(now.samples) + baseline_ + lead();
+        if (last_onset_ >= 0) planned_ = std::max(planned_, last_onset_ + interval_);
+        stage_ = Stage::kWaitingOnset;
+        [[fallthrough]];
+      }
+      case Stage::kWaitingOnset: {
+        if (now.finished) return end("the recording ended before the stimulus onset");
+        if (static_cast<std::int64_t>(now.samples) < planned_ - lead()) return false;
+        const drivers::StimulusOnset onset =
+            sink_.deliver({trial_, stimulus_values_, planned_, stimulus_});
+        result_.delivered_at = Timestamp::now();
+        if (!onset.delivered) {
+          result_.refused = true;
+          return end(sink_.last_error());
+        }
+        last_onset_ = onset.onset_sample;
+        result_.onset_sample = onset.onset_sample;
+        result_.window_start = onset.onset_sample + response_start_;
+        result_.window_end = onset.onset_sample + response_end_;
+        window_ = windows_.open(result_.window_start, result_.window_end);
+        if (!window_) return end("no free response window");
+        gaps_before_ = gaps_;
+        stage_ = Stage::kCounting;
+        return false;  // the caller sees the delivery before the window can complete
+      }
+      case Stage::kCounting: {
+        if (!windows_.complete(*window_, now.final_before_sample)) {
+          if (!now.finished) return false;
+          drain();
+          if (!windows_.complete(*window_, loop_.counters().final_before_sample)) {
+            windows_.close(*window_);
+            return end("the recording ended inside the response window");
+          }
+        }
+        const auto got = windows_.counts(*window_);
+        std::copy(got.begin(), got.end(), counts.begin());
+        windows_.close(*window_);
+        result_.delivered = true;
+        if (gaps_ != gaps_before_) {
+          result_.flagged = true;
+          result_.problem = "samples were lost during the trial";
+        }
+        stage_ = Stage::kIdle;
+        return true;
+      }
+    }
+    return true;
+  }
+
   Result run_trial(std::uint64_t trial, const protocols::Stimulus& stimulus,
                    std::span<std::uint32_t> counts) override {
-    Result result;
-    // Detection must be armed (noise estimated) before the first trial is worth running.
-    while (!loop_.counters().armed && !loop_.counters().finished) drain_for(1);
-    const acquisition::AcquisitionCounters now = loop_.counters();
-    if (now.finished) {
-      result.problem = "the recording ended before the trial could start";
-      return result;
-    }
-    const std::int64_t lead = samples(20.0);
-    std::int64_t planned = static_cast<std::int64_t>(now.samples) + baseline_ + lead;
-    if (last_onset_ >= 0) planned = std::max(planned, last_onset_ + interval_);
-    while (static_cast<std::int64_t>(loop_.counters().samples) < planned - lead &&
-           !loop_.counters().finished) {
-      drain_for(1);
-    }
-    const drivers::StimulusOnset onset = sink_.deliver({trial, stimulus, planned, stimulus_});
-    result.delivered_at = Timestamp::now();
-    if (!onset.delivered) {
-      result.refused = true;
-      result.problem = sink_.last_error();
-      return result;
-    }
-    last_onset_ = onset.onset_sample;
-    result.onset_sample = onset.onset_sample;
-    result.window_start = onset.onset_sample + response_start_;
-    result.window_end = onset.onset_sample + response_end_;
-    const auto window = windows_.open(result.window_start, result.window_end);
-    if (!window) {
-      result.problem = "no free response window";
-      return result;
-    }
-    const std::uint64_t gaps_before = gaps_;
-    while (!windows_.complete(*window, loop_.counters().final_before_sample)) {
-      if (loop_.counters().finished) {
-        drain_for(0);
-        if (windows_.complete(*window, loop_.counters().final_before_sample)) break;
-        windows_.close(*window);
-        result.problem = "the recording ended inside the response window";
-        return result;
-      }
-      drain_for(1);
-    }
-    const auto got = windows_.counts(*window);
-    std::copy(got.begin(), got.end(), counts.begin());
-    windows_.close(*window);
-    result.delivered = true;
-    if (gaps_ != gaps_before) {
-      result.flagged = true;
-      result.problem = "samples were lost during the trial";
-    }
-    return result;
+    begin(trial, stimulus);
+    while (!advance(counts)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return result_;
   }
 
   // Moves published events into the windows and the session's event list.
-  void drain_for(int milliseconds) {
+  void drain() {
     std::size_t n = 0;
     while ((n = loop_.drain_events(batch_)) > 0) {
       const std::span<const acquisition::SpikeEvent> got(batch_.data(), n);
@@ -112,11 +140,10 @@ class SpikeRig final : public TrialRig {
       events_.insert(events_.end(), got.begin(), got.end());
     }
     while ((n = loop_.drain_gaps(gap_batch_)) > 0) gaps_ += n;
-    if (status_) progress_.update(-1.0, status_());
-    if (milliseconds > 0) std::this_thread::sleep_for(std::chrono::milliseconds(milliseconds));
   }
 
-  std::function<std::string()> status_;
+  [[nodiscard]] Stage stage() const noexcept { return stage_; }
+  [[nodiscard]] const Result& result() const noexcept { return result_; }
   [[nodiscard]] const std::vector<acquisition::SpikeEvent>& events() const { return events_; }
   [[nodiscard]] std::uint64_t gaps() const { return gaps_; }
 
@@ -124,18 +151,149 @@ class SpikeRig final : public TrialRig {
   [[nodiscard]] std::int64_t samples(double ms) const {
     return static_cast<std::int64_t>(std::llround(ms * 1e-3 * rate_));
   }
+  // The stimulus command goes out this long before its onset, so the rig can schedule it.
+  [[nodiscard]] std::int64_t lead() const { return samples(20.0); }
+  bool end(const std::string& problem) {
+    result_.problem = problem;
+    stage_ = Stage::kIdle;
+    return true;
+  }
 
   acquisition::AcquisitionLoop& loop_;
   drivers::StimulusSink& sink_;
   double rate_;
   acquisition::WindowCounter windows_;
-  internal::Progress& progress_;
   std::int64_t interval_ = 0, baseline_ = 0, stimulus_ = 0, response_start_ = 0, response_end_ = 0;
-  std::int64_t last_onset_ = -1;
-  std::uint64_t gaps_ = 0;
+  std::int64_t last_onset_ = -1, planned_ = 0;
+  std::uint64_t trial_ = 0;
+  protocols::Stimulus stimulus_values_;
+  Stage stage_ = Stage::kIdle;
+  Result result_;
+  std::optional<std::size_t> window_;
+  std::uint64_t gaps_ = 0, gaps_before_ = 0;
   std::vector<acquisition::SpikeEvent> events_;
   std::vector<acquisition::SpikeEvent> batch_ = std::vector<acquisition::SpikeEvent>(1 << 14);
   std::vector<acquisition::GapEvent> gap_batch_ = std::vector<acquisition::GapEvent>(64);
+};
+
+// Test failpoints: TWINLOOP_FAILPOINT=<point>:<trial> makes the process kill itself with SIGKILL
+// at that point of that trial, exactly as a crash or `kill -9` would, so the tests can show
+// that a session resumes from any of them. Points: after_preregister, after_delivery,
+// after_score.
+class Failpoint {
+ public:
+  Failpoint() {
+    const char* spec = std::getenv("TWINLOOP_FAILPOINT");
+    if (spec == nullptr) return;
+    const std::string text(spec);
+    const std::size_t colon = text.find(':');
+    if (colon == std::string::npos) return;
+    point_ = text.substr(0, colon);
+    trial_ = std::strtoull(text.c_str() + colon + 1, nullptr, 10);
+  }
+  void reached(std::string_view point, std::uint64_t trial) const {
+    if (point == point_ && trial == trial_) std::raise(SIGKILL);
+  }
+
+ private:
+  std::string point_;
+  std::uint64_t trial_ = 0;
+};
+
+// The session thread's event loop: one trial in flight at a time, acquisition drained every
+// millisecond, progress redrawn, signals turned into an orderly stop.
+class SessionEngine {
+ public:
+  SessionEngine(ClosedLoop& closed_loop, SpikeRig& rig, std::size_t units,
+                internal::Progress& progress, std::function<std::string()> status)
+      : closed_loop_(closed_loop),
+        rig_(rig),
+        progress_(progress),
+        status_(std::move(status)),
+        counts_(units, 0) {}
+
+  // Runs until a stop rule holds, the recording ends or a signal stops it. Exceptions from the
+  // closed loop (e.g. the record cannot be written) propagate.
+  void run() {
+    signals_.async_wait([this](const boost::system::error_code& ec, int signal) {
+      if (!ec) on_signal(signal);
+    });
+    boost::asio::post(io_, [this] { next_trial(); });
+    io_.run();
+  }
+
+  [[nodiscard]] bool interrupted() const noexcept { return signal_ != 0; }
+
+ private:
+  void next_trial() {
+    if (done_) return;
+    in_flight_ = closed_loop_.plan();
+    if (!in_flight_) return finish();
+    failpoint_.reached("after_preregister", in_flight_->trial);
+    rig_.begin(in_flight_->trial, in_flight_->stimulus);
+    schedule_tick();
+  }
+
+  void schedule_tick() {
+    tick_.expires_after(std::chrono::milliseconds(1));
+    tick_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) on_tick();
+    });
+  }
+
+  void on_tick() {
+    const SpikeRig::Stage before = rig_.stage();
+    const bool over = rig_.advance(counts_);
+    if (before != SpikeRig::Stage::kCounting && rig_.stage() == SpikeRig::Stage::kCounting) {
+      // The onset is on record the moment the rig confirms it, not only once counted.
+      closed_loop_.delivered(*in_flight_, rig_.result());
+      failpoint_.reached("after_delivery", in_flight_->trial);
+    }
+    if (status_) progress_.update(-1.0, status_());
+    if (!over) return schedule_tick();
+    closed_loop_.complete(*in_flight_, rig_.result(), counts_);
+    failpoint_.reached("after_score", in_flight_->trial);
+    in_flight_.reset();
+    if (rig_.result().problem.find("recording ended") != std::string::npos) return finish();
+    boost::asio::post(io_, [this] { next_trial(); });
+  }
+
+  void on_signal(int signal) {
+    signal_ = signal;
+    closed_loop_.request_stop();
+    std::fprintf(stderr, "\ntwinloop: %s: stopping after the trial in flight\n",
+                 signal == SIGINT ? "SIGINT" : "SIGTERM");
+    signals_.async_wait([this](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      // A second signal does not wait for the response window: the trial is abandoned on record.
+      if (in_flight_) {
+        TrialRig::Result abandoned;
+        abandoned.problem = "abandoned by a second stop signal";
+        closed_loop_.complete(*in_flight_, abandoned, counts_);
+        in_flight_.reset();
+      }
+      finish();
+    });
+  }
+
+  void finish() {
+    done_ = true;
+    tick_.cancel();
+    signals_.cancel();
+  }
+
+  ClosedLoop& closed_loop_;
+  SpikeRig& rig_;
+  internal::Progress& progress_;
+  std::function<std::string()> status_;
+  std::vector<std::uint32_t> counts_;
+  boost::asio::io_context io_;
+  boost::asio::signal_set signals_{io_, SIGINT, SIGTERM};
+  boost::asio::steady_timer tick_{io_};
+  std::optional<PlannedTrial> in_flight_;
+  Failpoint failpoint_;
+  int signal_ = 0;
+  bool done_ = false;
 };
 
 double percentile(std::vector<std::uint32_t> v, double p) {
@@ -167,20 +325,13 @@ std::string configure_truth(const std::string& model, hil::SimulationConfig& sim
   return model;
 }
 
-}  // namespace
-
-int run_session(const RunOptions& options) {
-  const protocols::ProtocolLoadResult loaded = protocols::load_protocol_file(options.protocol);
-  if (!loaded.ok()) {
-    std::fputs(protocols::format_diagnostics(loaded.diagnostics).c_str(), stderr);
-    std::fprintf(stderr, "twinloop run: %s refused; nothing was started\n",
-                 options.protocol.string().c_str());
-    return kExitRefused;
-  }
-  const protocols::Protocol& protocol = *loaded.protocol;
+// Runs a session on the simulated rig: a new one (the record is created in `dir`) or a resumed
+// one (the record in `dir` is reopened and the closed loop restored from it).
+int execute_session(const protocols::Protocol& protocol, const RunOptions& options,
+                    const std::filesystem::path& dir, bool resume, const char* command) {
   const protocols::ProbeSpec& probe_spec = protocol.probes.front();
   if (protocol.probes.size() > 1) {
-    std::fprintf(stderr, "twinloop run: the simulated rig drives one probe; using '%s'\n",
+    std::fprintf(stderr, "twinloop %s: the simulated rig drives one probe; using '%s'\n", command,
                  probe_spec.name.c_str());
   }
   ClosedLoopOptions loop_options;
@@ -211,7 +362,7 @@ int run_session(const RunOptions& options) {
   try {
     rig = hil::make_simulated_rig(sim);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "twinloop run: simulated rig: %s\n", e.what());
+    std::fprintf(stderr, "twinloop %s: simulated rig: %s\n", command, e.what());
     return kExitRefused;
   }
   acquisition::AcquisitionConfig acq;
@@ -219,7 +370,7 @@ int run_session(const RunOptions& options) {
   acq.latency_capacity = static_cast<std::size_t>(options.seconds * 1000.0) + 1000;
   acquisition::AcquisitionLoop loop(*rig.probe, acq);
   if (!loop.start()) {
-    std::fprintf(stderr, "twinloop run: %s\n", loop.error().c_str());
+    std::fprintf(stderr, "twinloop %s: %s\n", command, loop.error().c_str());
     return kExitRefused;
   }
   const drivers::ProbeInfo& info = loop.probe();
@@ -228,60 +379,78 @@ int run_session(const RunOptions& options) {
 
   // Every stimulus passes the protocol's safety limits on its way to the rig, below the designer.
   std::unique_ptr<drivers::SafetyGate> gate;
-  const std::filesystem::path dir = options.out.value_or(default_session_dir(protocol));
   std::unique_ptr<SessionRecord> record;
   std::unique_ptr<ClosedLoop> closed_loop;
   internal::Progress progress(!options.quiet, 5.0);
   std::unique_ptr<SpikeRig> spike_rig;
+  RestoreReport restored;
   try {
     gate = std::make_unique<drivers::SafetyGate>(*rig.stimulator, protocol.safety,
                                                  protocol.stimulus, protocol.timing, rate);
-    std::filesystem::create_directories(dir.parent_path().empty() ? "." : dir.parent_path());
-    SessionSetup setup;
-    setup.protocol_text = protocol.source_text;
-    setup.config_json =
-        nlohmann::json({{"rig", options.rig},
-                        {"seed", options.seed},
-                        {"seconds", options.seconds},
-                        {"pace", options.pace == drivers::Pace::kMax ? "max" : "realtime"},
-                        {"sim_model", options.sim_model},
-                        {"probe", probe_spec.name},
-                        {"units", "detection channels"}})
-            .dump();
-    for (const auto& h : protocol.hypotheses) {
-      setup.hypotheses.push_back({h.name, std::string(protocols::to_string(h.family))});
-    }
-    for (std::size_t c = 0; c < units; ++c) {
-      setup.units.push_back({0, static_cast<std::int64_t>(c), "channel " + std::to_string(c)});
-    }
-    for (std::size_t c = 0; c < protocol.stimulus.candidate_count(); ++c) {
-      nlohmann::json j = nlohmann::json::object();
-      for (std::size_t d = 0; d < protocol.stimulus.dimension_count(); ++d) {
-        j[protocol.stimulus.dimensions[d].name] = protocol.stimulus.candidate_value(c, d);
+    if (resume) {
+      record = std::make_unique<SessionRecord>(SessionRecord::open_existing(dir));
+    } else {
+      SessionSetup setup;
+      setup.protocol_text = protocol.source_text;
+      setup.config_json =
+          nlohmann::json({{"rig", options.rig},
+                          {"seed", options.seed},
+                          {"seconds", options.seconds},
+                          {"pace", options.pace == drivers::Pace::kMax ? "max" : "realtime"},
+                          {"designer", options.designer.value_or("")},
+                          {"sim_model", options.sim_model},
+                          {"probe", probe_spec.name},
+                          {"units", "detection channels"}})
+              .dump();
+      for (const auto& h : protocol.hypotheses) {
+        setup.hypotheses.push_back({h.name, std::string(protocols::to_string(h.family))});
       }
-      setup.candidates_json.push_back(j.dump());
+      for (std::size_t c = 0; c < units; ++c) {
+        setup.units.push_back({0, static_cast<std::int64_t>(c), "channel " + std::to_string(c)});
+      }
+      for (std::size_t c = 0; c < protocol.stimulus.candidate_count(); ++c) {
+        nlohmann::json j = nlohmann::json::object();
+        for (std::size_t d = 0; d < protocol.stimulus.dimension_count(); ++d) {
+          j[protocol.stimulus.dimensions[d].name] = protocol.stimulus.candidate_value(c, d);
+        }
+        setup.candidates_json.push_back(j.dump());
+      }
+      record = std::make_unique<SessionRecord>(SessionRecord::create(dir, setup));
     }
-    record = std::make_unique<SessionRecord>(SessionRecord::create(dir, setup));
-    spike_rig = std::make_unique<SpikeRig>(loop, *gate, protocol.timing, rate, progress);
+    spike_rig = std::make_unique<SpikeRig>(loop, *gate, protocol.timing, rate);
     closed_loop =
         std::make_unique<ClosedLoop>(protocol, units, *spike_rig, record.get(), loop_options);
+    if (resume) restored = closed_loop->restore();
   } catch (const std::exception& e) {
     loop.stop();
-    std::fprintf(stderr, "twinloop run: %s\n", e.what());
+    loop.join();
+    std::fprintf(stderr, "twinloop %s: %s\n", command, e.what());
     return kExitRefused;
   }
 
   std::printf(
-      "twinloop run: protocol '%s' (%zu candidates, %zu hypotheses), simulated rig: "
+      "twinloop %s: protocol '%s' (%zu candidates, %zu hypotheses), simulated rig: "
       "%zu-channel %s probe, %zu units (%s), seed %llu, up to %.0f s at %s pace\n",
-      protocol.name.c_str(), protocol.stimulus.candidate_count(), protocol.hypotheses.size(), units,
-      to_string(probe_spec.type).data(), rig.subject->units().size(), options.sim_model.c_str(),
+      command, protocol.name.c_str(), protocol.stimulus.candidate_count(),
+      protocol.hypotheses.size(), units, to_string(probe_spec.type).data(),
+      rig.subject->units().size(), options.sim_model.c_str(),
       static_cast<unsigned long long>(options.seed), options.seconds,
       options.pace == drivers::Pace::kRealtime ? "real-time" : "maximum");
   std::printf("session record: %s\n", dir.string().c_str());
+  if (resume) {
+    std::printf(
+        "resumed: %zu trials on record (%zu rescored, %zu flagged, %zu aborted before); %zu in "
+        "flight at the interruption aborted; posterior %s; continuing at trial %zu on a "
+        "restarted probe clock\n",
+        restored.trials, restored.scored, restored.flagged, restored.aborted, restored.in_flight,
+        restored.mismatches == 0 ? "rebuilt exactly from the recorded predictions"
+                                 : "DIFFERS from the recorded one (see the resumed event)",
+        closed_loop->trials());
+  }
+  std::fflush(stdout);
 
   const auto started = std::chrono::steady_clock::now();
-  spike_rig->status_ = [&] {
+  SessionEngine engine(*closed_loop, *spike_rig, units, progress, [&] {
     const twin::Posterior& p = closed_loop->posterior();
     char line[200];
     std::snprintf(line, sizeof line,
@@ -290,19 +459,18 @@ int run_session(const RunOptions& options) {
                   protocol.stop.max_trials, p.leader_name().c_str(), p.probability(p.leader()),
                   spike_rig->events().size());
     return std::string(line);
-  };
+  });
   try {
-    while (!loop.counters().finished && closed_loop->step()) {
-    }
+    engine.run();
   } catch (const std::exception& e) {
     loop.stop();
     loop.join();
-    std::fprintf(stderr, "\ntwinloop run: session stopped: %s\n", e.what());
+    std::fprintf(stderr, "\ntwinloop %s: session stopped: %s\n", command, e.what());
     return kExitRefused;
   }
   loop.stop();
   loop.join();
-  spike_rig->drain_for(0);
+  spike_rig->drain();
   const double wall =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const acquisition::AcquisitionCounters counters = loop.counters();
@@ -347,6 +515,7 @@ int run_session(const RunOptions& options) {
       summary.trials, summary.validation_trials, summary.flagged_trials, summary.refused_trials,
       summary.aborted_trials, summary.deadline_misses,
       closed_loop->stop_decision().stop() ? summary.stop_reason.c_str()
+      : engine.interrupted()              ? "by a signal"
                                           : "the recording ended (--seconds)");
   for (const HypothesisSummary& h : summary.hypotheses) {
     std::printf(
@@ -406,6 +575,7 @@ int run_session(const RunOptions& options) {
         {"deadline_misses", summary.deadline_misses},
         {"hypotheses", hypotheses},
         {"protocol", protocol.name},
+        {"resumed", resume},
         {"rig", options.rig},
         {"seed", options.seed},
         {"seconds", seconds},
@@ -426,10 +596,64 @@ int run_session(const RunOptions& options) {
         "ground_truth/); check it with: twinloop verify %s\n",
         dir.string().c_str(), dir.string().c_str());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "twinloop run: writing the session files failed: %s\n", e.what());
+    std::fprintf(stderr, "twinloop %s: writing the session files failed: %s\n", command, e.what());
     return kExitRefused;
   }
   return counters.failed ? kExitRefused : kExitOk;
+}
+
+}  // namespace
+
+int run_session(const RunOptions& options) {
+  const protocols::ProtocolLoadResult loaded = protocols::load_protocol_file(options.protocol);
+  if (!loaded.ok()) {
+    std::fputs(protocols::format_diagnostics(loaded.diagnostics).c_str(), stderr);
+    std::fprintf(stderr, "twinloop run: %s refused; nothing was started\n",
+                 options.protocol.string().c_str());
+    return kExitRefused;
+  }
+  const protocols::Protocol& protocol = *loaded.protocol;
+  const std::filesystem::path dir = options.out.value_or(default_session_dir(protocol));
+  return execute_session(protocol, options, dir, false, "run");
+}
+
+int resume_session(const ResumeOptions& resume) {
+  RunOptions options;
+  std::string protocol_text;
+  try {
+    const SessionRecord record = SessionRecord::open_existing(resume.dir);
+    protocol_text = record.protocol_text();
+    const nlohmann::json config = nlohmann::json::parse(record.config_json());
+    options.rig = config.value("rig", std::string("sim"));
+    options.seed = config.value("seed", std::uint64_t{1});
+    options.seconds = config.value("seconds", 30.0);
+    options.sim_model = config.value("sim_model", std::string("direction_tuning"));
+    if (const std::string d = config.value("designer", std::string()); !d.empty()) {
+      options.designer = d;
+    }
+    if (!drivers::parse_pace(config.value("pace", std::string("realtime")), options.pace)) {
+      options.pace = drivers::Pace::kRealtime;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "twinloop resume: %s\n", e.what());
+    return kExitRefused;
+  }
+  if (options.rig != "sim") {
+    std::fprintf(stderr, "twinloop resume: %s: rig '%s' cannot be resumed by this build\n",
+                 resume.dir.string().c_str(), options.rig.c_str());
+    return kExitRefused;
+  }
+  if (resume.seconds) options.seconds = *resume.seconds;
+  if (resume.pace) options.pace = *resume.pace;
+  options.quiet = resume.quiet;
+  const protocols::ProtocolLoadResult loaded =
+      protocols::load_protocol_text(protocol_text, (resume.dir / "session.sqlite").string());
+  if (!loaded.ok()) {
+    std::fputs(protocols::format_diagnostics(loaded.diagnostics).c_str(), stderr);
+    std::fprintf(stderr, "twinloop resume: the protocol on record is refused by this build\n");
+    return kExitRefused;
+  }
+  return execute_session(*loaded.protocol, options, resume.dir, true, "resume");
 }
 
 }  // namespace twinloop::daemon

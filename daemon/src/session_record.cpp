@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -784,6 +785,99 @@ ResumeState SessionRecord::resume_state() const {
   }
   s.reset();
   return state;
+}
+
+namespace {
+
+template <typename T>
+std::vector<T> column_values(sqlite3_stmt* stmt, int c) {
+  const auto bytes = static_cast<std::size_t>(sqlite3_column_bytes(stmt, c));
+  std::vector<T> values(bytes / sizeof(T));
+  const auto* data = static_cast<const std::uint8_t*>(sqlite3_column_blob(stmt, c));
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    std::array<std::uint8_t, sizeof(T)> raw{};
+    std::memcpy(raw.data(), data + i * sizeof(T), sizeof(T));
+    if constexpr (std::endian::native != std::endian::little) std::reverse(raw.begin(), raw.end());
+    values[i] = std::bit_cast<T>(raw);
+  }
+  return values;
+}
+
+}  // namespace
+
+std::string SessionRecord::protocol_text() const {
+  Stmt s(impl_->db, "SELECT protocol_text FROM session WHERE id = 1");
+  std::string text = s.step() ? column_text(s.get(), 0) : std::string();
+  s.reset();
+  return text;
+}
+
+std::string SessionRecord::config_json() const {
+  Stmt s(impl_->db, "SELECT config_json FROM session WHERE id = 1");
+  std::string text = s.step() ? column_text(s.get(), 0) : std::string();
+  s.reset();
+  return text;
+}
+
+std::vector<RecordedTrial> SessionRecord::trials() const {
+  const Db& db = impl_->db;
+  std::vector<RecordedTrial> trials;
+  std::map<std::uint64_t, std::size_t> index;
+  {
+    Stmt s(db,
+           "SELECT trial, candidate, status, is_validation, strategy FROM trials ORDER BY trial");
+    while (s.step()) {
+      RecordedTrial t;
+      t.trial = static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 0));
+      t.candidate = sqlite3_column_int64(s.get(), 1);
+      t.status = parse_trial_status(column_text(s.get(), 2)).value_or(TrialStatus::kAborted);
+      t.is_validation = sqlite3_column_int64(s.get(), 3) != 0;
+      t.strategy = column_text(s.get(), 4);
+      index[t.trial] = trials.size();
+      trials.push_back(std::move(t));
+    }
+    s.reset();
+  }
+  const std::size_t hypotheses = impl_->hypotheses;
+  {
+    Stmt s(db,
+           "SELECT trial, hypothesis, mean, dispersion FROM predictions ORDER BY trial, "
+           "hypothesis");
+    while (s.step()) {
+      const auto it = index.find(static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 0)));
+      const auto h = static_cast<std::size_t>(sqlite3_column_int64(s.get(), 1));
+      if (it == index.end() || h >= hypotheses) continue;  // verify() reports such rows
+      RecordedTrial& t = trials[it->second];
+      t.mean.resize(hypotheses);
+      t.dispersion.resize(hypotheses);
+      t.mean[h] = column_values<double>(s.get(), 2);
+      t.dispersion[h] = column_values<double>(s.get(), 3);
+    }
+    s.reset();
+  }
+  {
+    Stmt s(db, "SELECT trial, counts FROM outcomes");
+    while (s.step()) {
+      const auto it = index.find(static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 0)));
+      if (it != index.end()) trials[it->second].counts = column_values<std::uint32_t>(s.get(), 1);
+    }
+    s.reset();
+  }
+  {
+    Stmt s(db, "SELECT trial, hypothesis, probability FROM posteriors ORDER BY trial, hypothesis");
+    while (s.step()) {
+      const auto it = index.find(static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 0)));
+      const auto h = static_cast<std::size_t>(sqlite3_column_int64(s.get(), 1));
+      if (it == index.end() || h >= hypotheses) continue;
+      RecordedTrial& t = trials[it->second];
+      t.posterior.resize(hypotheses, std::numeric_limits<double>::quiet_NaN());
+      if (sqlite3_column_type(s.get(), 2) != SQLITE_NULL) {
+        t.posterior[h] = sqlite3_column_double(s.get(), 2);
+      }
+    }
+    s.reset();
+  }
+  return trials;
 }
 
 void SessionRecord::begin_trial(const TrialDesign& design) {

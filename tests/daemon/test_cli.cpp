@@ -48,7 +48,7 @@ const fs::path kExamples = fs::path(TWINLOOP_SOURCE_DIR) / "config" / "examples"
 TEST(Cli, HelpListsEverySubcommand) {
   const Result r = run("--help");
   EXPECT_EQ(r.status, 0);
-  for (const char* command : {"check", "simulate", "detect", "run", "verify"}) {
+  for (const char* command : {"check", "simulate", "detect", "run", "resume", "verify"}) {
     EXPECT_NE(r.output.find(command), std::string::npos) << command;
   }
 }

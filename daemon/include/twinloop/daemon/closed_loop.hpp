@@ -7,7 +7,10 @@
 //
 // A TrialRig is whatever can deliver a stimulus and return counts per unit: the spike-level
 // simulated rig behind the acquisition path, a real rig, or a count-level subject for fast
-// tests and benchmarks. Thread safety: one thread drives a ClosedLoop.
+// tests and benchmarks. step() runs a whole trial on the rig synchronously; an event loop that
+// must keep serving acquisition while a trial is in flight calls plan() and, when the rig has
+// answered, complete(). restore() rebuilds a session from its record so it can be resumed.
+// Thread safety: one thread drives a ClosedLoop.
 #pragma once
 
 #include <chrono>
@@ -16,6 +19,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "twinloop/daemon/session_record.hpp"
@@ -87,6 +91,24 @@ struct SessionSummary {
   std::vector<HypothesisSummary> hypotheses;
 };
 
+/// A trial designed and pre-registered, waiting for the rig.
+struct PlannedTrial {
+  std::uint64_t trial = 0;
+  std::uint32_t candidate = 0;
+  protocols::Stimulus stimulus;
+  bool validation = false;
+};
+
+/// What restore() found in a record.
+struct RestoreReport {
+  std::size_t trials = 0;      ///< rows read
+  std::size_t scored = 0;      ///< rescored from their recorded predictions and counts
+  std::size_t flagged = 0;     ///< kept on record, not scored
+  std::size_t aborted = 0;     ///< already aborted before the interruption
+  std::size_t in_flight = 0;   ///< designed, pre-registered or delivered but never scored: aborted
+  std::size_t mismatches = 0;  ///< rescored posteriors that differ from the recorded ones
+};
+
 class ClosedLoop {
  public:
   /// Builds the hypotheses (LibTorch), the designer and the posterior.
@@ -96,9 +118,28 @@ class ClosedLoop {
              SessionRecord* record, const ClosedLoopOptions& options);
   ~ClosedLoop();
 
-  /// Runs one trial. Returns false (and runs nothing) once a stop rule holds. A posterior stop
-  /// holds only once `min_validation_trials` validation trials are scored.
+  /// Runs one trial: plan(), the rig's run_trial(), complete(). Returns false (and runs nothing)
+  /// once a stop rule holds.
   bool step();
+  /// Designs the next trial and durably pre-registers every hypothesis's prediction for it.
+  /// nullopt once a stop rule holds. A posterior stop holds only once `min_validation_trials`
+  /// validation trials are scored.
+  [[nodiscard]] std::optional<PlannedTrial> plan();
+  /// Records the rig's answer to a planned trial, scores the registered predictions, updates the
+  /// posterior and refits the twins. `counts` is read only when the result was delivered.
+  void complete(const PlannedTrial& planned, const TrialRig::Result& result,
+                std::span<const std::uint32_t> counts);
+  /// Records the onset as soon as the rig confirms it (before the response window is counted),
+  /// so a trial interrupted while counting is on record as delivered. Optional: complete()
+  /// records the delivery itself when this was not called.
+  void delivered(const PlannedTrial& planned, const TrialRig::Result& result);
+  /// Continues a session from its record: every scored trial is rescored from the predictions and
+  /// counts it recorded (so the posterior is the one the record witnessed; a difference is
+  /// reported), the twins are refitted on the recorded history, and trials that were in flight
+  /// are aborted in the record. Call once, on a fresh ClosedLoop built with the same protocol and
+  /// unit count, with `record` the one this loop writes to.
+  /// \throws RecordError or std::invalid_argument when the record does not match the protocol
+  RestoreReport restore();
   /// The operator's stop.
   void request_stop() noexcept { operator_stop_ = true; }
 
@@ -115,6 +156,10 @@ class ClosedLoop {
 
  private:
   void refit();
+  void refresh_predictions();  // every twin predicts every candidate; the designer's tables
+  // After the posterior took a scored trial: trace, model checks (from score_row_), history.
+  void learn(const protocols::Stimulus& stimulus, bool validation,
+             std::span<const std::uint32_t> counts);
 
   const protocols::Protocol& protocol_;
   std::size_t units_;
@@ -136,7 +181,9 @@ class ClosedLoop {
   std::vector<std::uint32_t> history_counts_;
   std::vector<std::uint32_t> counts_;
   std::vector<double> log_likelihoods_;
-  std::vector<std::vector<double>> posterior_trace_;  // per trial, per hypothesis
+  twin::PredictionBatch one_;  // one candidate's row, for checks and rescoring
+  std::vector<std::pair<const double*, const double*>> score_row_;  // per hypothesis: mean, disp
+  std::vector<std::vector<double>> posterior_trace_;                // per trial, per hypothesis
   std::chrono::steady_clock::time_point started_;
   std::uint64_t trial_ = 0;
   std::size_t scored_since_refit_ = 0;
@@ -144,6 +191,7 @@ class ClosedLoop {
   std::size_t deadline_misses_ = 0;
   bool operator_stop_ = false;
   bool predictions_changed_ = true;
+  std::optional<std::uint64_t> delivery_recorded_;  // trial whose onset is already on record
 };
 
 }  // namespace twinloop::daemon

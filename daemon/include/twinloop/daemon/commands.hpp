@@ -60,6 +60,17 @@ struct RunOptions {
 /// detection and the verdict compare with ground truth.
 int run_session(const RunOptions& options);
 
+struct ResumeOptions {
+  std::filesystem::path dir;          ///< the interrupted session's directory
+  std::optional<double> seconds;      ///< default: the session's own --seconds
+  std::optional<drivers::Pace> pace;  ///< default: the session's own --pace
+  bool quiet = false;
+};
+/// `twinloop resume DIR`: continues an interrupted session from its record. Scored trials are
+/// rescored from what was recorded, trials in flight at the interruption are aborted on record,
+/// and the session goes on with the configuration it was started with.
+int resume_session(const ResumeOptions& options);
+
 /// `twinloop verify DIR`: checks a session record (hash chain intact, every prediction committed
 /// before its trial's delivery) and prints a report; 0 when clean, 1 naming each violation.
 int verify_session(const std::filesystem::path& dir);

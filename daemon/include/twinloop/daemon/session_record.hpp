@@ -100,6 +100,19 @@ struct ResumeState {
   std::uint64_t trials = 0;              ///< rows in `trials`
 };
 
+/// One trial as read back from the record, for resuming a session and for replay.
+struct RecordedTrial {
+  std::uint64_t trial = 0;
+  std::int64_t candidate = -1;
+  TrialStatus status = TrialStatus::kDesigned;
+  bool is_validation = false;
+  std::string strategy;
+  /// Per hypothesis (record order), per unit; empty when the trial was never pre-registered.
+  std::vector<std::vector<double>> mean, dispersion;
+  std::vector<std::uint32_t> counts;  ///< per unit; empty without an outcome
+  std::vector<double> posterior;      ///< per hypothesis after this trial; empty unless scored
+};
+
 class SessionRecord {
  public:
   inline static const std::string kFileName = "session.sqlite";
@@ -123,6 +136,12 @@ class SessionRecord {
   [[nodiscard]] std::size_t hypothesis_count() const noexcept;
   [[nodiscard]] std::size_t unit_count() const noexcept;
   [[nodiscard]] ResumeState resume_state() const;
+  /// The protocol YAML and the run configuration (JSON) the session was created with.
+  [[nodiscard]] std::string protocol_text() const;
+  [[nodiscard]] std::string config_json() const;
+  /// Every trial in trial order with what the record holds for it. Reads the whole record: for
+  /// resuming and replay, never on a trial's path.
+  [[nodiscard]] std::vector<RecordedTrial> trials() const;
   /// The latest chain hash. Publishing it outside the record (log, monitors) anchors the chain
   /// against an attacker who rewrites the whole file; see docs/session-record.md.
   [[nodiscard]] std::array<std::uint8_t, 32> head_hash() const noexcept;
