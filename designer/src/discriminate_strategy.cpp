@@ -4,15 +4,17 @@
 #include <bit>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <numbers>
 #include <stdexcept>
 
 namespace twinloop::designer {
 namespace {
 
-constexpr std::size_t kLanes = 16;          // units per block of the bounds kernel
-constexpr std::size_t kTableCap = 4096;     // longest sampling table (counts) per unit
-constexpr double kTail = 1.0 / 67108864.0;  // 2^-26: tail mass left out of sampling tables
+constexpr std::size_t kLanes = 16;       // units per block of the bounds kernel
+constexpr std::size_t kTableCap = 4096;  // longest log-pmf table (counts) per unit
+// Floats of cached Monte Carlo tables (64 MiB): every candidate's table for typical sizes.
+constexpr std::size_t kCacheFloats = std::size_t{1} << 24;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // Natural log for positive normal floats, written so that loops over it vectorise: split
@@ -193,42 +195,86 @@ std::uint64_t mix64(std::uint64_t z) noexcept {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
 }
-
-// 32-bit integer hash ("lowbias32", constants published by C. Wellons, 2018): a counter-based
-// generator, so uniforms for N samples come from one key and vectorise.
-inline std::uint32_t hash32(std::uint32_t x) noexcept {
-  x ^= x >> 16;
-  x *= 0x7feb352dU;
-  x ^= x >> 15;
-  x *= 0x846ca68bU;
-  x ^= x >> 16;
-  return x;
+// Natural log and exp in double precision, written so that loops over them vectorise (the
+// library's calls do not). log: x = 2^e f with f in [sqrt(1/2), sqrt(2)), log f = 2 atanh(t),
+// t = (f - 1) / (f + 1), |t| <= 0.1716, by its series to t^21 (truncation below 1e-17 relative);
+// positive normal x only. exp: x = n log 2 + r, |r| <= log(2) / 2, e^r by its Taylor series to
+// r^13 (truncation below 2e-17); x in [-700, 700] (the callers select 0 below).
+inline double vlog(double x) noexcept {
+  const std::uint64_t bits = std::bit_cast<std::uint64_t>(x);
+  const std::uint64_t mant = (bits & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL;
+  const std::uint64_t high = mant > 0x3ff6a09e667f3bcdULL ? 1u : 0u;  // f > sqrt(2): halve it
+  const double f = std::bit_cast<double>(mant - (high << 52));
+  // Exponent to double without an int64 conversion (none in AVX2): 2^52 + e, then subtract.
+  const double e = std::bit_cast<double>(((bits >> 52) + high) | 0x4330000000000000ULL) -
+                   (4503599627370496.0 + 1023.0);
+  const double t = (f - 1.0) / (f + 1.0);
+  const double z = t * t;
+  double s = 1.0 / 21.0;
+  s = s * z + 1.0 / 19.0;
+  s = s * z + 1.0 / 17.0;
+  s = s * z + 1.0 / 15.0;
+  s = s * z + 1.0 / 13.0;
+  s = s * z + 1.0 / 11.0;
+  s = s * z + 1.0 / 9.0;
+  s = s * z + 1.0 / 7.0;
+  s = s * z + 1.0 / 5.0;
+  s = s * z + 1.0 / 3.0;
+  s = s * z + 1.0;
+  constexpr double kLn2Hi = 6.93147180369123816490e-01;  // fdlibm's split of log 2
+  constexpr double kLn2Lo = 1.90821492927058770002e-10;
+  return e * kLn2Hi + (2.0 * t * s + e * kLn2Lo);
 }
 
-// y[k] = lo + #{t < len : cdf[t] < uni[k]}: inversion of n uniforms on one table, 16 samples at a
-// time in a register accumulator.
+inline double vexp(double x) noexcept {
+  constexpr double kShift = 6755399441055744.0;  // 1.5 * 2^52: rounds to an integer
+  constexpr double kLn2Hi = 6.93147180369123816490e-01;
+  constexpr double kLn2Lo = 1.90821492927058770002e-10;
+  const double kd = x * std::numbers::log2e + kShift;
+  const std::uint64_t n = std::bit_cast<std::uint64_t>(kd);
+  const double k = kd - kShift;
+  const double r = (x - k * kLn2Hi) - k * kLn2Lo;
+  double p = 1.0 / 6227020800.0;  // 1 / 13!
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  // 2^k: k + 1023 into the exponent field (the low bits of n hold k in two's complement).
+  return p * std::bit_cast<double>((n + 1023u) << 52);
+}
+
+// Per (hypothesis, unit) laws of one candidate: clamped mean, its log, NB size r = 1 / phi (0 for
+// Poisson), log(r / (r + m)), log(m / (r + m)), m / (r + m) and P(Y = 0) (0 where it is below
+// e^-700). Branch-free so that it vectorises; Poisson lanes compute NB terms on r = 1 and discard
+// them.
 TWINLOOP_KERNEL_CLONES
-void invert(const float* __restrict cdf, std::uint32_t len, const float* __restrict uni,
-            std::size_t n, std::uint32_t lo, std::uint32_t* __restrict y) noexcept {
-  constexpr std::size_t kBlock = 16;
-  std::size_t k0 = 0;
-  for (; k0 + kBlock <= n; k0 += kBlock) {
-    std::uint32_t acc[kBlock];
-    float u[kBlock];
-    for (std::size_t i = 0; i < kBlock; ++i) {
-      acc[i] = lo;
-      u[i] = uni[k0 + i];
-    }
-    for (std::uint32_t t = 0; t < len; ++t) {
-      const float edge = cdf[t];
-      for (std::size_t i = 0; i < kBlock; ++i) acc[i] += u[i] > edge ? 1u : 0u;
-    }
-    for (std::size_t i = 0; i < kBlock; ++i) y[k0 + i] = acc[i];
-  }
-  for (std::size_t k = k0; k < n; ++k) {
-    std::uint32_t acc = lo;
-    for (std::uint32_t t = 0; t < len; ++t) acc += uni[k] > cdf[t] ? 1u : 0u;
-    y[k] = acc;
+void unit_laws(const double* __restrict mean, const double* __restrict disp, std::size_t n,
+               double lo, double hi, double* __restrict m_out, double* __restrict lm_out,
+               double* __restrict r_out, double* __restrict lp_out, double* __restrict lq_out,
+               double* __restrict q_out, double* __restrict p0_out) noexcept {
+  for (std::size_t u = 0; u < n; ++u) {
+    const double m = std::clamp(mean[u], lo, hi);
+    const bool nb = disp[u] > 0.0;
+    const double r = nb ? 1.0 / disp[u] : 1.0;
+    const double lp = vlog(r / (r + m));
+    const double lq = vlog(m / (r + m));
+    const double log_p0 = nb ? r * lp : -m;
+    m_out[u] = m;
+    lm_out[u] = vlog(m);
+    r_out[u] = nb ? r : 0.0;
+    lp_out[u] = lp;
+    lq_out[u] = lq;
+    q_out[u] = vexp(lq);
+    p0_out[u] = log_p0 > -700.0 ? vexp(std::max(log_p0, -700.0)) : 0.0;
   }
 }
 
@@ -246,33 +292,18 @@ double shifted_log_pmf(const UnitLaw& d, double y) noexcept {
   return log_gamma(y + d.r) - log_gamma(d.r) + d.r * d.log_p + y * d.log_q;
 }
 
-// Fills cdf[0..len) with P(Y <= lo + t) from the first count whose left tail reaches kTail
-// up to where the right tail falls below kTail (or the table is full).
-// Counts past the first whose CDF (in float) reaches `stop` (the largest uniform to invert) can
-// never be drawn: the table ends there.
-void sampling_table(const UnitLaw& d, float stop, const double* recip, float* cdf,
-                    std::uint32_t& lo, std::uint32_t& len) noexcept {
-  const double var = d.r == 0.0 ? d.mean : d.mean + d.mean * d.mean / d.r;
-  const double start = std::floor(d.mean - 8.0 * std::sqrt(var) - 4.0);
-  lo = start > 0.0 ? static_cast<std::uint32_t>(start) : 0u;
-  const double y0 = lo;
-  double p;
-  if (d.r == 0.0) {
-    p = std::exp(lo == 0 ? -d.mean : y0 * d.log_mean - d.mean - log_gamma(y0 + 1.0));
-  } else {
-    p = std::exp(lo == 0 ? d.r * d.log_p : shifted_log_pmf(d, y0) - log_gamma(y0 + 1.0));
-  }
-  const double q = d.r == 0.0 ? d.mean : std::exp(d.log_q);
-  double cum = 0.0;
-  len = 0;
-  for (double y = y0; len < kTableCap; y += 1.0) {
-    cum += p;
-    const float edge = static_cast<float>(cum);
-    cdf[len++] = edge;
-    if ((1.0 - cum < kTail && y >= d.mean) || edge >= stop) break;
-    const double inv = y < kTableCap ? recip[static_cast<std::size_t>(y)] : 1.0 / (y + 1.0);
-    p *= d.r == 0.0 ? q * inv : q * (y + d.r) * inv;
-  }
+// Adds one hypothesis's shifted log-pmf of n drawn counts, Poisson: y log m - m.
+TWINLOOP_KERNEL_CLONES
+void add_poisson(const std::uint32_t* __restrict y, std::size_t n, double log_mean, double mean,
+                 double* __restrict ll) noexcept {
+  for (std::size_t t = 0; t < n; ++t) ll[t] += static_cast<double>(y[t]) * log_mean - mean;
+}
+
+// Adds table values g[y - lo] of n drawn counts.
+TWINLOOP_KERNEL_CLONES
+void add_table(const std::uint32_t* __restrict y, std::size_t n, const double* __restrict g,
+               std::uint32_t lo, double* __restrict ll) noexcept {
+  for (std::size_t t = 0; t < n; ++t) ll[t] += g[y[t] - lo];
 }
 
 }  // namespace
@@ -283,6 +314,7 @@ DiscriminateStrategy::DiscriminateStrategy(std::size_t candidates, std::size_t u
       candidates_(candidates),
       units_(units),
       hypotheses_(hypotheses),
+      samples_(config.samples_per_hypothesis),
       coin_(mix64(config.seed ^ 0x636f696eULL)),
       validation_(mix64(config.seed ^ 0x76616c69ULL)) {
   if (candidates == 0 || units == 0 || hypotheses == 0) {
@@ -329,20 +361,52 @@ DiscriminateStrategy::DiscriminateStrategy(std::size_t candidates, std::size_t u
   acc_.resize(3 * pairs * kLanes + 1);
   dist_.resize(3 * pairs + k + 1);
   top_.resize(std::min<std::size_t>(config.top_m, candidates));
-  mc_mean_.resize(k * units);
-  mc_log_mean_.resize(k * units);
-  mc_r_.resize(k * units);
-  mc_log_p_.resize(k * units);
-  mc_log_q_.resize(k * units);
-  cdf_.resize(k * kTableCap);
-  cdf_lo_.resize(k);
-  cdf_len_.resize(k);
-  table_.resize(k * 2 * kTableCap);
-  y_.resize(k * n);
+  last_posterior_.assign(k, 0.0);
+  last_allowed_ = std::make_unique<bool[]>(candidates);
+  law_m_.resize(k * units);
+  law_lm_.resize(k * units);
+  law_r_.resize(k * units);
+  law_lp_.resize(k * units);
+  law_lq_.resize(k * units);
+  law_q_.resize(k * units);
+  law_p0_.resize(k * units);
+  walk_.resize(4 * k);
+  walk_start_.resize(k);
+  hist_.assign(k * (n + 1), 0u);
+  draw_.resize(k * n);
+  pmf_table_.resize(k * kTableCap);
+  log_step_.resize(kTableCap);
   loglik_.resize(k * k * n);
-  uniform_.resize(n);
   recip_.resize(kTableCap);
   for (std::size_t i = 0; i < kTableCap; ++i) recip_[i] = 1.0 / static_cast<double>(i + 1);
+  // The Latin hypercube design: offsets and permutations (Fisher-Yates) from the seed.
+  offset_.resize(k * units);
+  perm_.resize(k * units * n);
+  std::uint64_t state = mix64(config.seed ^ 0x6c687364ULL);
+  auto next = [&state] { return mix64(state += 0x9e3779b97f4a7c15ULL); };
+  for (std::size_t i = 0; i < k * units; ++i) {
+    offset_[i] = static_cast<double>(next() >> 11) * 0x1.0p-53;
+    std::uint32_t* perm = perm_.data() + i * n;
+    for (std::size_t t = 0; t < n; ++t) perm[t] = static_cast<std::uint32_t>(t);
+    for (std::size_t t = n; t > 1; --t) {
+      const std::size_t j = static_cast<std::size_t>((next() >> 32) * t >> 32);
+      std::swap(perm[t - 1], perm[j]);
+    }
+  }
+  // Table cache: every candidate when it fits in kCacheFloats, else as many slots as fit (at
+  // least top_m, evicted round-robin).
+  const std::size_t per_table = k * k * n;
+  std::size_t slots = 0;
+  if (config.top_m > 0) {
+    slots = std::min(
+        candidates,
+        std::max<std::size_t>(config.top_m, kCacheFloats / std::max<std::size_t>(per_table, 1)));
+  }
+  tables_.resize(slots * per_table);
+  scratch_table_.resize(per_table);
+  slot_of_.assign(candidates, -1);
+  slot_owner_.assign(slots, 0);
+  slot_generation_.assign(slots, 0);
 }
 
 bool DiscriminateStrategy::sizes_match(
@@ -363,6 +427,23 @@ bool DiscriminateStrategy::set_predictions(
   if (!sizes_match(predictions)) return false;
   precompute(predictions, true);
   have_predictions_ = true;
+  // Build the tables the next decision most likely needs: those of the top candidates under the
+  // last decision's posterior and allowed set (the posterior moves little per trial).
+  if (config_.prebuild_tables && have_last_posterior_ && !top_.empty() &&
+      load_posterior(last_posterior_) && n_active_ >= 2) {
+    const std::span<const bool> allowed(last_allowed_.get(), candidates_);
+    compute_bounds(allowed);
+    double best = -std::numeric_limits<double>::infinity();
+    bool any = false;
+    for (std::size_t c = 0; c < candidates_; ++c) {
+      if (allowed[c]) {
+        best = std::max(best, lower_[c]);
+        any = true;
+      }
+    }
+    const std::size_t filled = any ? select_top(allowed, best) : 0;
+    for (std::size_t i = 0; i < filled; ++i) (void)table_for(top_[i], nullptr);
+  }
   return true;
 }
 
@@ -376,6 +457,7 @@ void DiscriminateStrategy::precompute(std::span<const twin::PredictionBatch> pre
   double* dist = dist_.data();
   const float lo = static_cast<float>(config_.min_mean);
   const float hi = static_cast<float>(std::min(config_.max_mean, 3.0e38));
+  ++generation_;  // every cached Monte Carlo table is stale
   for (std::size_t c = 0; c < candidates_; ++c) {
     double* mrow = pred_mean_.data() + c * k * units;
     double* drow = pred_disp_.data() + c * k * units;
@@ -449,115 +531,216 @@ void DiscriminateStrategy::compute_bounds(std::span<const bool> allowed) noexcep
   }
 }
 
-double DiscriminateStrategy::monte_carlo(std::uint64_t stream) noexcept {
+// Cloned like the kernels: the walk's floor and conversions are single instructions there.
+TWINLOOP_KERNEL_CLONES
+void DiscriminateStrategy::build_table(float* out) noexcept {
+  const std::size_t k = hypotheses_;
+  const std::size_t n = samples_;
+  const std::size_t units = units_;
+  ++tables_built_;
+  for (std::size_t h = 0; h < k; ++h) {
+    const std::size_t row = h * units;
+    unit_laws(mean_ptr_[h], disp_ptr_[h], units, config_.min_mean, config_.max_mean,
+              law_m_.data() + row, law_lm_.data() + row, law_r_.data() + row, law_lp_.data() + row,
+              law_lq_.data() + row, law_q_.data() + row, law_p0_.data() + row);
+  }
+  std::fill(loglik_.begin(), loglik_.end(), 0.0);
+  std::uint32_t* draw = draw_.data();
+  double* g = pmf_table_.data();
+  double* step = log_step_.data();
+  const double levels = static_cast<double>(n);
+  double* walk_p = walk_.data();
+  double* walk_cum = walk_p + k;
+  double* walk_q = walk_cum + k;
+  double* walk_last = walk_q + k;
+  std::uint32_t* walk_y0 = walk_start_.data();
+  std::uint32_t* hist = hist_.data();
+  for (std::size_t u = 0; u < units; ++u) {
+    // Latin hypercube draws of N counts of this unit from each hypothesis (stratum): level t,
+    // (t + offset) / N, goes to sample perm[t]; its count is the first y with CDF(y) >= level.
+    // One walk up the CDFs of all strata in lockstep (independent chains, so the processor
+    // overlaps them) counts per step how many levels the CDF has passed (hist[passed]++); the
+    // count of level t is then y0 + the number of steps that had passed no more than t levels.
+    // The walk starts at 0, or for large means 8 standard deviations below the mean (the mass
+    // below is far under the spacing of the levels), and gives up on rounding 40 sd above it.
+    bool all_poisson = true;
+    for (std::size_t s = 0; s < k; ++s) {
+      const std::size_t i = s * units + u;
+      const UnitLaw law{law_m_[i], law_r_[i], law_lm_[i], law_lp_[i], law_lq_[i]};
+      all_poisson = all_poisson && law.r == 0.0;
+      const double sd = std::sqrt(law.r == 0.0 ? law.mean : law.mean + law.mean * law.mean / law.r);
+      const double start = std::floor(law.mean - 8.0 * sd - 4.0);
+      walk_y0[s] = 0;
+      walk_p[s] = law_p0_[i];
+      if (start > 0.0 || walk_p[s] == 0.0) {
+        walk_y0[s] = start > 0.0 ? static_cast<std::uint32_t>(start) : 0u;
+        const double y0 = walk_y0[s];
+        walk_p[s] = std::exp(shifted_log_pmf(law, y0) - log_gamma(y0 + 1.0));
+      }
+      walk_cum[s] = walk_p[s];
+      walk_q[s] = law.r == 0.0 ? law.mean : law_q_[i];
+      walk_last[s] = law.mean + 40.0 * sd + 40.0;
+    }
+    for (std::size_t step_index = 0;; ++step_index) {
+      bool done = true;
+      for (std::size_t s = 0; s < k; ++s) {
+        const std::size_t i = s * units + u;
+        const double y = static_cast<double>(walk_y0[s] + step_index);
+        // Levels passed, floor(N cum - offset) + 1 clamped to [0, N] (truncation is floor here).
+        const double reach = std::max(levels * walk_cum[s] - offset_[i] + 1.0, 0.0);
+        const double passed = y >= walk_last[s] ? levels : std::min(reach, levels);
+        const auto v = static_cast<std::uint32_t>(passed);
+        ++hist[s * (n + 1) + v];
+        done = done && v == n;
+        const double inv = y < static_cast<double>(kTableCap) ? recip_[static_cast<std::size_t>(y)]
+                                                              : 1.0 / (y + 1.0);
+        const double r = law_r_[i];
+        walk_p[s] *= r == 0.0 ? walk_q[s] * inv : walk_q[s] * (y + r) * inv;
+        walk_cum[s] += walk_p[s];
+      }
+      if (done) break;
+    }
+    std::uint32_t lo = std::numeric_limits<std::uint32_t>::max(), hi = 0;
+    for (std::size_t s = 0; s < k; ++s) {
+      std::uint32_t* h = hist + s * (n + 1);
+      const std::uint32_t* perm = perm_.data() + (s * units + u) * n;
+      std::uint32_t* y = draw + s * n;
+      std::uint32_t count = walk_y0[s];
+      lo = std::min(lo, count + h[0]);
+      for (std::size_t t = 0; t < n; ++t) {
+        count += h[t];
+        y[perm[t]] = count;
+      }
+      hi = std::max(hi, count);
+      std::fill(h, h + n + 1, 0u);
+    }
+    // Add every hypothesis's log-likelihood of every drawn count (log y! dropped: common).
+    if (all_poisson) {
+      for (std::size_t j = 0; j < k; ++j) {
+        const double lm = law_lm_[j * units + u];
+        const double m = law_m_[j * units + u];
+        for (std::size_t s = 0; s < k; ++s) {
+          add_poisson(draw + s * n, n, lm, m, loglik_.data() + (s * k + j) * n);
+        }
+      }
+      continue;
+    }
+    const std::size_t range = static_cast<std::size_t>(hi - lo) + 1;
+    for (std::size_t j = 0; j < k; ++j) {
+      const std::size_t i = j * units + u;
+      const UnitLaw law{law_m_[i], law_r_[i], law_lm_[i], law_lp_[i], law_lq_[i]};
+      if (range > kTableCap) {
+        for (std::size_t s = 0; s < k; ++s) {
+          const std::uint32_t* y = draw + s * n;
+          double* ll = loglik_.data() + (s * k + j) * n;
+          for (std::size_t t = 0; t < n; ++t) ll[t] += shifted_log_pmf(law, y[t]);
+        }
+        continue;
+      }
+      // Table over the drawn range: Poisson directly; NB by G(y+1) = G(y) + log(y + r) + log q,
+      // its logs computed first in a loop that vectorises.
+      double* gj = g + j * kTableCap;
+      const double base = lo;
+      if (law.r == 0.0) {
+        for (std::size_t t = 0; t < range; ++t) {
+          gj[t] = (base + static_cast<double>(t)) * law.log_mean - law.mean;
+        }
+      } else {
+        for (std::size_t t = 1; t < range; ++t) {
+          step[t] = vlog(base + static_cast<double>(t - 1) + law.r) + law.log_q;
+        }
+        gj[0] = shifted_log_pmf(law, base);
+        for (std::size_t t = 1; t < range; ++t) gj[t] = gj[t - 1] + step[t];
+      }
+      for (std::size_t s = 0; s < k; ++s) {
+        add_table(draw + s * n, n, gj, lo, loglik_.data() + (s * k + j) * n);
+      }
+    }
+  }
+  // Posterior-free form: log p_j(y) - log p_s(y) per stratum s, hypothesis j and sample.
+  for (std::size_t s = 0; s < k; ++s) {
+    const double* own = loglik_.data() + (s * k + s) * n;
+    for (std::size_t j = 0; j < k; ++j) {
+      const double* ll = loglik_.data() + (s * k + j) * n;
+      float* o = out + (s * k + j) * n;
+      for (std::size_t t = 0; t < n; ++t) o[t] = static_cast<float>(ll[t] - own[t]);
+    }
+  }
+}
+
+const float* DiscriminateStrategy::table_for(std::uint32_t c,
+                                             const twin::PredictionBatch* external) noexcept {
+  const std::size_t per_table = hypotheses_ * hypotheses_ * samples_;
+  std::int32_t slot = slot_of_[c];
+  if (slot >= 0 && slot_generation_[static_cast<std::size_t>(slot)] == generation_ &&
+      slot_owner_[static_cast<std::size_t>(slot)] == c) {
+    return tables_.data() + static_cast<std::size_t>(slot) * per_table;
+  }
+  const std::size_t k = hypotheses_;
+  for (std::size_t h = 0; h < k; ++h) {
+    if (external != nullptr) {
+      mean_ptr_[h] = external[h].mean.data() + c * units_;
+      disp_ptr_[h] = external[h].dispersion.data() + c * units_;
+    } else {
+      mean_ptr_[h] = pred_mean_.data() + (c * k + h) * units_;
+      disp_ptr_[h] = pred_disp_.data() + (c * k + h) * units_;
+    }
+  }
+  const std::size_t target = next_slot_;
+  next_slot_ = (next_slot_ + 1) % slot_owner_.size();
+  const std::uint32_t previous = slot_owner_[target];
+  if (slot_of_[previous] == static_cast<std::int32_t>(target)) slot_of_[previous] = -1;
+  slot_of_[c] = static_cast<std::int32_t>(target);
+  slot_owner_[target] = c;
+  slot_generation_[target] = generation_;
+  float* table = tables_.data() + target * per_table;
+  build_table(table);
+  return table;
+}
+
+double DiscriminateStrategy::eig_from_table(const float* table) const noexcept {
   const std::size_t ka = n_active_;
   if (ka < 2) return 0.0;
-  const std::size_t n = config_.samples_per_hypothesis;
-  const std::size_t units = units_;
-  const double lo = config_.min_mean;
-  const double hi = config_.max_mean;
-  // Per-(hypothesis, unit) laws of this candidate.
-  for (std::size_t a = 0; a < ka; ++a) {
-    const double* mrow = mean_ptr_[a];
-    const double* drow = disp_ptr_[a];
-    for (std::size_t u = 0; u < units; ++u) {
-      const double m = std::clamp(mrow[u], lo, hi);
-      const double phi = drow[u];
-      const std::size_t i = a * units + u;
-      mc_mean_[i] = m;
-      mc_log_mean_[i] = std::log(m);
-      if (phi > 0.0) {
-        const double r = 1.0 / phi;
-        mc_r_[i] = r;
-        mc_log_p_[i] = std::log(r / (r + m));
-        mc_log_q_[i] = std::log(m / (r + m));
-      } else {
-        mc_r_[i] = 0.0;
-      }
-    }
-  }
-  std::fill(loglik_.begin(), loglik_.begin() + static_cast<std::ptrdiff_t>(ka * ka * n), 0.0);
-  // Common random numbers: every candidate of one decision is sampled by inversion from the same
-  // uniforms, so the estimates of similar candidates are correlated and their comparison is far
-  // less noisy than their separate errors.
-  const std::uint64_t base = mix64(config_.seed ^ mix64(stream));
-  float* uni = uniform_.data();
-  for (std::size_t u = 0; u < units; ++u) {
-    std::uint32_t ymin = std::numeric_limits<std::uint32_t>::max();
-    std::uint32_t ymax = 0;
-    // Draw n counts of this unit from each hypothesis (stratum) by inversion on its table.
-    for (std::size_t s = 0; s < ka; ++s) {
-      const std::size_t i = s * units + u;
-      const UnitLaw law{mc_mean_[i], mc_r_[i], mc_log_mean_[i], mc_log_p_[i], mc_log_q_[i]};
-      float* cdf = cdf_.data() + s * kTableCap;
-      const std::uint32_t key =
-          static_cast<std::uint32_t>(mix64(base + (std::uint64_t{u} << 8) + s));
-      std::uint32_t hmax = 0;  // integer maximum: vectorises (a float one does not)
-      for (std::size_t k = 0; k < n; ++k) {
-        const std::uint32_t h = hash32(key + static_cast<std::uint32_t>(k) * 0x9e3779b9U) >> 8;
-        uni[k] = (static_cast<float>(h) + 0.5f) * (1.0f / 16777216.0f);
-        hmax = std::max(hmax, h);
-      }
-      const float umax = (static_cast<float>(hmax) + 0.5f) * (1.0f / 16777216.0f);
-      std::uint32_t tlo = 0, tlen = 0;
-      sampling_table(law, umax, recip_.data(), cdf, tlo, tlen);
-      std::uint32_t* y = y_.data() + s * n;
-      invert(cdf, tlen, uni, n, tlo, y);
-      ymin = std::min(ymin, tlo);
-      ymax = std::max(ymax, tlo + tlen);
-    }
-    // Add each hypothesis's log-likelihood of every drawn count (log y! dropped: common).
-    const std::size_t range = static_cast<std::size_t>(ymax - ymin) + 1;
-    for (std::size_t j = 0; j < ka; ++j) {
-      const std::size_t i = j * units + u;
-      const UnitLaw law{mc_mean_[i], mc_r_[i], mc_log_mean_[i], mc_log_p_[i], mc_log_q_[i]};
-      if (law.r == 0.0) {
-        for (std::size_t s = 0; s < ka; ++s) {
-          const std::uint32_t* y = y_.data() + s * n;
-          double* ll = loglik_.data() + (s * ka + j) * n;
-          for (std::size_t k = 0; k < n; ++k) {
-            ll[k] += static_cast<double>(y[k]) * law.log_mean - law.mean;
-          }
-        }
-      } else if (range <= 2 * kTableCap) {
-        // Table over the drawn range: G(y+1) = G(y) + log(y + r) + log q.
-        double* g = table_.data() + j * 2 * kTableCap;
-        g[0] = shifted_log_pmf(law, ymin);
-        for (std::size_t t = 1; t < range; ++t) {
-          g[t] = g[t - 1] + std::log(static_cast<double>(ymin + t - 1) + law.r) + law.log_q;
-        }
-        for (std::size_t s = 0; s < ka; ++s) {
-          const std::uint32_t* y = y_.data() + s * n;
-          double* ll = loglik_.data() + (s * ka + j) * n;
-          for (std::size_t k = 0; k < n; ++k) ll[k] += g[y[k] - ymin];
-        }
-      } else {
-        for (std::size_t s = 0; s < ka; ++s) {
-          const std::uint32_t* y = y_.data() + s * n;
-          double* ll = loglik_.data() + (s * ka + j) * n;
-          for (std::size_t k = 0; k < n; ++k) ll[k] += shifted_log_pmf(law, y[k]);
-        }
-      }
-    }
-  }
-  // EIG = sum_s w_s mean_k [ log p_s(y) - log sum_j w_j p_j(y) ].
+  const std::size_t k = hypotheses_;
+  const std::size_t n = samples_;
+  // EIG = sum_s w_s mean_t [ log p_s(y) - log sum_j w_j p_j(y) ]
+  //     = -sum_s w_s mean_t log sum_j exp(log w_j + log p_j(y) - log p_s(y)).
   double eig = 0.0;
-  for (std::size_t s = 0; s < ka; ++s) {
+  for (std::size_t a = 0; a < ka; ++a) {
+    const std::size_t s = active_[a];
     double sum = 0.0;
-    for (std::size_t k = 0; k < n; ++k) {
+    for (std::size_t t = 0; t < n; ++t) {
       double top = -std::numeric_limits<double>::infinity();
-      for (std::size_t j = 0; j < ka; ++j) {
-        top = std::max(top, log_weight_[j] + loglik_[(s * ka + j) * n + k]);
+      for (std::size_t b = 0; b < ka; ++b) {
+        top = std::max(top, log_weight_[b] + table[(s * k + active_[b]) * n + t]);
       }
       double acc = 0.0;
-      for (std::size_t j = 0; j < ka; ++j) {
-        acc += std::exp(log_weight_[j] + loglik_[(s * ka + j) * n + k] - top);
+      for (std::size_t b = 0; b < ka; ++b) {
+        acc += std::exp(log_weight_[b] + table[(s * k + active_[b]) * n + t] - top);
       }
-      sum += loglik_[(s * ka + s) * n + k] - (top + std::log(acc));
+      sum += top + std::log(acc);
     }
-    eig += weight_[s] * sum / static_cast<double>(n);
+    eig -= weight_[a] * sum / static_cast<double>(n);
   }
   return eig;
+}
+
+std::size_t DiscriminateStrategy::select_top(std::span<const bool> allowed, double floor) noexcept {
+  // Top-m by lower bound (ties: lower index), by insertion, among the allowed candidates that
+  // can be the argmax: an upper bound below the best lower bound rules a candidate out.
+  std::size_t filled = 0;
+  const std::size_t m = top_.size();
+  for (std::uint32_t c = 0; c < candidates_; ++c) {
+    if (!allowed[c] || upper_[c] < floor) continue;
+    if (filled == m && !(lower_[c] > lower_[top_[m - 1]])) continue;
+    std::size_t pos = filled < m ? filled++ : m - 1;
+    while (pos > 0 && lower_[c] > lower_[top_[pos - 1]]) {
+      top_[pos] = top_[pos - 1];
+      --pos;
+    }
+    top_[pos] = c;
+  }
+  return filled;
 }
 
 std::optional<Decision> DiscriminateStrategy::decide(
@@ -582,7 +765,6 @@ std::optional<Decision> DiscriminateStrategy::decide_on(const twin::PredictionBa
                                                         std::span<const bool> allowed) noexcept {
   if (allowed.size() != candidates_) return std::nullopt;
   if (!load_posterior(posterior)) return std::nullopt;
-  const std::uint64_t stream = decisions_++;
   if (config_.validation_fraction > 0.0) {
     constexpr std::uint32_t kScale = 1u << 31;
     const std::uint32_t draw = coin_.choose(kScale);
@@ -592,45 +774,27 @@ std::optional<Decision> DiscriminateStrategy::decide_on(const twin::PredictionBa
       return Decision{*pick, kNaN, kNaN, kNaN, true};
     }
   }
+  if (external == nullptr) {
+    std::copy(posterior.begin(), posterior.end(), last_posterior_.begin());
+    std::copy(allowed.begin(), allowed.end(), last_allowed_.get());
+    have_last_posterior_ = true;
+  }
   compute_bounds(allowed);
-
-  // Top-m allowed candidates by lower bound (ties: lower index), by insertion.
-  const std::size_t m = top_.size();
-  std::size_t filled = 0;
   std::optional<std::uint32_t> best_lb;
   for (std::uint32_t c = 0; c < candidates_; ++c) {
-    if (!allowed[c]) continue;
-    if (!best_lb || lower_[c] > lower_[*best_lb]) best_lb = c;
-    if (m == 0) continue;
-    if (filled == m && !(lower_[c] > lower_[top_[m - 1]])) continue;
-    std::size_t pos = filled < m ? filled++ : m - 1;
-    while (pos > 0 && lower_[c] > lower_[top_[pos - 1]]) {
-      top_[pos] = top_[pos - 1];
-      --pos;
-    }
-    top_[pos] = c;
+    if (allowed[c] && (!best_lb || lower_[c] > lower_[*best_lb])) best_lb = c;
   }
   if (!best_lb) return std::nullopt;
-  if (m == 0) {
+  const std::size_t m = top_.size();
+  if (m == 0 || n_active_ < 2) {
     const std::uint32_t c = *best_lb;
     return Decision{c, lower_[c], lower_[c], upper_[c], false};
   }
-  const std::size_t k = hypotheses_;
+  const std::size_t filled = select_top(allowed, lower_[*best_lb]);
   Decision best{top_[0], -std::numeric_limits<double>::infinity(), 0.0, 0.0, false};
   for (std::size_t i = 0; i < filled; ++i) {
     const std::uint32_t c = top_[i];
-    // Candidates whose upper bound is below the best lower bound cannot be the argmax.
-    if (upper_[c] < lower_[*best_lb]) continue;
-    for (std::size_t a = 0; a < n_active_; ++a) {
-      if (external != nullptr) {
-        mean_ptr_[a] = external[active_[a]].mean.data() + c * units_;
-        disp_ptr_[a] = external[active_[a]].dispersion.data() + c * units_;
-      } else {
-        mean_ptr_[a] = pred_mean_.data() + (c * k + active_[a]) * units_;
-        disp_ptr_[a] = pred_disp_.data() + (c * k + active_[a]) * units_;
-      }
-    }
-    const double eig = monte_carlo(stream);
+    const double eig = eig_from_table(table_for(c, external));
     if (eig > best.eig) best = Decision{c, eig, lower_[c], upper_[c], false};
   }
   return best;
@@ -639,14 +803,17 @@ std::optional<Decision> DiscriminateStrategy::decide_on(const twin::PredictionBa
 double DiscriminateStrategy::estimate_eig(std::span<const twin::PredictionBatch> predictions,
                                           std::span<const double> posterior,
                                           std::uint32_t candidate) noexcept {
-  if (candidate >= candidates_ || !sizes_match(predictions) || !load_posterior(posterior)) {
+  if (candidate >= candidates_ || samples_ == 0 || !sizes_match(predictions) ||
+      !load_posterior(posterior)) {
     return kNaN;
   }
-  for (std::size_t a = 0; a < n_active_; ++a) {
-    mean_ptr_[a] = predictions[active_[a]].mean.data() + candidate * units_;
-    disp_ptr_[a] = predictions[active_[a]].dispersion.data() + candidate * units_;
+  if (n_active_ < 2) return 0.0;
+  for (std::size_t h = 0; h < hypotheses_; ++h) {
+    mean_ptr_[h] = predictions[h].mean.data() + candidate * units_;
+    disp_ptr_[h] = predictions[h].dispersion.data() + candidate * units_;
   }
-  return monte_carlo(~std::uint64_t{0});
+  build_table(scratch_table_.data());
+  return eig_from_table(scratch_table_.data());
 }
 
 }  // namespace twinloop::designer

@@ -328,6 +328,55 @@ TEST(DiscriminateStrategy, StoredPredictionsMatchOneShotAndDoNotAllocate) {
   EXPECT_TRUE(stored.decide(w, mask.span()).has_value());
 }
 
+TEST(DiscriminateStrategy, MonteCarloTablesAreCachedUntilThePredictionsChange) {
+  constexpr std::size_t kC = 30, kU = 25;
+  const auto b = make_batches(
+      3, kC, kU,
+      [](auto h, auto c, auto u) {
+        return 1.0 + static_cast<double>((c * 7 + u * 3) % 9) * (1.0 + 0.05 * h * (c % 4));
+      },
+      [](auto h, auto, auto u) { return (h + u) % 3 == 0 ? 0.2 : 0.0; });
+  const std::vector<double> w1{0.5, 0.3, 0.2}, w2{0.2, 0.3, 0.5};
+  const Mask mask(kC);
+  for (bool prebuild : {true, false}) {
+    DiscriminateConfig cfg;
+    cfg.prebuild_tables = prebuild;
+    DiscriminateStrategy s(kC, kU, 3, cfg);
+    ASSERT_TRUE(s.set_predictions(b));
+    EXPECT_EQ(s.tables_built(), 0u) << "no posterior seen yet: nothing to prebuild";
+    test_support::allocations = 0;
+    test_support::count_allocations_on_this_thread = true;
+    const auto first = s.decide(w1, mask.span());
+    const std::uint64_t built = s.tables_built();
+    const auto again = s.decide(w1, mask.span());
+    const std::uint64_t after_again = s.tables_built();
+    const auto other = s.decide(w2, mask.span());
+    const std::uint64_t before_set = s.tables_built();
+    const bool set = s.set_predictions(b);
+    const std::uint64_t after_set = s.tables_built();
+    const auto refreshed = s.decide(w1, mask.span());
+    test_support::count_allocations_on_this_thread = false;
+    EXPECT_EQ(test_support::allocations.load(), 0u);
+    ASSERT_TRUE(first && again && other && refreshed && set);
+    EXPECT_GE(built, 1u);
+    EXPECT_LE(built, 4u);
+    EXPECT_EQ(after_again, built) << "same posterior, same predictions: every table cached";
+    EXPECT_EQ(again->candidate, first->candidate);
+    EXPECT_EQ(again->eig, first->eig);
+    // New predictions (even equal ones) make the tables stale: rebuilt once, by set_predictions()
+    // under the last posterior (w2) when prebuilding, else by the next decision.
+    EXPECT_EQ(after_set > before_set, prebuild);
+    if (!prebuild) {
+      EXPECT_GT(s.tables_built(), after_set) << "stale tables were reused";
+    }
+    EXPECT_EQ(refreshed->candidate, first->candidate);
+    EXPECT_EQ(refreshed->eig, first->eig);
+    // A cached table serves any posterior: the same estimate as a table built afresh.
+    EXPECT_DOUBLE_EQ(other->eig, s.estimate_eig(b, w2, other->candidate));
+    EXPECT_DOUBLE_EQ(first->eig, s.estimate_eig(b, w1, first->candidate));
+  }
+}
+
 TEST(DiscriminateStrategy, RefusesMismatchedInputsAndBadConfig) {
   const auto b = make_batches(2, 4, 3, [](auto h, auto, auto) { return 1.0 + h; });
   DiscriminateStrategy s(4, 3, 2, DiscriminateConfig{});

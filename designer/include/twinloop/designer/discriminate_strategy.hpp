@@ -16,10 +16,21 @@
 //     for the mean, 1 / (1 + phi m) with the pair's average dispersion and mean: exact to second
 //     order for small differences, an approximation otherwise (the bounds are then approximate).
 //     Computed fused over candidates x pairs x units in single precision, vectorised.
-//  2. A seeded Monte Carlo estimate of the EIG above (stratified over hypotheses, a fixed number
-//     of response vectors per hypothesis, exact Poisson / NB log-likelihoods) for the top_m
-//     candidates by lower bound; the argmax is chosen. top_m == 0 skips this stage and chooses
-//     the largest lower bound.
+//  2. A Monte Carlo estimate of the EIG above for the top_m allowed candidates by lower bound
+//     among those whose upper bound reaches the best lower bound (the others cannot be the
+//     argmax); the argmax is chosen. top_m == 0 skips this stage and chooses the largest lower
+//     bound. The estimate is stratified over hypotheses (samples_per_hypothesis response vectors
+//     drawn from each) with Latin hypercube sampling (McKay, Beckman & Conover 1979): each unit's
+//     count is the inverse CDF at one of N equally spaced levels with a random offset, the levels
+//     randomly permuted per unit, so every response vector has the exact joint law and each
+//     unit's marginal is stratified. Log-likelihoods are exact Poisson / NB ones.
+//     The samples are fixed by the seed (common random numbers for every candidate and
+//     decision), so what the Monte Carlo stage computes per candidate, the log-likelihood ratios
+//     log p_j(y) - log p_s(y) of every sample y of every stratum s, does not depend on the
+//     posterior: it is computed once per candidate and predictions, when the candidate first
+//     reaches the top, and cached; a decision then only combines cached ratios with the
+//     posterior (a log-sum-exp per sample). Repeated decisions on the same predictions and
+//     posterior give the same answer; the Monte Carlo error is a fixed, seed-dependent deviation.
 // With probability validation_fraction a trial is instead drawn uniformly among the allowed
 // candidates by a RandomStrategy with its own seed, independent of the EIG, and flagged.
 //
@@ -27,20 +38,23 @@
 // with infinite evidence by one spike) and above max_mean lowered to it.
 //
 // Predictions change only after a twin update, the posterior after every trial: set_predictions()
-// copies the predictions (candidate-major) and computes every candidate's pairwise distances and
-// their exp(-D) once; decide(posterior, allowed) then only combines them with the posterior
-// (a few flops and logs per candidate) and runs the Monte Carlo stage on the stored copy.
-// decide(predictions, posterior, allowed) recomputes the distances on the caller's predictions
-// for that one call (the cost of both stages on every decision).
+// copies the predictions (candidate-major), computes every candidate's pairwise distances and
+// their exp(-D) once and forgets the cached Monte Carlo tables; decide(posterior, allowed) then
+// combines the distances with the posterior (a few flops and logs per candidate), builds the
+// tables of top candidates not cached yet (the first decision after set_predictions() builds
+// up to top_m of them: its worst case) and combines the tables with the posterior.
+// decide(predictions, posterior, allowed) recomputes everything on the caller's predictions for
+// that one call (the cost of both stages, uncached, on every decision).
 //
 // The constructor sizes every buffer for (candidates, units, hypotheses) (about
-// 16 * candidates * units * hypotheses bytes for the stored predictions) and may throw; after it,
-// set_predictions(), decide() and estimate_eig() do not allocate, lock, log or throw (real-time
-// path). One thread at a time.
+// 16 * candidates * units * hypotheses bytes for the stored predictions, 4 * K^2 * N bytes per
+// cached table, at most 64 MiB of tables) and may throw; after it, set_predictions(), decide()
+// and estimate_eig() do not allocate, lock, log or throw (real-time path). One thread at a time.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -57,6 +71,9 @@ struct DiscriminateConfig {
   std::uint64_t seed = 1;                     ///< Monte Carlo and validation draws
   double min_mean = 1e-6;                     ///< > 0: floor on predicted means
   double max_mean = 1000.0;                   ///< >= min_mean: ceiling on predicted means
+  /// set_predictions() builds the Monte Carlo tables of the top candidates under the last
+  /// decision's posterior and allowed set, so that the next decision usually finds them cached
+  bool prebuild_tables = true;
 };
 
 /// One choice of the designer.
@@ -75,7 +92,8 @@ class DiscriminateStrategy {
                        const DiscriminateConfig& config);
 
   /// Stores the predictions and precomputes the per-candidate pairwise distances (the cost that
-  /// depends on the predictions only: call after each twin update, off the decision path).
+  /// depends on the predictions only: call after each twin update, off the decision path);
+  /// with prebuild_tables, also the Monte Carlo tables of up to top_m candidates (see config).
   /// \param predictions  one batch per hypothesis, each sized (candidates, units)
   /// \return false (state unchanged) when the sizes do not match those given at construction
   bool set_predictions(std::span<const twin::PredictionBatch> predictions) noexcept;
@@ -101,7 +119,8 @@ class DiscriminateStrategy {
                                                std::span<const double> posterior,
                                                std::span<const bool> allowed) noexcept;
 
-  /// Per-candidate bounds from the last non-validation decide() (NaN for disallowed candidates).
+  /// Per-candidate bounds from the last non-validation decide() or table prebuild of
+  /// set_predictions() (NaN for disallowed candidates).
   [[nodiscard]] std::span<const double> lower_bounds() const noexcept { return lower_; }
   [[nodiscard]] std::span<const double> upper_bounds() const noexcept { return upper_; }
 
@@ -114,6 +133,10 @@ class DiscriminateStrategy {
 
   [[nodiscard]] const DiscriminateConfig& config() const noexcept { return config_; }
 
+  /// Monte Carlo tables built so far (decisions and estimate_eig()); a decision whose top
+  /// candidates are all cached adds none.
+  [[nodiscard]] std::uint64_t tables_built() const noexcept { return tables_built_; }
+
  private:
   bool sizes_match(std::span<const twin::PredictionBatch> predictions) const noexcept;
   bool load_posterior(std::span<const double> posterior) noexcept;
@@ -123,16 +146,24 @@ class DiscriminateStrategy {
                                     std::span<const double> posterior,
                                     std::span<const bool> allowed) noexcept;
   void compute_bounds(std::span<const bool> allowed) noexcept;
-  // Rows of the candidate for each active hypothesis in mean_ptr_ / disp_ptr_.
-  double monte_carlo(std::uint64_t stream) noexcept;
+  // Fills top_ with the top_m allowed candidates by lower bound whose upper bound reaches
+  // `floor`; returns how many.
+  std::size_t select_top(std::span<const bool> allowed, double floor) noexcept;
+  // Builds the posterior-free table of candidate c (log-likelihood ratios, [s][j][sample],
+  // float) into `out`, reading the rows in mean_ptr_ / disp_ptr_ (every hypothesis).
+  void build_table(float* out) noexcept;
+  // The cached table of candidate c, built first if needed (external: see decide_on).
+  const float* table_for(std::uint32_t c, const twin::PredictionBatch* external) noexcept;
+  // EIG of a table under the loaded posterior.
+  [[nodiscard]] double eig_from_table(const float* table) const noexcept;
 
   DiscriminateConfig config_;
   std::size_t candidates_;
   std::size_t units_;
   std::size_t hypotheses_;
+  std::size_t samples_;  // N, per hypothesis
   RandomStrategy coin_;
   RandomStrategy validation_;
-  std::uint64_t decisions_ = 0;
 
   // Active hypotheses (positive weight) and their normalised weights.
   std::vector<std::uint32_t> active_;
@@ -156,16 +187,37 @@ class DiscriminateStrategy {
   std::vector<float> acc_;    // per-pair lane accumulators (BD, KL both ways)
   std::vector<double> dist_;  // per-pair distances of one candidate
   std::vector<std::uint32_t> top_;
+  // Posterior and allowed set of the last decision on stored predictions (table prebuild).
+  std::vector<double> last_posterior_;
+  std::unique_ptr<bool[]> last_allowed_;
+  bool have_last_posterior_ = false;
 
-  // Monte Carlo stage.
-  std::vector<double> mc_mean_, mc_log_mean_, mc_r_, mc_log_p_, mc_log_q_;
-  std::vector<float> cdf_;  // K x table_cap
-  std::vector<std::uint32_t> cdf_lo_, cdf_len_;
-  std::vector<double> table_;     // K x table_cap NB log-likelihood tables
-  std::vector<std::uint32_t> y_;  // K x N sampled counts of one unit
-  std::vector<double> loglik_;    // K (strata) x K (hypotheses) x N
-  std::vector<float> uniform_;    // N
-  std::vector<double> recip_;     // 1 / (y + 1) for the sampling tables
+  // Monte Carlo design, fixed by the seed: per (stratum, unit) the level offset in [0, 1) and
+  // the permutation of the N levels over the samples ([stratum][unit][level] -> sample).
+  std::vector<double> offset_;
+  std::vector<std::uint32_t> perm_;
+  // Per (hypothesis, unit) laws of the candidate being tabulated: mean, log mean, NB size r
+  // (0: Poisson), log(r / (r + m)), log(m / (r + m)), m / (r + m), P(Y = 0).
+  std::vector<double> law_m_, law_lm_, law_r_, law_lp_, law_lq_, law_q_, law_p0_;
+  // Lockstep CDF walk of one unit over the strata: probability, CDF, ratio factor, last count
+  // ([4][K]), start counts, and per stratum how many steps passed each number of levels.
+  std::vector<double> walk_;
+  std::vector<std::uint32_t> walk_start_;
+  std::vector<std::uint32_t> hist_;
+  std::vector<std::uint32_t> draw_;  // K x N counts of one unit, by sample
+  std::vector<double> pmf_table_;    // K x kTableCap shifted log-pmfs of one unit
+  std::vector<double> log_step_;     // kTableCap
+  std::vector<double> loglik_;       // K (strata) x K (hypotheses) x N sums over units
+  std::vector<double> recip_;        // 1 / (y + 1)
+  // Cache of tables: slot_of_[candidate] (-1: none) and per slot its candidate and generation.
+  std::vector<float> tables_;  // slots x K x K x N
+  std::vector<float> scratch_table_;
+  std::vector<std::int32_t> slot_of_;
+  std::vector<std::uint32_t> slot_owner_;
+  std::vector<std::uint64_t> slot_generation_;
+  std::uint64_t generation_ = 1;  // bumped whenever the predictions change
+  std::size_t next_slot_ = 0;
+  std::uint64_t tables_built_ = 0;
 };
 
 }  // namespace twinloop::designer
