@@ -17,6 +17,9 @@ using details::Xoshiro256pp;
 // same kinds and parameters; the per-unit count streams are the CountSubject's own.
 constexpr std::uint64_t kLayoutStream = 0;
 constexpr std::uint64_t kCountStreamBase = 5000;
+// The column direction of clustered preferences: a stream of its own, so that clustering draws
+// nothing from the layout stream and every other parameter stays the same.
+constexpr std::uint64_t kColumnStream = 4999;
 // SimulatedSubject draws position, SNR and waveform numbers (7 of them) before each unit's model
 // parameters; skipping as many keeps the parameters identical for the same seed.
 constexpr int kLayoutDrawsBeforeModel = 7;
@@ -36,10 +39,10 @@ std::string CountSubjectConfig::validate() const {
       !std::isfinite(max_baseline_hz)) {
     return bad("min_baseline_hz/max_baseline_hz", "0 < min <= max, finite");
   }
-  const double mix_sum =
-      mix.direction_tuned + mix.bimodal + mix.adapting + mix.gain_fluctuating + mix.untuned;
+  const double mix_sum = mix.direction_tuned + mix.bimodal + mix.adapting + mix.gain_fluctuating +
+                         mix.untuned + mix.orientation_tuned;
   if (mix.direction_tuned < 0 || mix.bimodal < 0 || mix.adapting < 0 || mix.gain_fluctuating < 0 ||
-      mix.untuned < 0 || !(mix_sum > 0.0) || !std::isfinite(mix_sum)) {
+      mix.untuned < 0 || mix.orientation_tuned < 0 || !(mix_sum > 0.0) || !std::isfinite(mix_sum)) {
     return bad("mix", "non-negative weights with a positive sum");
   }
   const int dims = static_cast<int>(protocols::kMaxStimulusDimensions);
@@ -61,6 +64,9 @@ std::string CountSubjectConfig::validate() const {
   if (noise == CountNoise::kGammaPoisson &&
       (!(dispersion_shape > 0.0) || !std::isfinite(dispersion_shape))) {
     return bad("dispersion_shape", "> 0, finite");
+  }
+  if (std::isnan(preference_spread_deg) || preference_spread_deg > 180.0) {
+    return bad("preference_spread_deg", "< 0 (not clustered) or 0..180 degrees");
   }
   return {};
 }
@@ -101,7 +107,8 @@ std::uint32_t poisson_count(Xoshiro256pp& rng, double mean) noexcept {
   }
 }
 
-CountSubject::CountSubject(CountSubjectConfig config) : config_(config) {
+CountSubject::CountSubject(CountSubjectConfig config)
+    : config_(config), column_preferred_deg_(std::numeric_limits<double>::quiet_NaN()) {
   if (const std::string why = config_.validate(); !why.empty()) throw std::invalid_argument(why);
   Xoshiro256pp layout(details::derive_seed(config_.seed, kLayoutStream));
   const auto kinds = details::assign_kinds(config_.mix, config_.unit_count, layout);
@@ -110,6 +117,18 @@ CountSubject::CountSubject(CountSubjectConfig config) : config_(config) {
     for (int d = 0; d < kLayoutDrawsBeforeModel; ++d) (void)layout.next();
     units_.push_back(
         details::draw_response(kinds[i], config_.min_baseline_hz, config_.max_baseline_hz, layout));
+  }
+  if (config_.preference_spread_deg >= 0.0) {
+    Xoshiro256pp column(details::derive_seed(config_.seed, kColumnStream));
+    column_preferred_deg_ = column.uniform(0.0, 360.0);
+    for (ResponseParams& p : units_) {
+      // The unit's own uniform draw on [0, 360) mapped onto [-spread, spread]: no extra draws.
+      const double offset = config_.preference_spread_deg * (p.preferred_deg / 180.0 - 1.0);
+      const double moved = std::fmod(column_preferred_deg_ + offset + 360.0, 360.0);
+      p.second_preferred_deg =
+          std::fmod(p.second_preferred_deg + (moved - p.preferred_deg) + 720.0, 360.0);
+      p.preferred_deg = moved;
+    }
   }
   states_.resize(units_.size());
   rngs_.resize(units_.size());

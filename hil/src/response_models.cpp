@@ -18,6 +18,8 @@ std::string_view to_string(ResponseKind kind) noexcept {
       return "gain_fluctuating";
     case ResponseKind::kUntuned:
       return "untuned";
+    case ResponseKind::kOrientationTuned:
+      return "orientation_tuned";
   }
   return "unknown";
 }
@@ -39,6 +41,14 @@ double tuned_evoked_hz(const ResponseParams& p, const StimulusFeatures& s) noexc
   if (p.kind == ResponseKind::kUntuned) return 0.0;
   const double contrast = std::isnan(s.contrast) ? 1.0 : s.contrast;
   const double nr = naka_rushton(contrast, p.c50, p.nr_exponent);
+  if (p.kind == ResponseKind::kOrientationTuned) {
+    // Doubling both angles makes the von Mises period 180 deg: equal lobes at pref and pref + 180.
+    const double factor =
+        std::isnan(s.direction_deg)
+            ? 1.0
+            : von_mises_factor(2.0 * s.direction_deg, 2.0 * p.preferred_deg, p.kappa);
+    return p.peak_evoked_hz * factor * nr;
+  }
   double lobes = p.peak_evoked_hz * von_mises_factor(s.direction_deg, p.preferred_deg, p.kappa);
   if (p.kind == ResponseKind::kBimodal) {
     lobes += p.second_peak_evoked_hz *

@@ -39,10 +39,10 @@ std::string SimulationConfig::validate() const {
   }
   if (!(amplitude_jitter >= 0.0 && amplitude_jitter < 0.5))
     return bad("amplitude_jitter", "0..0.5");
-  const double mix_sum =
-      mix.direction_tuned + mix.bimodal + mix.adapting + mix.gain_fluctuating + mix.untuned;
+  const double mix_sum = mix.direction_tuned + mix.bimodal + mix.adapting + mix.gain_fluctuating +
+                         mix.untuned + mix.orientation_tuned;
   if (mix.direction_tuned < 0 || mix.bimodal < 0 || mix.adapting < 0 || mix.gain_fluctuating < 0 ||
-      mix.untuned < 0 || !(mix_sum > 0.0)) {
+      mix.untuned < 0 || mix.orientation_tuned < 0 || !(mix_sum > 0.0)) {
     return bad("mix", "non-negative weights with a positive sum");
   }
   if (!(noise_uv_rms >= 0.0) || !(common_mode_uv_rms >= 0.0) || !(lfp_uv_rms >= 0.0)) {

@@ -18,8 +18,10 @@ namespace twinloop::hil::details {
 /// not sorted by depth.
 inline std::vector<ResponseKind> assign_kinds(const ResponseMix& mix, std::size_t n,
                                               Xoshiro256pp& rng) {
-  const std::array<double, kResponseKindCount> w{mix.direction_tuned, mix.bimodal, mix.adapting,
-                                                 mix.gain_fluctuating, mix.untuned};
+  // Indexed by ResponseKind.
+  const std::array<double, kResponseKindCount> w{mix.direction_tuned, mix.bimodal,
+                                                 mix.adapting,        mix.gain_fluctuating,
+                                                 mix.untuned,         mix.orientation_tuned};
   double sum = 0.0;
   for (double x : w) sum += x;
   std::array<std::size_t, kResponseKindCount> count{};

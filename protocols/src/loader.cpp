@@ -54,8 +54,9 @@ constexpr std::array<std::string_view, 2> kStrategies = {"random", "discriminate
 constexpr std::array<std::string_view, 3> kStopKeys = {"posterior_threshold", "max_trials",
                                                        "max_minutes"};
 constexpr std::array<std::string_view, 4> kHypothesisKeys = {"name", "family", "path", "params"};
-constexpr std::array<std::string_view, 4> kFamilies = {"direction_tuning", "lnp", "null",
-                                                       "torchscript"};
+// Indexed by HypothesisFamily: same order.
+constexpr std::array<std::string_view, 5> kFamilies = {"direction_tuning", "lnp", "null",
+                                                       "torchscript", "orientation_tuning"};
 constexpr std::array<std::string_view, 0> kNoKeys = {};
 
 /// Where one value of the stimulus space came from, to point safety errors at it.
@@ -581,7 +582,8 @@ class ProtocolReader {
         }
       }
       std::optional<std::size_t> family;
-      if (auto v = map.require("family", "one of direction_tuning, lnp, null, torchscript")) {
+      if (auto v = map.require(
+              "family", "one of direction_tuning, orientation_tuning, lnp, null, torchscript")) {
         family = c_.choice(*v, kFamilies);
         if (family) h.family = static_cast<HypothesisFamily>(*family);
       }

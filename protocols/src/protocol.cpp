@@ -51,6 +51,8 @@ std::string_view to_string(HypothesisFamily family) noexcept {
       return "lnp";
     case HypothesisFamily::kNull:
       return "null";
+    case HypothesisFamily::kOrientationTuning:
+      return "orientation_tuning";
     case HypothesisFamily::kTorchScript:
       return "torchscript";
   }

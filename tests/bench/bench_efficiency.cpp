@@ -2,9 +2,25 @@
 // the twins) has the form of one of the protocol's hypotheses, how many trials each designer
 // needs until the true hypothesis's posterior reaches 0.99; discriminate against random as a
 // ratio measured in the same run, and how often the verdict is wrong. Then subjects that no
-// hypothesis describes (two-lobed tuning): how often the session ends "none fits".
+// hypothesis describes: how often the session ends "none fits".
 //
-//   bench_efficiency [--subjects N (20)] [--max-trials T (240)] [--units U (16)]
+// The question is the classic one for a visual-cortex column: are its units direction-selective
+// (one lobe) or orientation-selective (equal lobes 180 deg apart), or not tuned at all? A few
+// units with clustered preferences, 16 directions x 8 log-spaced contrasts (0.02..1): the
+// stimuli that answer the question are the column's preferred direction and its opposite at
+// high contrast, a small part of the space, and low contrasts drive nothing. Half of the
+// true-model subjects are direction-tuned, half orientation-tuned. The misspecified subjects have
+// two unequal lobes (hil's bimodal kind: the second 0.3-0.8 of the first, up to 20 deg off
+// opposite), which neither tuning family can describe, or adapt to recent stimulation.
+//
+//   bench_efficiency [--subjects N (20)] [--max-trials T (300)] [--units U (2)]
+//                    [--spread DEG (15)] [--min-fit N (8)] [--refit-every N (4)]
+//                    [--window S (0.25)] [--misspecified N (10 of each kind)] [--verbose]
+//
+// Two units and a 250 ms response window keep the evidence per trial modest, so that reaching
+// 0.99 takes several informative trials and the designer's choice of them shows; with 4 units and
+// 500 ms one trial at the opposite direction decides and both designers finish right after the
+// twins start fitting.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -21,8 +37,9 @@ namespace {
 
 using namespace twinloop;
 
+// Contrasts: 0.02 x 50^(k/7), k = 0..7 (log-spaced, as contrast series usually are).
 constexpr const char* kProtocol = R"(twinloop_protocol: 1
-name: efficiency
+name: direction_vs_orientation
 subject: {id: SIM, species: Mus musculus}
 probes:
   - {name: imec0, type: sim, channels: 16, sample_rate_hz: 30000, source: sim}
@@ -30,46 +47,71 @@ stimulus:
   kind: grating
   space:
     direction: {unit: deg, grid: {start: 0, stop: 337.5, step: 22.5}}
-    contrast: {unit: fraction, values: [0.1, 0.3, 1.0]}
+    contrast: {unit: fraction, values: [0.02, 0.035, 0.0612, 0.107, 0.187, 0.327, 0.572, 1.0]}
 timing: {baseline_ms: 200, stimulus_ms: 500, response_start_ms: 0, response_end_ms: 500,
          inter_trial_ms: 1000}
 safety: {amplitude_dimension: contrast, max_amplitude: 1.0, max_duty_cycle: 0.5,
          min_interval_ms: 1000}
 designer: {strategy: discriminate, validation_fraction: 0.1, decision_deadline_ms: 1000, seed: 11}
-stop: {posterior_threshold: 0.99, max_trials: 240}
+stop: {posterior_threshold: 0.99, max_trials: 300}
 hypotheses:
-  - {name: tuned, family: direction_tuning}
-  - {name: lnp, family: lnp}
+  - {name: direction, family: direction_tuning}
+  - {name: orientation, family: orientation_tuning}
   - {name: flat, family: "null"}
 )";
+
+struct Settings {
+  std::size_t subjects = 20;
+  long misspecified = 10;
+  std::uint32_t max_trials = 300;
+  std::size_t units = 2;
+  double spread_deg = 15.0;
+  std::size_t min_trials_to_fit = 8;
+  std::size_t refit_every = 4;
+  double window_s = 0.25;
+  bool verbose = false;
+};
 
 struct Outcome {
   std::optional<std::size_t> trials_to_099;
   std::string verdict;
+  std::string checks;      // each hypothesis's model-check p-values (--verbose)
+  std::size_t trials = 0;  // the whole session, validation trials after the threshold included
 };
 
 Outcome run_session(const protocols::Protocol& protocol, protocols::DesignerStrategy strategy,
-                    const hil::ResponseMix& mix, std::uint64_t seed, std::size_t units,
-                    std::uint32_t max_trials, std::size_t true_index) {
+                    const hil::ResponseMix& mix, std::uint64_t seed, const Settings& settings,
+                    std::size_t true_index) {
   hil::CountSubjectConfig config;
   config.seed = seed;
-  config.unit_count = units;
+  config.unit_count = settings.units;
   config.mix = mix;
-  config.window_seconds = 0.5;
+  config.window_seconds = settings.window_s;
+  config.preference_spread_deg = settings.spread_deg;
   hil::CountSubject subject(config);
   daemon::CountRig rig(subject);
   daemon::ClosedLoopOptions options;
   options.strategy = strategy;
   options.seed = seed;
-  options.twin.window_seconds = 0.5;
-  options.refit_every = 4;
-  options.max_trials = max_trials;
-  daemon::ClosedLoop loop(protocol, units, rig, nullptr, options);
+  options.twin.window_seconds = settings.window_s;
+  options.refit_every = settings.refit_every;
+  options.min_trials_to_fit = settings.min_trials_to_fit;
+  options.max_trials = settings.max_trials;
+  daemon::ClosedLoop loop(protocol, settings.units, rig, nullptr, options);
   while (loop.step()) {
   }
   Outcome outcome;
   outcome.trials_to_099 = loop.trials_to_reach(true_index, 0.99);
-  outcome.verdict = loop.summary().verdict.name;
+  const daemon::SessionSummary summary = loop.summary();
+  outcome.verdict = summary.verdict.name;
+  for (const daemon::HypothesisSummary& h : summary.hypotheses) {
+    char line[200];
+    std::snprintf(line, sizeof line, " %s P=%.3f p=%.2g (chi2 %.2g ks %.2g coh %.2g, %zu trials)",
+                  h.name.c_str(), h.posterior, h.check.p_value, h.check.chi_square_p_value,
+                  h.check.ks_p_value, h.check.coherence_p_value, h.check.trials);
+    outcome.checks += line;
+  }
+  outcome.trials = loop.trials();
   return outcome;
 }
 
@@ -79,79 +121,168 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
+hil::ResponseMix only_direction() {
+  return {1, 0, 0, 0, 0, 0};
+}
+hil::ResponseMix only_orientation() {
+  return {0, 0, 0, 0, 0, 1};
+}
+hil::ResponseMix only_bimodal() {
+  return {0, 1, 0, 0, 0, 0};
+}
+hil::ResponseMix only_adapting() {
+  return {0, 0, 1, 0, 0, 0};
+}
+
+bool parse(int argc, char** argv, Settings& s, int& exit_code) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (arg == "--subjects" && has_value)
+      s.subjects = std::strtoul(argv[++i], nullptr, 10);
+    else if (arg == "--misspecified" && has_value)
+      s.misspecified = std::strtol(argv[++i], nullptr, 10);
+    else if (arg == "--max-trials" && has_value)
+      s.max_trials = static_cast<std::uint32_t>(std::strtoul(argv[++i], nullptr, 10));
+    else if (arg == "--units" && has_value)
+      s.units = std::strtoul(argv[++i], nullptr, 10);
+    else if (arg == "--spread" && has_value)
+      s.spread_deg = std::strtod(argv[++i], nullptr);
+    else if (arg == "--min-fit" && has_value)
+      s.min_trials_to_fit = std::strtoul(argv[++i], nullptr, 10);
+    else if (arg == "--refit-every" && has_value)
+      s.refit_every = std::strtoul(argv[++i], nullptr, 10);
+    else if (arg == "--window" && has_value)
+      s.window_s = std::strtod(argv[++i], nullptr);
+    else if (arg == "--verbose")
+      s.verbose = true;
+    else {
+      std::printf(
+          "usage: bench_efficiency [--subjects N (20)] [--max-trials T (300)] [--units U (2)]\n"
+          "                        [--spread DEG (15)] [--min-fit N (8)] [--refit-every N (4)]\n"
+          "                        [--window S (0.25)] [--misspecified N (10)]\n"
+          "                        [--verbose]\n");
+      exit_code = arg == "--help" ? 0 : 2;
+      return false;
+    }
+  }
+  if (s.subjects == 0 || s.units == 0 || s.max_trials == 0) {
+    std::fputs("bench_efficiency: --subjects, --units and --max-trials must be >= 1\n", stderr);
+    exit_code = 2;
+    return false;
+  }
+  if (s.misspecified < 0) s.misspecified = 0;
+  if (!(s.window_s > 0.0) || s.spread_deg > 180.0) {
+    std::fputs("bench_efficiency: --window must be > 0 and --spread <= 180\n", stderr);
+    exit_code = 2;
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::size_t subjects = 20, units = 16;
-  std::uint32_t max_trials = 240;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--subjects" && i + 1 < argc)
-      subjects = std::strtoul(argv[++i], nullptr, 10);
-    else if (arg == "--max-trials" && i + 1 < argc)
-      max_trials = static_cast<std::uint32_t>(std::strtoul(argv[++i], nullptr, 10));
-    else if (arg == "--units" && i + 1 < argc)
-      units = std::strtoul(argv[++i], nullptr, 10);
-    else {
-      std::printf(
-          "usage: bench_efficiency [--subjects N (20)] [--max-trials T (240)] [--units U (16)]\n");
-      return arg == "--help" ? 0 : 2;
-    }
-  }
-  auto loaded = protocols::load_protocol_text(kProtocol, "efficiency.yaml");
+  Settings settings;
+  int exit_code = 0;
+  if (!parse(argc, argv, settings, exit_code)) return exit_code;
+  auto loaded = protocols::load_protocol_text(kProtocol, "direction_vs_orientation.yaml");
   if (!loaded.ok()) {
     std::fputs(protocols::format_diagnostics(loaded.diagnostics).c_str(), stderr);
     return 1;
   }
   const protocols::Protocol& protocol = *loaded.protocol;
   const auto started = std::chrono::steady_clock::now();
+  const auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  };
+  const std::uint32_t budget = settings.max_trials;
 
   std::printf(
-      "%zu subjects x %zu direction-tuned units (hil), 48 candidates, hypotheses tuned / "
-      "lnp / flat, budget %u trials:\n",
-      subjects, units, max_trials);
-  std::vector<double> ratio, discriminate_trials, random_trials;
-  std::size_t wrong[2] = {0, 0}, unreached[2] = {0, 0};
-  for (std::size_t s = 0; s < subjects; ++s) {
+      "%zu subjects (alternately direction- and orientation-tuned columns) x %zu units, "
+      "preferences within +-%.0f deg; %zu candidates (16 directions x 8 contrasts 0.02..1); "
+      "hypotheses direction / orientation / flat; budget %u trials; twins fit from trial %zu, "
+      "refit every %zu:\n",
+      settings.subjects, settings.units, settings.spread_deg, protocol.stimulus.candidate_count(),
+      budget, settings.min_trials_to_fit, settings.refit_every);
+  std::vector<double> ratio, discriminate_trials, random_trials, session_trials;
+  std::size_t wrong[2] = {0, 0}, unreached[2] = {0, 0}, none[2] = {0, 0}, undecided[2] = {0, 0};
+  for (std::size_t s = 0; s < settings.subjects; ++s) {
     const std::uint64_t seed = 1000 + s;
-    const Outcome d = run_session(protocol, protocols::DesignerStrategy::kDiscriminate,
-                                  {1, 0, 0, 0, 0}, seed, units, max_trials, 0);
-    const Outcome r = run_session(protocol, protocols::DesignerStrategy::kRandom, {1, 0, 0, 0, 0},
-                                  seed, units, max_trials, 0);
-    const double dt = d.trials_to_099 ? static_cast<double>(*d.trials_to_099) : max_trials;
-    const double rt = r.trials_to_099 ? static_cast<double>(*r.trials_to_099) : max_trials;
+    const bool orientation = s % 2 == 1;
+    const std::size_t truth = orientation ? 1 : 0;
+    const std::string truth_name = orientation ? "orientation" : "direction";
+    const hil::ResponseMix mix = orientation ? only_orientation() : only_direction();
+    const Outcome d = run_session(protocol, protocols::DesignerStrategy::kDiscriminate, mix, seed,
+                                  settings, truth);
+    const Outcome r =
+        run_session(protocol, protocols::DesignerStrategy::kRandom, mix, seed, settings, truth);
+    const double dt = d.trials_to_099 ? static_cast<double>(*d.trials_to_099) : budget;
+    const double rt = r.trials_to_099 ? static_cast<double>(*r.trials_to_099) : budget;
     discriminate_trials.push_back(dt);
     random_trials.push_back(rt);
+    session_trials.push_back(static_cast<double>(d.trials));
     ratio.push_back(rt / dt);
-    wrong[0] += (d.verdict != "tuned" && d.verdict != "undecided" && d.verdict != "none") ? 1 : 0;
-    wrong[1] += (r.verdict != "tuned" && r.verdict != "undecided" && r.verdict != "none") ? 1 : 0;
-    unreached[0] += d.trials_to_099 ? 0 : 1;
-    unreached[1] += r.trials_to_099 ? 0 : 1;
+    const Outcome* both[2] = {&d, &r};
+    for (int k = 0; k < 2; ++k) {
+      const std::string& v = both[k]->verdict;
+      wrong[k] += (v != truth_name && v != "undecided" && v != "none") ? 1 : 0;
+      none[k] += v == "none" ? 1 : 0;
+      undecided[k] += v == "undecided" ? 1 : 0;
+      unreached[k] += both[k]->trials_to_099 ? 0 : 1;
+    }
     std::printf(
-        "  subject %2zu: discriminate %4.0f trials (verdict %s), random %4.0f (verdict %s)\n", s,
-        dt, d.verdict.c_str(), rt, r.verdict.c_str());
+        "  subject %2zu (%-11s): discriminate %4.0f trials (verdict %s after %zu), random %4.0f "
+        "(verdict %s after %zu)  [%.0f s]\n",
+        s, truth_name.c_str(), dt, d.verdict.c_str(), d.trials, rt, r.verdict.c_str(), r.trials,
+        elapsed());
+    if (settings.verbose)
+      std::printf("    discriminate:%s\n    random:%s\n", d.checks.c_str(), r.checks.c_str());
+    std::fflush(stdout);
   }
+  const std::size_t n = settings.subjects;
   std::printf(
-      "trials until P(true) >= 0.99, median: discriminate %.0f, random %.0f; median ratio "
-      "random/discriminate %.2fx (per subject, same seeds)\n",
-      median(discriminate_trials), median(random_trials), median(ratio));
+      "trials until P(true) >= 0.99, median: discriminate %.1f, random %.1f; median ratio "
+      "random/discriminate %.2fx (per subject, same seeds; ratio of medians %.2fx)\n",
+      median(discriminate_trials), median(random_trials), median(ratio),
+      median(random_trials) / median(discriminate_trials));
   std::printf(
-      "never reached within budget: discriminate %zu, random %zu; wrong verdicts: "
-      "discriminate %zu of %zu, random %zu of %zu\n",
-      unreached[0], unreached[1], wrong[0], subjects, wrong[1], subjects);
+      "never reached within budget: discriminate %zu, random %zu; wrong verdicts: discriminate "
+      "%zu of %zu, random %zu of %zu; 'none' on a true model: discriminate %zu, random %zu; "
+      "undecided: discriminate %zu, random %zu; discriminate sessions (validation included) "
+      "median %.0f trials\n",
+      unreached[0], unreached[1], wrong[0], n, wrong[1], n, none[0], none[1], undecided[0],
+      undecided[1], median(session_trials));
+  std::fflush(stdout);
 
-  std::size_t none = 0, false_winner = 0;
-  for (std::size_t s = 0; s < subjects; ++s) {
-    const Outcome d = run_session(protocol, protocols::DesignerStrategy::kDiscriminate,
-                                  {0, 1, 0, 0, 0}, 5000 + s, units, max_trials, 0);
-    none += d.verdict == "none" ? 1 : 0;
-    false_winner += (d.verdict != "none" && d.verdict != "undecided") ? 1 : 0;
+  // Subjects no hypothesis describes, discriminating designer (as a session would run).
+  struct Misspecified {
+    const char* what;
+    hil::ResponseMix mix;
+    std::uint64_t seed_base;
+  };
+  for (const Misspecified& m : {Misspecified{"two unequal lobes", only_bimodal(), 5000},
+                                Misspecified{"adapting", only_adapting(), 7000}}) {
+    std::size_t none_fits = 0, false_winner = 0, still_undecided = 0;
+    std::vector<double> trials;
+    for (std::size_t s = 0; s < static_cast<std::size_t>(settings.misspecified); ++s) {
+      const Outcome d = run_session(protocol, protocols::DesignerStrategy::kDiscriminate, m.mix,
+                                    m.seed_base + s, settings, 0);
+      none_fits += d.verdict == "none" ? 1 : 0;
+      still_undecided += d.verdict == "undecided" ? 1 : 0;
+      false_winner += (d.verdict != "none" && d.verdict != "undecided") ? 1 : 0;
+      trials.push_back(static_cast<double>(d.trials));
+      std::printf("  %s subject %2zu: verdict %s after %zu trials  [%.0f s]\n", m.what, s,
+                  d.verdict.c_str(), d.trials, elapsed());
+      if (settings.verbose) std::printf("   %s\n", d.checks.c_str());
+      std::fflush(stdout);
+    }
+    std::printf(
+        "subjects no hypothesis describes (%s): 'none fits' in %zu of %zu, a winner declared in "
+        "%zu, undecided in %zu (median %.0f trials)\n",
+        m.what, none_fits, static_cast<std::size_t>(settings.misspecified), false_winner,
+        still_undecided, median(trials));
   }
-  std::printf(
-      "subjects no hypothesis describes (two-lobed tuning): 'none fits' in %zu of %zu, a "
-      "winner declared in %zu\n",
-      none, subjects, false_winner);
-  std::printf("(%.0f s)\n",
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  std::printf("(%.0f s)\n", elapsed());
   return 0;
 }

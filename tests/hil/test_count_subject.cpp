@@ -1,10 +1,13 @@
 // CountSubject: deterministic from the seed; the same units as SimulatedSubject for the same seed;
-// count means match expected_counts; tuning, untuned and over-dispersed kinds behave as claimed.
+// count means match expected_counts; tuning, untuned and over-dispersed kinds behave as claimed;
+// clustered preferences stay within their spread and move nothing else.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "twinloop/hil/count_subject.hpp"
@@ -39,6 +42,9 @@ ResponseMix only(ResponseKind kind) {
     case ResponseKind::kUntuned:
       m.untuned = 1.0;
       break;
+    case ResponseKind::kOrientationTuned:
+      m.orientation_tuned = 1.0;
+      break;
   }
   return m;
 }
@@ -71,7 +77,7 @@ struct Moments {
 };
 
 TEST(CountSubject, DeterministicFromSeedAndCallSequence) {
-  auto c = config_with(ResponseMix{}, 40);  // the default mixture: every kind present
+  auto c = config_with(ResponseMix{}, 40);  // the default mixture: five kinds
   CountSubject a(c), b(c);
   c.seed += 1;
   CountSubject other(c);
@@ -140,6 +146,64 @@ TEST(CountSubject, MixDecidesTheKinds) {
     const auto kind = static_cast<ResponseKind>(k);
     const CountSubject s(config_with(only(kind), 10));
     for (const auto& p : s.units()) EXPECT_EQ(p.kind, kind) << to_string(kind);
+  }
+}
+
+double angle_between_deg(double a, double b) {
+  const double d = std::fmod(std::abs(a - b), 360.0);
+  return std::min(d, 360.0 - d);
+}
+
+TEST(CountSubject, ClusteredPreferencesStayWithinTheSpreadAndMoveNothingElse) {
+  auto free = config_with(ResponseMix{}, 40, 21);  // every kind, bimodal second lobes included
+  auto clustered = free;
+  clustered.preference_spread_deg = 15.0;
+  const CountSubject a(free), b(clustered);
+  EXPECT_TRUE(std::isnan(a.column_preferred_deg()));
+  const double column = b.column_preferred_deg();
+  ASSERT_GE(column, 0.0);
+  ASSERT_LT(column, 360.0);
+  double widest = 0.0, widest_free = 0.0;
+  for (std::size_t u = 0; u < a.unit_count(); ++u) {
+    const ResponseParams& x = a.units()[u];
+    const ResponseParams& y = b.units()[u];
+    widest = std::max(widest, angle_between_deg(y.preferred_deg, column));
+    widest_free = std::max(widest_free, angle_between_deg(x.preferred_deg, column));
+    EXPECT_EQ(x.kind, y.kind) << u;
+    EXPECT_EQ(x.kappa, y.kappa) << u;
+    EXPECT_EQ(x.peak_evoked_hz, y.peak_evoked_hz) << u;
+    EXPECT_EQ(x.baseline_hz, y.baseline_hz) << u;
+    EXPECT_EQ(x.c50, y.c50) << u;
+    // A bimodal unit's second lobe keeps its place relative to the first.
+    const double gap_free = std::fmod(x.second_preferred_deg - x.preferred_deg + 720.0, 360.0);
+    const double gap = std::fmod(y.second_preferred_deg - y.preferred_deg + 720.0, 360.0);
+    EXPECT_NEAR(gap, gap_free, 1e-9) << u;
+  }
+  EXPECT_LE(widest, 15.0 + 1e-9);
+  EXPECT_GT(widest, 10.0);        // the spread is used, not collapsed onto one direction
+  EXPECT_GT(widest_free, 100.0);  // without clustering preferences cover the circle
+  // The column direction comes from the seed alone.
+  EXPECT_EQ(CountSubject(clustered).column_preferred_deg(), column);
+  clustered.seed += 1;
+  EXPECT_NE(CountSubject(clustered).column_preferred_deg(), column);
+}
+
+TEST(CountSubject, OrientationTunedUnitsAnswerADirectionAndItsOppositeAlike) {
+  auto c = config_with(only(ResponseKind::kOrientationTuned), 8, 13);
+  c.window_seconds = 1.0;
+  const CountSubject subject(c);
+  for (std::size_t u = 0; u < subject.unit_count(); ++u) {
+    const ResponseParams& p = subject.units()[u];
+    EXPECT_EQ(p.kind, ResponseKind::kOrientationTuned);
+    const double at_pref = subject.fresh_expected_counts(grating(p.preferred_deg))[u];
+    const double opposite = subject.fresh_expected_counts(grating(p.preferred_deg + 180.0))[u];
+    const double orthogonal = subject.fresh_expected_counts(grating(p.preferred_deg + 90.0))[u];
+    EXPECT_NEAR(opposite, at_pref, 1e-9 * at_pref) << u;
+    EXPECT_NEAR(at_pref - p.baseline_hz, p.peak_evoked_hz * naka_rushton(1.0, p.c50, p.nr_exponent),
+                1e-9)
+        << u;
+    // Orthogonal: exp(-2 kappa) of the peak's evoked part, kappa >= 1.
+    EXPECT_LT(orthogonal - p.baseline_hz, 0.14 * (at_pref - p.baseline_hz)) << u;
   }
 }
 
@@ -299,6 +363,15 @@ TEST(CountSubject, RejectsBadConfigAndWrongSpanSizes) {
   EXPECT_THROW(CountSubject{c}, std::invalid_argument);
   c = config_with(ResponseMix{0.0, 0.0, 0.0, 0.0, 0.0}, 4);
   EXPECT_THROW(CountSubject{c}, std::invalid_argument);
+  c = config_with(ResponseMix{}, 4);
+  c.preference_spread_deg = 181.0;
+  EXPECT_NE(c.validate().find("preference_spread_deg"), std::string::npos);
+  c.preference_spread_deg = std::nan("");
+  EXPECT_NE(c.validate().find("preference_spread_deg"), std::string::npos);
+  c.preference_spread_deg = 0.0;
+  EXPECT_EQ(c.validate(), "");
+  c = config_with(ResponseMix{0, 0, 0, 0, 0, -1.0}, 4);
+  EXPECT_NE(c.validate().find("mix"), std::string::npos);
   c = config_with(ResponseMix{}, 0);
   EXPECT_FALSE(c.validate().empty());
   c = config_with(ResponseMix{}, 4);

@@ -57,6 +57,17 @@ TEST(ResponseModels, BimodalHasTwoLobesWithTheirOwnGains) {
   EXPECT_GT(at_second - 5.0, 0.4 * (at_first - 5.0));
 }
 
+TEST(ResponseModels, OrientationTunedIsVonMisesOfTheDoubledAngle) {
+  const auto p = tuned(ResponseKind::kOrientationTuned);
+  const double nr = naka_rushton(1.0, 0.2, 2.0);
+  EXPECT_NEAR(mean_window_rate_hz(p, {90.0, 1.0}), 5.0 + 30.0 * nr, 1e-9);
+  EXPECT_NEAR(mean_window_rate_hz(p, {270.0, 1.0}), mean_window_rate_hz(p, {90.0, 1.0}), 1e-9);
+  // 45 deg off: cos(2 x 45 deg) = 0, so the factor is exp(-kappa); 90 deg off: exp(-2 kappa).
+  EXPECT_NEAR(mean_window_rate_hz(p, {135.0, 1.0}), 5.0 + 30.0 * nr * std::exp(-2.0), 1e-9);
+  EXPECT_NEAR(mean_window_rate_hz(p, {0.0, 1.0}), 5.0 + 30.0 * nr * std::exp(-4.0), 1e-9);
+  EXPECT_EQ(to_string(ResponseKind::kOrientationTuned), "orientation_tuned");
+}
+
 TEST(ResponseModels, AdaptationDecaysWithRepetitionAndRecovers) {
   auto p = tuned(ResponseKind::kAdapting);
   p.adaptation_tau_s = 2.0;

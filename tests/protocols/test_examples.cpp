@@ -43,5 +43,22 @@ TEST(ExampleProtocols, OptogeneticLoads) {
   EXPECT_EQ(p.probes[0].channels, 384);
 }
 
+TEST(ExampleProtocols, DirectionVsOrientationLoads) {
+  const auto result = load_example("protocol_direction_vs_orientation.yaml");
+  ASSERT_TRUE(result.ok()) << format_diagnostics(result.diagnostics);
+  const auto& p = *result.protocol;
+  EXPECT_EQ(p.stimulus.candidate_count(), 128u);
+  ASSERT_EQ(p.hypotheses.size(), 3u);
+  EXPECT_EQ(p.hypotheses[0].family, HypothesisFamily::kDirectionTuning);
+  EXPECT_EQ(p.hypotheses[1].family, HypothesisFamily::kOrientationTuning);
+  EXPECT_EQ(p.hypotheses[2].family, HypothesisFamily::kNull);
+  const auto* contrast = p.stimulus.find_dimension("contrast");
+  ASSERT_NE(contrast, nullptr);
+  ASSERT_EQ(contrast->values.size(), 8u);
+  for (std::size_t i = 1; i < contrast->values.size(); ++i) {  // log-spaced: a constant ratio
+    EXPECT_NEAR(contrast->values[i] / contrast->values[i - 1], 1.748, 0.01) << i;
+  }
+}
+
 }  // namespace
 }  // namespace twinloop::protocols

@@ -53,6 +53,19 @@ TEST(ProtocolLoader, ValidProtocolParsesEverySection) {
   EXPECT_EQ(p.source_text, kValidProtocol);
 }
 
+TEST(ProtocolLoader, OrientationTuningIsAFamily) {
+  const auto result = load_protocol_text(
+      with_edit("    family: null\n", "    family: orientation_tuning\n    params: {kappa: 3}\n"),
+      "p.yaml");
+  ASSERT_TRUE(result.ok()) << format_diagnostics(result.diagnostics);
+  const HypothesisSpec& h = result.protocol->hypotheses[1];
+  EXPECT_EQ(h.family, HypothesisFamily::kOrientationTuning);
+  EXPECT_EQ(to_string(h.family), "orientation_tuning");
+  EXPECT_EQ(h.params.at("kappa"), 3.0);
+  // The families that existed before keep their values (they are stored by index).
+  EXPECT_EQ(static_cast<int>(HypothesisFamily::kTorchScript), 3);
+}
+
 TEST(ProtocolLoader, GridAndValuesExpandToCartesianProduct) {
   const auto result = load_protocol_text(kValidProtocol, "p.yaml");
   ASSERT_TRUE(result.ok());
@@ -224,7 +237,11 @@ const BadCase kBadCases[] = {
     {"TorchScriptWithoutPath", "family: null", "family: torchscript", 39, 5, "hypotheses[1].path",
      "required for family: torchscript"},
     {"UnknownFamily", "family: null", "family: gaussian", 40, 13, "hypotheses[1].family",
-     "expected one of direction_tuning, lnp, null, torchscript"},
+     "expected one of direction_tuning, lnp, null, torchscript, orientation_tuning"},
+    {"OrientationFamilyMisspelt", "family: null", "family: orientation", 40, 13,
+     "hypotheses[1].family", "found orientation, expected one of"},
+    {"OrientationFamilyWithPath", "family: null", "family: orientation_tuning\n    path: m.pt", 41,
+     11, "hypotheses[1].path", "expected no path for family: orientation_tuning"},
     {"WrongFormatVersion", "twinloop_protocol: 1", "twinloop_protocol: 2", 1, 20,
      "twinloop_protocol", "found 2, expected 1 (the only protocol format version"},
     {"NameIsAList", "name: test", "name: [a, b]", 2, 7, "name",

@@ -1,4 +1,5 @@
-// The built-in twin families (direction_tuning, lnp, null) against synthetic units whose true
+// The built-in twin families (direction_tuning, orientation_tuning, lnp, null) against synthetic
+// units whose true
 // tuning is known: the data are drawn in the test itself from a fixed seed, so every fit is
 // reproducible. Also the refusals (unknown family, missing file, unknown device, bad sizes),
 // determinism, and the cost of predict() on the designer's path.
@@ -68,9 +69,10 @@ HypothesisSpec spec(HypothesisFamily family, std::string name = "h") {
 struct Unit {
   double baseline = 0, amplitude = 0, preferred_deg = 0, kappa = 1, c50 = 0.3, n = 2;
   double nb_dispersion = 0;  ///< > 0: counts are gamma-Poisson (NB2) around the rate
+  double cycles = 1;         ///< 2: orientation tuned (von Mises of the doubled angle)
 
   [[nodiscard]] double rate(double direction_deg, double contrast) const {
-    const double d = (direction_deg - preferred_deg) * std::numbers::pi / 180.0;
+    const double d = cycles * (direction_deg - preferred_deg) * std::numbers::pi / 180.0;
     const double cn = std::pow(contrast, n);
     return baseline +
            amplitude * std::exp(kappa * (std::cos(d) - 1.0)) * cn / (cn + std::pow(c50, n));
@@ -331,11 +333,81 @@ TEST_F(Fitted, ComputedPathAgreesWithTheCandidateCache) {
   }
 }
 
+// Orientation-tuned units (two equal lobes 180 deg apart) and direction-tuned units with the same
+// preferences: each tuning family must describe its own kind and lose on the other kind, since
+// that is the question a session holding both asks.
+class OrientationVsDirection : public ::testing::Test {
+ protected:
+  static constexpr double kWindow = 0.5;
+  static constexpr std::size_t kUnits = 6;
+  StimulusSpace space = gratings(16, {0.1, 0.3, 1.0});
+  TwinOptions options{.device = "cpu", .window_seconds = kWindow};
+
+  static std::vector<Unit> units(double cycles) {
+    std::vector<Unit> v;
+    for (std::size_t i = 0; i < kUnits; ++i) {
+      v.push_back({.baseline = 3.0 + static_cast<double>(i % 3),
+                   .amplitude = 20.0 + 3.0 * static_cast<double>(i),
+                   .preferred_deg = 40.0 + 23.0 * static_cast<double>(i),
+                   .kappa = 1.5 + 0.3 * static_cast<double>(i),
+                   .cycles = cycles});
+    }
+    return v;
+  }
+
+  /// Held-out log-likelihood of a family fitted to `truth`'s trials.
+  double held_out(HypothesisFamily family, const std::vector<Unit>& truth) {
+    const Trials train = simulate(space, truth, 4, kWindow, 21);  // 192 trials
+    const Trials test = simulate(space, truth, 3, kWindow, 22);
+    auto h = make_hypothesis(spec(family), space, truth.size(), options);
+    h->update(train.stimuli, train.counts);
+    return log_likelihood(*h, test, 0, truth.size());
+  }
+};
+
+TEST_F(OrientationVsDirection, OrientationTuningPredictsTwoEqualLobes) {
+  const auto truth = units(2.0);
+  const Trials train = simulate(space, truth, 4, kWindow, 21);
+  auto h = make_hypothesis(spec(HypothesisFamily::kOrientationTuning), space, kUnits, options);
+  EXPECT_EQ(h->family(), "orientation_tuning");
+  h->update(train.stimuli, train.counts);
+  for (std::size_t u = 0; u < kUnits; ++u) {
+    std::vector<Stimulus> probe;
+    for (const double offset : {0.0, 180.0, 90.0}) {
+      Stimulus s;
+      s.dimension_count = 2;
+      s.values[0] = std::fmod(truth[u].preferred_deg + offset, 360.0);
+      s.values[1] = 1.0;
+      probe.push_back(s);
+    }
+    const auto b = predict_all(*h, probe);
+    const double peak = truth[u].rate(truth[u].preferred_deg, 1.0) * kWindow;
+    EXPECT_NEAR(b.at(0, u).mean, peak, 0.25 * peak) << "unit " << u;
+    EXPECT_NEAR(b.at(1, u).mean, b.at(0, u).mean, 1e-6 * peak) << "unit " << u;  // equal lobes
+    EXPECT_LT(b.at(2, u).mean, 0.5 * b.at(0, u).mean) << "unit " << u;           // orthogonal: weak
+  }
+}
+
+TEST_F(OrientationVsDirection, EachTuningFamilyWinsOnItsOwnKind) {
+  const auto orientation = units(2.0);
+  const auto direction = units(1.0);
+  const double o_on_o = held_out(HypothesisFamily::kOrientationTuning, orientation);
+  const double d_on_o = held_out(HypothesisFamily::kDirectionTuning, orientation);
+  const double o_on_d = held_out(HypothesisFamily::kOrientationTuning, direction);
+  const double d_on_d = held_out(HypothesisFamily::kDirectionTuning, direction);
+  std::cout << "held-out log-likelihood: orientation units: orientation " << o_on_o
+            << ", direction " << d_on_o << "; direction units: orientation " << o_on_d
+            << ", direction " << d_on_d << "\n";
+  EXPECT_GT(o_on_o, d_on_o + 50.0);
+  EXPECT_GT(d_on_d, o_on_d + 50.0);
+}
+
 TEST(Families, PriorBeforeAnyTrialIsFiveHertz) {
   const auto space = gratings(8, {0.5, 1.0});
   const TwinOptions options{.device = "cpu", .window_seconds = 0.5};
   for (const auto family :
-       {HypothesisFamily::kNull, HypothesisFamily::kLnp, HypothesisFamily::kDirectionTuning}) {
+       {HypothesisFamily::kNull, HypothesisFamily::kLnp, HypothesisFamily::kDirectionTuning,
+        HypothesisFamily::kOrientationTuning}) {
     auto h = make_hypothesis(spec(family, "prior"), space, 3, options);
     EXPECT_EQ(h->name(), "prior");
     EXPECT_EQ(h->unit_count(), 3U);
@@ -409,10 +481,19 @@ TEST(Families, RefusesWhatItCannotBuild) {
     EXPECT_NE(std::string(e.what()).find("kapa"), std::string::npos) << e.what();
   }
 
-  // Direction tuning needs a direction.
+  // Direction and orientation tuning need a direction.
   EXPECT_THROW(
       (void)make_hypothesis(spec(HypothesisFamily::kDirectionTuning), optogenetic(), 4, {}),
       std::invalid_argument);
+  try {
+    (void)make_hypothesis(spec(HypothesisFamily::kOrientationTuning, "ori"), optogenetic(), 4, {});
+    FAIL() << "orientation tuning without a direction accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("orientation_tuning"), std::string::npos) << e.what();
+  }
+  auto negative = spec(HypothesisFamily::kOrientationTuning, "neg");
+  negative.params = {{"kappa", -1.0}};
+  EXPECT_THROW((void)make_hypothesis(negative, space, 4, {}), std::invalid_argument);
   EXPECT_THROW((void)make_hypothesis(spec(HypothesisFamily::kNull), space, 0, {}),
                std::invalid_argument);
 }

@@ -1,11 +1,13 @@
 // Model criticism and the verdict: the distribution functions against direct sums and tabulated
 // critical values; PIT uniformity, coverage, bits per spike and Spearman's rho on data simulated
-// from known Poisson / negative binomial models (right models pass, wrong ones fail); and the
+// from known Poisson / negative binomial models (right models pass, wrong ones fail; the
+// trial-coherence test catches models wrong only at some stimuli); and the
 // verdict naming the true hypothesis, or "none" when every hypothesis is wrong.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <iostream>
 #include <limits>
 #include <numbers>
 #include <random>
@@ -188,6 +190,92 @@ TEST(ModelCheck, PoissonOnOverDispersedDataFailsWithAUShapedPit) {
   EXPECT_GT(static_cast<double>(r.histogram.front()), 1.5 * middle);
   EXPECT_GT(static_cast<double>(r.histogram.back()), 1.5 * middle);
   EXPECT_LT(r.coverage, 0.85);  // the predictive interval is too narrow
+}
+
+// A column: 4 units with nearly the same preferred direction, one lobe each; a model that
+// claims an equal second lobe at the opposite direction is wrong only on the trials that show
+// the opposite direction, and wrong the same way for every unit. Random stimuli from 16
+// directions, 25 trials (100 values, the least a session judges): the pooled PIT tests rarely
+// notice, the trial-coherence test often does; under the right model it rejects no more often
+// than alpha says.
+struct Column {
+  [[nodiscard]] static std::vector<CountDistribution> at(int direction_index, double second_lobe) {
+    const double direction = 2.0 * std::numbers::pi * direction_index / 16.0;
+    std::vector<CountDistribution> out(4);
+    for (std::size_t u = 0; u < out.size(); ++u) {
+      const double preferred = 0.1 * static_cast<double>(u);
+      const double lobe = std::exp(2.0 * (std::cos(direction - preferred) - 1.0)) +
+                          second_lobe * std::exp(2.0 * (-std::cos(direction - preferred) - 1.0));
+      out[u] = {2.0 + 8.0 * lobe, 0.0};
+    }
+    return out;
+  }
+};
+
+int rejections(double model_second_lobe, bool coherence, int sessions) {
+  int rejected = 0;
+  for (int s = 0; s < sessions; ++s) {
+    std::mt19937_64 rng(5000 + static_cast<std::uint64_t>(s));
+    ModelCheckOptions options;
+    options.trial_coherence = coherence;
+    options.bootstrap_resamples = 0;
+    options.seed = 77 + static_cast<std::uint64_t>(s);
+    ModelCheck model_check(4, options);
+    for (int t = 0; t < 25; ++t) {
+      const int direction = static_cast<int>(rng() % 16);
+      const auto counts = draw(Column::at(direction, 0.0), rng);
+      model_check.add_trial(Column::at(direction, model_second_lobe), counts);
+    }
+    rejected += model_check.result().fits ? 0 : 1;
+  }
+  return rejected;
+}
+
+TEST(ModelCheck, TrialCoherenceCatchesAModelWrongOnlyAtSomeStimuli) {
+  constexpr int kSessions = 200;
+  // The model's second lobe is a quarter of the first: wrong by 2 counts at the opposite
+  // direction, on about one trial in five.
+  const int pooled = rejections(0.25, false, kSessions);
+  const int with_coherence = rejections(0.25, true, kSessions);
+  std::cout << "wrong second lobe rejected in " << pooled << " of " << kSessions
+            << " sessions by the pooled PIT tests, " << with_coherence << " with coherence\n";
+  EXPECT_GT(with_coherence, pooled);
+  // The right model: no more rejections than alpha (1%) allows, with sampling slack.
+  EXPECT_LE(rejections(0.0, true, kSessions), 6);
+}
+
+TEST(ModelCheck, TrialCoherenceIsChiSquareOverTrialsForARightModel) {
+  const Population population;  // 12 units, independent Poisson given the stimulus
+  std::mt19937_64 draws(31);
+  ModelCheckOptions on;
+  on.trial_coherence = true;
+  ModelCheck right(population.units, on);
+  for (int t = 0; t < 400; ++t) {
+    const int direction = static_cast<int>(draws() % 8);
+    right.add_trial(population.predict(direction, 1.0, 0.0),
+                    draw(population.truth(direction), draws));
+  }
+  const auto r = right.result();
+  // Mean of chi-square(400) is 400, sd sqrt(800) = 28.
+  EXPECT_NEAR(r.coherence_chi_square, 400.0, 4.0 * 28.3);
+  EXPECT_GT(r.coherence_p_value, 0.001);
+  // A shared gain (every unit of a trial x the same gamma draw) is a correlation the model
+  // ignores: the coherence test sees it even when each unit's marginal is nearly right.
+  std::mt19937_64 rng(32);
+  ModelCheck shared(population.units, on);
+  for (int t = 0; t < 400; ++t) {
+    const int direction = static_cast<int>(rng() % 8);
+    const double gain = std::gamma_distribution<double>(10.0, 0.1)(rng);
+    auto truth = population.predict(direction, gain, 0.0);
+    std::vector<CountDistribution> model = population.predict(direction, 1.0, 0.1);
+    shared.add_trial(model, draw(truth, rng));
+  }
+  EXPECT_LT(shared.result().coherence_p_value, 1e-6);
+  // Off by default (see model_check.hpp): the p-value then combines the two PIT tests only.
+  ModelCheck off(population.units);
+  EXPECT_FALSE(ModelCheckOptions{}.trial_coherence);
+  off.add_trial(population.predict(0, 1.0, 0.0), draw(population.truth(0), rng));
+  EXPECT_EQ(off.result().coherence_p_value, 1.0);
 }
 
 TEST(ModelCheck, TooFewValuesIsNotEnoughDataToJudge) {

@@ -1,6 +1,7 @@
-// The built-in families: direction tuning (von Mises x Naka-Rushton), LNP and null.
+// The built-in families: direction tuning and orientation tuning (von Mises x Naka-Rushton),
+// LNP and null.
 //
-// All three work in expected counts per response window (rate x window), on the twin's device,
+// All of them work in expected counts per response window (rate x window), on the twin's device,
 // in double precision. Mean parameters are fitted under NB2 with the dispersion of the previous
 // fit held fixed (Poisson on the first fit); the dispersion is then re-estimated by moments from
 // the new residuals, so the two settle together over updates.
@@ -107,6 +108,12 @@ torch::Tensor minimise(std::vector<torch::Tensor> params,
 // ------------------------------------------------------------------------------------------
 // direction_tuning: rate = baseline + amplitude * exp(kappa (cos(theta - pref) - 1)) * NR(c),
 // NR(c) = c^n / (c^n + c50^n), 1 without a contrast dimension.
+// orientation_tuning: the same with cos(2 (theta - pref)): a von Mises function of twice the
+// direction, i.e. two equal lobes 180 deg apart, so a grating and its reverse drive the unit
+// equally (Swindale 1998, Biol. Cybern. 78:45, reviews such orientation tuning functions). The
+// two families differ only in that harmonic; a session that holds both asks whether the units
+// are direction- or orientation-selective, and the stimuli that answer it are the preferred
+// direction and its opposite.
 
 //
 // Priors (MAP fit; every standard deviation is multiplied by the family parameter
@@ -120,16 +127,18 @@ torch::Tensor minimise(std::vector<torch::Tensor> params,
 //  - log kappa ~ N(log kappa0, 0.75), kappa0 = "kappa" (default 2, a half-width at half-height
 //    of ~50 deg): V1 direction bandwidths are mostly 20-60 deg half-width (Gizzi et al. 1990;
 //    Ringach, Shapley & Hawken 2002), kappa ~ 0.7-8; the prior keeps one lucky trial from
-//    producing a needle-sharp peak.
+//    producing a needle-sharp peak. For orientation_tuning kappa acts on the doubled angle:
+//    kappa 2 is a half-width of ~25 deg, kappa 0.7-8 spans ~12-45 deg, the range of V1
+//    orientation bandwidths in the same surveys (and Niell & Stryker 2008 in mouse V1).
 //  - logit(c50 / max contrast) ~ N(logit(c50_0), 1.0), c50_0 = "c50" (default 0.3 x max);
 //    log n ~ N(log n0, 0.5), n0 = "n" (default 2): Naka-Rushton fits of V1 cells have
 //    semi-saturation contrasts mostly 0.1-0.4 and exponents around 2 (1-4) (Albrecht & Hamilton
 //    1982; Sclar, Maunsell & Lennie 1990).
-//  - preferred direction: uniform on the circle (no prior).
+//  - preferred direction (orientation): uniform on the circle (no prior).
 // The prior is added once per fit while the likelihood grows with the trials, so after a few
 // hundred trials it moves the estimates by a small fraction of their standard errors.
 
-class DirectionTuning final : public TorchTwin {
+class AngularTuning final : public TorchTwin {
   static constexpr double kAmplitudeRatio = 0.25;
   static constexpr double kLogBaselineSd = 1.0;
   static constexpr double kLogAmplitudeSd = 1.0;
@@ -139,9 +148,12 @@ class DirectionTuning final : public TorchTwin {
   static constexpr double kMinKappa = 0.05;
 
  public:
-  DirectionTuning(const protocols::HypothesisSpec& spec, const protocols::StimulusSpace& space,
-                  std::size_t units, const TwinOptions& options)
-      : TorchTwin(spec, space, units, options) {
+  /// `cycles` 1: direction tuning; 2: orientation tuning (the harmonic of the direction).
+  AngularTuning(const protocols::HypothesisSpec& spec, const protocols::StimulusSpace& space,
+                std::size_t units, const TwinOptions& options, int cycles)
+      : TorchTwin(spec, space, units, options),
+        cycles_(cycles),
+        family_(cycles == 2 ? "orientation_tuning" : "direction_tuning") {
     check_params(spec, {"preferred_deg", "kappa", "baseline_hz", "amplitude_hz", "c50", "n",
                         "max_iterations", "poisson", "prior_amplitude_ratio", "prior_width"});
     direction_ = space.dimension_index("direction");
@@ -155,9 +167,9 @@ class DirectionTuning final : public TorchTwin {
     }
     if (!direction_) {
       throw std::invalid_argument(
-          "hypothesis '" + spec.name +
-          "': family direction_tuning needs a stimulus dimension named 'direction' or one whose "
-          "unit is 'deg'; this stimulus space has none");
+          "hypothesis '" + spec.name + "': family " + std::string(family_) +
+          " needs a stimulus dimension named 'direction' or one whose unit is 'deg'; this "
+          "stimulus space has none");
     }
     contrast_ = space.dimension_index("contrast");
     if (contrast_) {
@@ -194,6 +206,7 @@ class DirectionTuning final : public TorchTwin {
     raw_baseline_ = inverse_softplus(torch::full({u}, base, real()));
     raw_amplitude_ = inverse_softplus(torch::full({u}, amp, real()));
     preferred_ = torch::full({u}, param_or(spec, "preferred_deg", 0.0) * kDegToRad, real());
+    preferred_ = wrap(preferred_);
     raw_kappa_ = inverse_softplus(torch::full({u}, std::max(kappa0_, 1e-6), real()));
     raw_c50_ = torch::full({u}, logit(c500_ / max_contrast_), real());
     raw_n_ = inverse_softplus(torch::full({u}, std::max(n0_ - 0.5, 1e-6), real()));
@@ -201,12 +214,19 @@ class DirectionTuning final : public TorchTwin {
     refresh_cache();
   }
 
-  [[nodiscard]] std::string_view family() const noexcept override { return "direction_tuning"; }
+  [[nodiscard]] std::string_view family() const noexcept override { return family_; }
 
  private:
   struct Params {
     torch::Tensor baseline, amplitude, preferred, kappa, c50, n;  // raw, each [K]
   };
+
+  /// An angle (radians) into one period of the tuning curve, centred on 0: (-pi, pi] for
+  /// direction, (-pi/2, pi/2] for orientation, so it reads as a direction or an orientation.
+  [[nodiscard]] torch::Tensor wrap(const torch::Tensor& angle) const {
+    const double c = cycles_;
+    return torch::atan2(torch::sin(c * angle), torch::cos(c * angle)) / c;
+  }
 
   static double logit(double p) {
     p = std::clamp(p, 1e-6, 1.0 - 1e-6);
@@ -231,7 +251,8 @@ class DirectionTuning final : public TorchTwin {
     namespace F = torch::nn::functional;
     const auto theta = x.select(1, static_cast<std::int64_t>(*direction_)).unsqueeze(1) * kDegToRad;
     const auto kappa = F::softplus(p.kappa).unsqueeze(0);
-    const auto shape = torch::exp(kappa * (torch::cos(theta - p.preferred.unsqueeze(0)) - 1.0));
+    const auto shape = torch::exp(
+        kappa * (torch::cos(double(cycles_) * (theta - p.preferred.unsqueeze(0))) - 1.0));
     return floor_ + F::softplus(p.baseline).unsqueeze(0) +
            F::softplus(p.amplitude).unsqueeze(0) * shape * contrast_gain(x, p);
   }
@@ -239,8 +260,8 @@ class DirectionTuning final : public TorchTwin {
   Evaluation evaluate(const torch::Tensor& x) override { return {mean(x, current()), dispersion_}; }
 
   /// Starts read from the data: preferred direction at the arg-max (`vector_sum` false) or at
-  /// the circular mean (true) of the mean count per direction, baseline at the least
-  /// responsive direction, amplitude at the range.
+  /// the circular mean (true; of the doubled angles for orientation) of the mean count per
+  /// direction, baseline at the least responsive direction, amplitude at the range.
   [[nodiscard]] Params data_start(const torch::Tensor& x, const torch::Tensor& y,
                                   bool vector_sum) const {
     const auto& values = space().dimensions[*direction_].values;
@@ -256,9 +277,10 @@ class DirectionTuning final : public TorchTwin {
     torch::Tensor preferred;
     if (vector_sum) {
       const auto weight = torch::where(seen, means - lo.unsqueeze(0), torch::zeros_like(means));
-      const auto rad = (dirs * kDegToRad).unsqueeze(1);
+      const auto rad = (dirs * (kDegToRad * cycles_)).unsqueeze(1);
       preferred =
-          torch::atan2((weight * torch::sin(rad)).sum(0), (weight * torch::cos(rad)).sum(0));
+          torch::atan2((weight * torch::sin(rad)).sum(0), (weight * torch::cos(rad)).sum(0)) /
+          double(cycles_);
     } else {
       preferred =
           dirs.index_select(0, torch::where(seen, means, torch::full_like(means, -inf)).argmax(0)) *
@@ -321,9 +343,7 @@ class DirectionTuning final : public TorchTwin {
     };
     raw_baseline_ = pick(all.baseline);
     raw_amplitude_ = pick(all.amplitude);
-    // Keep the preferred direction in (-pi, pi] so it reads as an angle.
-    const auto pref = pick(all.preferred);
-    preferred_ = torch::atan2(torch::sin(pref), torch::cos(pref));
+    preferred_ = wrap(pick(all.preferred));
     raw_kappa_ = pick(all.kappa);
     raw_c50_ = pick(all.c50);
     raw_n_ = pick(all.n);
@@ -370,6 +390,8 @@ class DirectionTuning final : public TorchTwin {
     return p;
   }
 
+  int cycles_ = 1;
+  std::string_view family_;
   std::optional<std::size_t> direction_;
   std::optional<std::size_t> contrast_;
   double max_contrast_ = 1.0;
@@ -559,7 +581,13 @@ class Null final : public TorchTwin {
 std::unique_ptr<Hypothesis> make_direction_tuning(const protocols::HypothesisSpec& spec,
                                                   const protocols::StimulusSpace& space,
                                                   std::size_t units, const TwinOptions& options) {
-  return std::make_unique<DirectionTuning>(spec, space, units, options);
+  return std::make_unique<AngularTuning>(spec, space, units, options, 1);
+}
+
+std::unique_ptr<Hypothesis> make_orientation_tuning(const protocols::HypothesisSpec& spec,
+                                                    const protocols::StimulusSpace& space,
+                                                    std::size_t units, const TwinOptions& options) {
+  return std::make_unique<AngularTuning>(spec, space, units, options, 2);
 }
 
 std::unique_ptr<Hypothesis> make_lnp(const protocols::HypothesisSpec& spec,

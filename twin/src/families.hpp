@@ -22,6 +22,9 @@ inline constexpr double kMaxDispersion = 10.0;
 [[nodiscard]] std::unique_ptr<Hypothesis> make_direction_tuning(
     const protocols::HypothesisSpec& spec, const protocols::StimulusSpace& space, std::size_t units,
     const TwinOptions& options);
+[[nodiscard]] std::unique_ptr<Hypothesis> make_orientation_tuning(
+    const protocols::HypothesisSpec& spec, const protocols::StimulusSpace& space, std::size_t units,
+    const TwinOptions& options);
 [[nodiscard]] std::unique_ptr<Hypothesis> make_lnp(const protocols::HypothesisSpec& spec,
                                                    const protocols::StimulusSpace& space,
                                                    std::size_t units, const TwinOptions& options);

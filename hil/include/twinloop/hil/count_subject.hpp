@@ -7,7 +7,15 @@
 // models (response_models.hpp) and, for the same seed, unit count, mix and baseline range, the
 // same unit kinds and model parameters as SimulatedSubject. Choosing the mix decides which twin
 // family is true for the subject: all direction_tuned makes `direction_tuning` true, all untuned
-// makes `null` true, bimodal / adapting / a mixture make no single built-in family true.
+// makes `null` true, all orientation_tuned makes `orientation_tuning` true, bimodal / adapting / a
+// mixture make no single built-in family true.
+//
+// preference_spread_deg >= 0 clusters the preferred directions as in one cortical column (units
+// recorded on a few neighbouring sites share a preference; Hubel & Wiesel 1962, Mountcastle
+// 1957): the column's direction is drawn once per seed and every unit prefers it plus an offset
+// uniform in [-spread, spread]. Without it (the default) preferences are uniform on the circle,
+// as SimulatedSubject draws them. Clustering moves only the preferences (a bimodal unit's second
+// lobe with its first); every other parameter stays as drawn.
 //
 // Counts are Poisson with the unit's window rate x window_seconds as mean; adapting units carry
 // their adaptation state from trial to trial (trials are trial_interval_seconds apart) and
@@ -50,6 +58,9 @@ struct CountSubjectConfig {
   double trial_interval_seconds = 1.0;  ///< onset spacing of successive trials (adaptation decay)
   CountNoise noise = CountNoise::kPoisson;
   double dispersion_shape = 4.0;  ///< kGammaPoisson: Fano factor 1 + mean / dispersion_shape
+  /// < 0: independent uniform preferences; >= 0 (degrees, at most 180): preferences clustered
+  /// within +-spread of one column direction drawn from the seed.
+  double preference_spread_deg = -1.0;
 
   /// Empty when usable; otherwise names the first bad field and what was expected.
   [[nodiscard]] std::string validate() const;
@@ -66,6 +77,9 @@ class CountSubject {
   /// Every unit's kind and model parameters (the ground truth); fixed at construction. Unused
   /// fields are at their no-effect values, as in SimulatedSubject's UnitTruth::response.
   [[nodiscard]] const std::vector<ResponseParams>& units() const noexcept { return units_; }
+  /// The column's preferred direction (degrees, [0, 360)) when preferences are clustered; NaN
+  /// when they are not.
+  [[nodiscard]] double column_preferred_deg() const noexcept { return column_preferred_deg_; }
   /// Trials answered since construction or the last reset().
   [[nodiscard]] std::uint64_t trial_count() const noexcept { return trials_; }
 
@@ -98,6 +112,7 @@ class CountSubject {
 
   CountSubjectConfig config_;
   std::vector<ResponseParams> units_;
+  double column_preferred_deg_;
   std::vector<ResponseState> states_;
   std::vector<details::Xoshiro256pp> rngs_;
   std::uint64_t trials_ = 0;

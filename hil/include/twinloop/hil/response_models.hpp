@@ -7,7 +7,10 @@
 //
 // Kinds: direction tuning (von Mises in direction x Naka-Rushton in contrast), a bimodal mixture of
 // two von Mises lobes, adaptation to recent stimulation, trial-to-trial multiplicative gain
-// (gamma distributed, mean 1: over-dispersed counts) and untuned units.
+// (gamma distributed, mean 1: over-dispersed counts), untuned units, and orientation tuning (von
+// Mises in twice the direction: two equal lobes 180 deg apart, blind to the direction of motion).
+// A bimodal unit is NOT orientation tuned: its lobes differ in height and width and sit up to
+// 20 deg off opposite, so it fits neither a direction nor an orientation model.
 //
 // Pure functions plus a small per-unit state; no allocation, no locks: safe on the generator
 // thread. A ResponseState belongs to one unit and is touched by one thread.
@@ -20,16 +23,17 @@
 namespace twinloop::hil {
 
 enum class ResponseKind : std::uint8_t {
-  kDirectionTuned,   ///< von Mises(direction) x Naka-Rushton(contrast)
-  kBimodal,          ///< two von Mises lobes with their own gains, x Naka-Rushton
-  kAdapting,         ///< direction tuned, divided by (1 + strength * recent-stimulation trace)
-  kGainFluctuating,  ///< direction tuned, whole window rate x gamma gain (mean 1) per trial
-  kUntuned,          ///< stimulus-independent: baseline rate always
+  kDirectionTuned,    ///< von Mises(direction) x Naka-Rushton(contrast)
+  kBimodal,           ///< two von Mises lobes with their own gains, x Naka-Rushton
+  kAdapting,          ///< direction tuned, divided by (1 + strength * recent-stimulation trace)
+  kGainFluctuating,   ///< direction tuned, whole window rate x gamma gain (mean 1) per trial
+  kUntuned,           ///< stimulus-independent: baseline rate always
+  kOrientationTuned,  ///< von Mises(2 x (direction - preferred)) x Naka-Rushton: equal lobes
 };
-inline constexpr int kResponseKindCount = 5;
+inline constexpr int kResponseKindCount = 6;
 
 /// Stable lower-case name ("direction_tuned", "bimodal", "adapting", "gain_fluctuating",
-/// "untuned"), written to the ground-truth files.
+/// "untuned", "orientation_tuned"), written to the ground-truth files.
 [[nodiscard]] std::string_view to_string(ResponseKind kind) noexcept;
 
 /// One unit's model parameters; fields a kind does not use are left at their defaults.
@@ -39,6 +43,8 @@ struct ResponseParams {
   double latency_ms = 40.0;  ///< response window starts this long after stimulus onset
 
   // First (or only) von Mises lobe, and the Naka-Rushton contrast term shared by all lobes.
+  // Orientation tuned: preferred_deg is one of the two equal lobes, kappa acts on the doubled
+  // angle.
   double preferred_deg = 0.0;
   double kappa = 2.0;            ///< concentration; larger = narrower tuning
   double peak_evoked_hz = 20.0;  ///< evoked rate at the preferred direction, contrast -> infinity

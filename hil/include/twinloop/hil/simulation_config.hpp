@@ -24,6 +24,7 @@ struct ResponseMix {
   double adapting = 0.15;
   double gain_fluctuating = 0.15;
   double untuned = 0.15;
+  double orientation_tuned = 0.0;  ///< last, so that five-number mixes keep their meaning
 };
 
 struct SimulationConfig {

@@ -97,8 +97,9 @@ struct StopRules {
   std::optional<double> max_minutes;  ///< > 0 when present
 };
 
-/// Families of twin hypotheses. Checked structurally here; twin/ builds them.
-enum class HypothesisFamily { kDirectionTuning, kLnp, kNull, kTorchScript };
+/// Families of twin hypotheses. Checked structurally here; twin/ builds them. New families are
+/// appended, so the loader's name table and stored values keep their meaning.
+enum class HypothesisFamily { kDirectionTuning, kLnp, kNull, kTorchScript, kOrientationTuning };
 [[nodiscard]] std::string_view to_string(HypothesisFamily family) noexcept;
 
 struct HypothesisSpec {

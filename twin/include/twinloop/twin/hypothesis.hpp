@@ -24,7 +24,7 @@ class Hypothesis {
 
   /// The protocol's name for this hypothesis (HypothesisSpec::name).
   [[nodiscard]] virtual const std::string& name() const noexcept = 0;
-  /// "direction_tuning", "lnp", "null" or "torchscript".
+  /// "direction_tuning", "orientation_tuning", "lnp", "null" or "torchscript".
   [[nodiscard]] virtual std::string_view family() const noexcept = 0;
 
   /// Predicts every unit's count distribution for each stimulus. `out` must be sized
