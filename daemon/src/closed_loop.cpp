@@ -10,6 +10,8 @@ namespace twinloop::daemon {
 namespace {
 
 constexpr std::string_view kDeadlineFallback = "deadline_fallback_random";
+// Below this expected information gain (nats) no candidate is worth choosing over another.
+constexpr double kNoInformationNats = 1e-6;
 
 std::string stimulus_json(const protocols::StimulusSpace& space, const protocols::Stimulus& s) {
   nlohmann::json j = nlohmann::json::object();
@@ -129,7 +131,16 @@ std::optional<PlannedTrial> ClosedLoop::plan() {
     const double elapsed_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
             .count();
-    if (decision && elapsed_ms <= protocol_.designer.decision_deadline_ms) {
+    if (decision && elapsed_ms <= protocol_.designer.decision_deadline_ms &&
+        !decision->validation && !(decision->eig > kNoInformationNats)) {
+      // Every candidate is expected to say nothing (e.g. the twins still share their prior
+      // predictions): a tie broken by candidate order would repeat one stimulus for nothing, so
+      // the trial explores at random, and is drawn independently of every model.
+      candidate = random_.choose(static_cast<std::uint32_t>(candidate_count));
+      validation = true;
+      eig = decision->eig;
+      strategy_name = "uninformative_random";
+    } else if (decision && elapsed_ms <= protocol_.designer.decision_deadline_ms) {
       candidate = decision->candidate;
       validation = decision->validation;
       eig = decision->eig;
