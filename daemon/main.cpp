@@ -85,9 +85,17 @@ int main(int argc, char** argv) {
       "detected live and counted, predictions scored; ends with the verdict (and, on the "
       "simulated rig, a comparison with ground truth)");
   run_cmd->add_option("PROTOCOL", run.protocol, "YAML protocol file")->required();
-  run_cmd->add_option("--rig", run.rig, "Which rig: sim (the built-in simulated subject and probe)")
+  run_cmd
+      ->add_option("--rig", run.rig,
+                   "Which rig: sim (the built-in simulated subject and probe, in this process) or "
+                   "net (a rig served over ZeroMQ, e.g. by twinloop-hil; see docs/wire-format.md)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"sim"}));
+      ->check(CLI::IsMember({"sim", "net"}));
+  run_cmd->add_option("--probe-endpoint", run.probe_endpoint, "--rig net: the probe stream")
+      ->capture_default_str();
+  run_cmd
+      ->add_option("--stimulus-endpoint", run.stimulus_endpoint, "--rig net: the stimulus endpoint")
+      ->capture_default_str();
   run_cmd->add_option("--seconds", run.seconds, "Session length in seconds")
       ->capture_default_str()
       ->check(CLI::Range(1.0, 86400.0));

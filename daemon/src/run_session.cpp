@@ -1,4 +1,5 @@
-// `twinloop run` and `twinloop resume` on the simulated rig. The acquisition thread detects spikes
+// `twinloop run` and `twinloop resume` on the simulated rig, in process (--rig sim) or served over
+// ZeroMQ by twinloop-hil or a networked real rig (--rig net). The acquisition thread detects spikes
 // live; the session thread runs a Boost.Asio event loop that, trial after trial, designs (with a
 // deadline), pre-registers every prediction durably, delivers through the safety gate, counts
 // the response window, scores and updates, while a 1 ms timer keeps draining what acquisition
@@ -32,6 +33,8 @@
 #include "twinloop/daemon/commands.hpp"
 #include "twinloop/daemon/session_record.hpp"
 #include "twinloop/daemon/spike_files.hpp"
+#include "twinloop/drivers/network_probe_source.hpp"
+#include "twinloop/drivers/network_stimulus_sink.hpp"
 #include "twinloop/drivers/safety_gate.hpp"
 #include "twinloop/hil/simulated_rig.hpp"
 #include "twinloop/protocols/loader.hpp"
@@ -55,6 +58,15 @@ class SpikeRig final : public TrialRig {
     stimulus_ = samples(timing.stimulus_ms);
     response_start_ = samples(timing.response_start_ms);
     response_end_ = samples(timing.response_end_ms);
+  }
+
+  // A networked rig: its transports' faults go on record, a late onset flags its trial, and a
+  // command the device never acknowledged aborts the trial instead of counting as refused.
+  void attach_network(drivers::NetworkProbeSource* probe, drivers::NetworkStimulusSink* sink,
+                      SessionRecord* record) {
+    net_probe_ = probe;
+    net_sink_ = sink;
+    record_ = record;
   }
 
   void begin(std::uint64_t trial, const protocols::Stimulus& stimulus) {
@@ -83,12 +95,25 @@ class SpikeRig final : public TrialRig {
       case Stage::kWaitingOnset: {
         if (now.finished) return end("the recording ended before the stimulus onset");
         if (static_cast<std::int64_t>(now.samples) < planned_ - lead()) return false;
+        const std::uint64_t commands_before =
+            net_sink_ != nullptr ? net_sink_->fault_counters().commands : 0;
         const drivers::StimulusOnset onset =
             sink_.deliver({trial_, stimulus_values_, planned_, stimulus_});
         result_.delivered_at = Timestamp::now();
+        const bool reached_device =
+            net_sink_ != nullptr && net_sink_->fault_counters().commands != commands_before;
+        late_ = false;
         if (!onset.delivered) {
-          result_.refused = true;
+          const auto outcome = reached_device ? net_sink_->last_result().outcome
+                                              : drivers::DeliveryOutcome::kRefused;
+          // Refused by the safety gate or the device: refused. Sent but never acknowledged (or
+          // no connection): whether the stimulus ran is unknown, so the trial is aborted.
+          result_.refused = outcome == drivers::DeliveryOutcome::kRefused;
           return end(sink_.last_error());
+        }
+        if (reached_device && net_sink_->last_result().outcome == drivers::DeliveryOutcome::kLate) {
+          late_ = true;
+          late_samples_ = onset.onset_sample - planned_;
         }
         last_onset_ = onset.onset_sample;
         result_.onset_sample = onset.onset_sample;
@@ -116,6 +141,10 @@ class SpikeRig final : public TrialRig {
         if (gaps_ != gaps_before_) {
           result_.flagged = true;
           result_.problem = "samples were lost during the trial";
+        } else if (late_) {
+          result_.flagged = true;
+          result_.problem = "late stimulus onset: " + std::to_string(late_samples_) +
+                            " samples after the requested one";
         }
         stage_ = Stage::kIdle;
         return true;
@@ -140,7 +169,31 @@ class SpikeRig final : public TrialRig {
       events_.insert(events_.end(), got.begin(), got.end());
     }
     while ((n = loop_.drain_gaps(gap_batch_)) > 0) gaps_ += n;
+    if (record_ != nullptr) {
+      if (net_probe_ != nullptr) record_faults(net_probe_->drain_fault_events(faults_));
+      if (net_sink_ != nullptr) record_faults(net_sink_->drain_fault_events(faults_));
+    }
   }
+
+  void record_faults(std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const drivers::FaultEvent& f = faults_[i];
+      ++faults_recorded_;
+      const bool stimulus_fault = f.kind >= drivers::FaultKind::kLateOnset;
+      const std::optional<std::uint64_t> trial =
+          stimulus_fault               ? std::optional<std::uint64_t>(f.trial)
+          : stage_ == Stage::kCounting ? std::optional<std::uint64_t>(trial_)
+                                       : std::nullopt;
+      record_->record_event(event_kind::kFault, trial,
+                            nlohmann::json({{"kind", drivers::describe(f.kind)},
+                                            {"first_sample", f.first_sample},
+                                            {"end_sample", f.end_sample},
+                                            {"value", f.value},
+                                            {"sequence", f.sequence}})
+                                .dump());
+    }
+  }
+  [[nodiscard]] std::uint64_t faults_recorded() const noexcept { return faults_recorded_; }
 
   [[nodiscard]] Stage stage() const noexcept { return stage_; }
   [[nodiscard]] const Result& result() const noexcept { return result_; }
@@ -174,6 +227,13 @@ class SpikeRig final : public TrialRig {
   std::vector<acquisition::SpikeEvent> events_;
   std::vector<acquisition::SpikeEvent> batch_ = std::vector<acquisition::SpikeEvent>(1 << 14);
   std::vector<acquisition::GapEvent> gap_batch_ = std::vector<acquisition::GapEvent>(64);
+  drivers::NetworkProbeSource* net_probe_ = nullptr;
+  drivers::NetworkStimulusSink* net_sink_ = nullptr;
+  SessionRecord* record_ = nullptr;
+  std::vector<drivers::FaultEvent> faults_ = std::vector<drivers::FaultEvent>(256);
+  std::uint64_t faults_recorded_ = 0;
+  bool late_ = false;
+  std::int64_t late_samples_ = 0;
 };
 
 // Test failpoints: TWINLOOP_FAILPOINT=<point>:<trial> makes the process kill itself with SIGKILL
@@ -223,10 +283,13 @@ class SessionEngine {
   }
 
   [[nodiscard]] bool interrupted() const noexcept { return signal_ != 0; }
+  /// No new trial starts once this returns true (the session's --seconds on the probe clock).
+  std::function<bool()> time_up_;
 
  private:
   void next_trial() {
     if (done_) return;
+    if (time_up_ && time_up_()) return finish();
     in_flight_ = closed_loop_.plan();
     if (!in_flight_) return finish();
     failpoint_.reached("after_preregister", in_flight_->trial);
@@ -358,17 +421,41 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
   sim.contrast_dimension = contrast ? static_cast<int>(*contrast) : -1;
   const std::string truth_model = configure_truth(options.sim_model, sim);
 
+  const bool networked = options.rig == "net";
   hil::SimulatedRig rig;
+  std::unique_ptr<drivers::NetworkProbeSource> net_probe;
+  std::unique_ptr<drivers::NetworkStimulusSink> net_sink;
+  drivers::ProbeSource* probe = nullptr;
+  drivers::StimulusSink* stimulator = nullptr;
   try {
-    rig = hil::make_simulated_rig(sim);
+    if (networked) {
+      drivers::NetworkProbeConfig probe_config;
+      probe_config.endpoint = options.probe_endpoint;
+      net_probe = std::make_unique<drivers::NetworkProbeSource>(probe_config);
+      drivers::NetworkStimulusConfig sink_config;
+      sink_config.endpoint = options.stimulus_endpoint;
+      net_sink = std::make_unique<drivers::NetworkStimulusSink>(sink_config);
+      if (!net_sink->start()) {
+        std::fprintf(stderr, "twinloop %s: stimulus endpoint %s: %s\n", command,
+                     options.stimulus_endpoint.c_str(), net_sink->last_error().c_str());
+        return kExitRefused;
+      }
+      probe = net_probe.get();
+      stimulator = net_sink.get();
+    } else {
+      rig = hil::make_simulated_rig(sim);
+      probe = rig.probe.get();
+      stimulator = rig.stimulator.get();
+    }
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "twinloop %s: simulated rig: %s\n", command, e.what());
+    std::fprintf(stderr, "twinloop %s: %s rig: %s\n", command, networked ? "network" : "simulated",
+                 e.what());
     return kExitRefused;
   }
   acquisition::AcquisitionConfig acq;
   acq.block_samples = sim.block_samples;
   acq.latency_capacity = static_cast<std::size_t>(options.seconds * 1000.0) + 1000;
-  acquisition::AcquisitionLoop loop(*rig.probe, acq);
+  acquisition::AcquisitionLoop loop(*probe, acq);
   if (!loop.start()) {
     std::fprintf(stderr, "twinloop %s: %s\n", command, loop.error().c_str());
     return kExitRefused;
@@ -385,8 +472,8 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
   std::unique_ptr<SpikeRig> spike_rig;
   RestoreReport restored;
   try {
-    gate = std::make_unique<drivers::SafetyGate>(*rig.stimulator, protocol.safety,
-                                                 protocol.stimulus, protocol.timing, rate);
+    gate = std::make_unique<drivers::SafetyGate>(*stimulator, protocol.safety, protocol.stimulus,
+                                                 protocol.timing, rate);
     if (resume) {
       record = std::make_unique<SessionRecord>(SessionRecord::open_existing(dir));
     } else {
@@ -418,6 +505,7 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
       record = std::make_unique<SessionRecord>(SessionRecord::create(dir, setup));
     }
     spike_rig = std::make_unique<SpikeRig>(loop, *gate, protocol.timing, rate);
+    if (networked) spike_rig->attach_network(net_probe.get(), net_sink.get(), record.get());
     closed_loop =
         std::make_unique<ClosedLoop>(protocol, units, *spike_rig, record.get(), loop_options);
     if (resume) restored = closed_loop->restore();
@@ -428,14 +516,23 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
     return kExitRefused;
   }
 
-  std::printf(
-      "twinloop %s: protocol '%s' (%zu candidates, %zu hypotheses), simulated rig: "
-      "%zu-channel %s probe, %zu units (%s), seed %llu, up to %.0f s at %s pace\n",
-      command, protocol.name.c_str(), protocol.stimulus.candidate_count(),
-      protocol.hypotheses.size(), units, to_string(probe_spec.type).data(),
-      rig.subject->units().size(), options.sim_model.c_str(),
-      static_cast<unsigned long long>(options.seed), options.seconds,
-      options.pace == drivers::Pace::kRealtime ? "real-time" : "maximum");
+  if (networked) {
+    std::printf(
+        "twinloop %s: protocol '%s' (%zu candidates, %zu hypotheses), networked rig: probe '%s' "
+        "(%zu channels at %.0f Hz) from %s, stimuli to %s, up to %.0f s\n",
+        command, protocol.name.c_str(), protocol.stimulus.candidate_count(),
+        protocol.hypotheses.size(), info.name.c_str(), units, rate, options.probe_endpoint.c_str(),
+        options.stimulus_endpoint.c_str(), options.seconds);
+  } else {
+    std::printf(
+        "twinloop %s: protocol '%s' (%zu candidates, %zu hypotheses), simulated rig: "
+        "%zu-channel %s probe, %zu units (%s), seed %llu, up to %.0f s at %s pace\n",
+        command, protocol.name.c_str(), protocol.stimulus.candidate_count(),
+        protocol.hypotheses.size(), units, to_string(probe_spec.type).data(),
+        rig.subject->units().size(), options.sim_model.c_str(),
+        static_cast<unsigned long long>(options.seed), options.seconds,
+        options.pace == drivers::Pace::kRealtime ? "real-time" : "maximum");
+  }
   std::printf("session record: %s\n", dir.string().c_str());
   if (resume) {
     std::printf(
@@ -460,6 +557,9 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
                   spike_rig->events().size());
     return std::string(line);
   });
+  engine.time_up_ = [&] {
+    return static_cast<double>(loop.counters().samples) / rate >= options.seconds;
+  };
   try {
     engine.run();
   } catch (const std::exception& e) {
@@ -479,24 +579,30 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
   const std::vector<acquisition::SpikeEvent>& events = spike_rig->events();
 
   // Detection against the simulated subject's ground truth, over the armed part of the session.
-  const hil::GroundTruth truth = rig.subject->ground_truth();
-  std::vector<acquisition::TruthUnit> truth_units;
-  for (const hil::UnitTruth& u : truth.units) {
-    truth_units.push_back({static_cast<std::uint32_t>(u.peak_channel), u.snr});
+  acquisition::DetectionScore score{};
+  std::size_t truth_unit_count = 0;
+  if (!networked) {
+    const hil::GroundTruth truth = rig.subject->ground_truth();
+    std::vector<acquisition::TruthUnit> truth_units;
+    for (const hil::UnitTruth& u : truth.units) {
+      truth_units.push_back({static_cast<std::uint32_t>(u.peak_channel), u.snr});
+    }
+    std::vector<acquisition::TruthSpike> truth_spikes;
+    truth_spikes.reserve(truth.spikes.size());
+    for (const hil::SpikeTruth& s : truth.spikes) {
+      truth_spikes.push_back({s.sample, static_cast<std::int32_t>(s.unit)});
+    }
+    std::sort(truth_spikes.begin(), truth_spikes.end(),
+              [](const auto& a, const auto& b) { return a.sample < b.sample; });
+    acquisition::ScoreOptions score_options;
+    score_options.tolerance_samples = std::llround(0.5e-3 * rate);
+    score_options.from_sample = loop.detector().armed_from_sample();
+    score_options.to_sample = counters.final_before_sample;
+    truth_unit_count = truth_units.size();
+    score = acquisition::score_detection(events, truth_spikes, truth_units, info.geometry,
+                                         score_options);
   }
-  std::vector<acquisition::TruthSpike> truth_spikes;
-  truth_spikes.reserve(truth.spikes.size());
-  for (const hil::SpikeTruth& s : truth.spikes) {
-    truth_spikes.push_back({s.sample, static_cast<std::int32_t>(s.unit)});
-  }
-  std::sort(truth_spikes.begin(), truth_spikes.end(),
-            [](const auto& a, const auto& b) { return a.sample < b.sample; });
-  acquisition::ScoreOptions score_options;
-  score_options.tolerance_samples = std::llround(0.5e-3 * rate);
-  score_options.from_sample = loop.detector().armed_from_sample();
-  score_options.to_sample = counters.final_before_sample;
-  const acquisition::DetectionScore score =
-      acquisition::score_detection(events, truth_spikes, truth_units, info.geometry, score_options);
+
   const auto latencies = loop.block_latencies_ns();
   const std::vector<std::uint32_t> latency(latencies.begin(), latencies.end());
   const double seconds = static_cast<double>(counters.samples) / rate;
@@ -505,10 +611,12 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
   std::printf("\n== session summary ==\n");
   std::printf("verdict      %s: %s\n", summary.verdict.name.c_str(),
               summary.verdict.reason.c_str());
-  std::printf(
-      "truth        simulated units are '%s' -> %s (units here are detection channels, "
-      "each pooling the units near it)\n",
-      truth_model.c_str(), verdict_matches ? "verdict matches" : "verdict differs");
+  if (!networked) {
+    std::printf(
+        "truth        simulated units are '%s' -> %s (units here are detection channels, "
+        "each pooling the units near it)\n",
+        truth_model.c_str(), verdict_matches ? "verdict matches" : "verdict differs");
+  }
   std::printf(
       "trials       %zu (%zu validation, %zu flagged, %zu refused, %zu aborted, %zu deadline "
       "misses); stopped: %s\n",
@@ -516,7 +624,7 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
       summary.aborted_trials, summary.deadline_misses,
       closed_loop->stop_decision().stop() ? summary.stop_reason.c_str()
       : engine.interrupted()              ? "by a signal"
-                                          : "the recording ended (--seconds)");
+                                          : "the session's time ran out (--seconds)");
   for (const HypothesisSummary& h : summary.hypotheses) {
     std::printf(
         "  %-16s %-17s posterior %.3f  log BF %+8.1f vs %-14s bits/spike %+.3f  "
@@ -529,10 +637,28 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
   std::printf("recorded     %.1f s in %.1f s wall; gaps %llu, events dropped %llu\n", seconds, wall,
               static_cast<unsigned long long>(spike_rig->gaps()),
               static_cast<unsigned long long>(counters.events_dropped));
-  std::printf(
-      "detection    %zu spikes, recall %.3f, precision %.3f against ground truth (SNR >= 5, "
-      "+-0.5 ms, <= 50 um)\n",
-      events.size(), score.recall(), score.precision());
+  if (networked) {
+    drivers::NetworkFaultCounters f = net_probe->fault_counters();
+    const drivers::NetworkFaultCounters g = net_sink->fault_counters();
+    std::printf(
+        "network      %llu faults on record: %llu malformed, %llu checksum, %llu duplicate, "
+        "%llu out of order, %llu gaps (%lld samples), %llu disconnects; stimuli %llu sent, %llu "
+        "late, %llu unacknowledged, %llu refused\n",
+        static_cast<unsigned long long>(spike_rig->faults_recorded()),
+        static_cast<unsigned long long>(f.malformed),
+        static_cast<unsigned long long>(f.checksum_failures),
+        static_cast<unsigned long long>(f.duplicates),
+        static_cast<unsigned long long>(f.out_of_order), static_cast<unsigned long long>(f.gaps),
+        static_cast<long long>(f.missing_samples), static_cast<unsigned long long>(f.disconnects),
+        static_cast<unsigned long long>(g.commands), static_cast<unsigned long long>(g.late_onsets),
+        static_cast<unsigned long long>(g.missing_onsets),
+        static_cast<unsigned long long>(g.refused));
+  } else {
+    std::printf(
+        "detection    %zu spikes, recall %.3f, precision %.3f against ground truth (SNR >= 5, "
+        "+-0.5 ms, <= 50 um)\n",
+        events.size(), score.recall(), score.precision());
+  }
   std::printf(
       "latency      block arrival -> spikes published: p50 %.0f us, p99 %.0f us, max %.0f "
       "us over %zu 1-ms blocks\n",
@@ -542,7 +668,7 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
 
   try {
     write_detected_spikes(dir, events, info.geometry, loop.detector().noise_uv(), seconds);
-    rig.subject->write_ground_truth(dir / "ground_truth");
+    if (!networked) rig.subject->write_ground_truth(dir / "ground_truth");
     nlohmann::json hypotheses = nlohmann::json::array();
     nlohmann::json posterior = nlohmann::json::object();
     for (const HypothesisSummary& h : summary.hypotheses) {
@@ -563,7 +689,7 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
            {"pit_p_value", number(h.check.p_value)},
            {"coverage", number(h.check.coverage)}});
     }
-    const nlohmann::json out = {
+    nlohmann::json out = {
         {"verdict", summary.verdict.name},
         {"verdict_reason", summary.verdict.reason},
         {"posterior", posterior},
@@ -584,17 +710,19 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
         {"spikes_detected", events.size()},
         {"latency_us",
          {{"p50", percentile(latency, 0.5) / 1e3}, {"p99", percentile(latency, 0.99) / 1e3}}},
-        {"truth",
-         {{"model", truth_model},
-          {"verdict_matches", verdict_matches},
-          {"units", truth_units.size()},
-          {"detection_recall", score.recall()},
-          {"detection_precision", score.precision()}}}};
+        {"faults_recorded", spike_rig->faults_recorded()}};
+    if (!networked) {
+      out["truth"] = {{"model", truth_model},
+                      {"verdict_matches", verdict_matches},
+                      {"units", truth_unit_count},
+                      {"detection_recall", score.recall()},
+                      {"detection_precision", score.precision()}};
+    }
     std::ofstream(dir / "summary.json") << out.dump(2) << '\n';
     std::printf(
-        "session files in %s (session.sqlite, summary.json, spikes in Phy layout, "
-        "ground_truth/); check it with: twinloop verify %s\n",
-        dir.string().c_str(), dir.string().c_str());
+        "session files in %s (session.sqlite, summary.json, spikes in Phy layout%s); check it "
+        "with: twinloop verify %s\n",
+        dir.string().c_str(), networked ? "" : ", ground_truth/", dir.string().c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "twinloop %s: writing the session files failed: %s\n", command, e.what());
     return kExitRefused;
@@ -628,6 +756,8 @@ int resume_session(const ResumeOptions& resume) {
     options.seed = config.value("seed", std::uint64_t{1});
     options.seconds = config.value("seconds", 30.0);
     options.sim_model = config.value("sim_model", std::string("direction_tuning"));
+    options.probe_endpoint = config.value("probe_endpoint", options.probe_endpoint);
+    options.stimulus_endpoint = config.value("stimulus_endpoint", options.stimulus_endpoint);
     if (const std::string d = config.value("designer", std::string()); !d.empty()) {
       options.designer = d;
     }
@@ -638,7 +768,7 @@ int resume_session(const ResumeOptions& resume) {
     std::fprintf(stderr, "twinloop resume: %s\n", e.what());
     return kExitRefused;
   }
-  if (options.rig != "sim") {
+  if (options.rig != "sim" && options.rig != "net") {
     std::fprintf(stderr, "twinloop resume: %s: rig '%s' cannot be resumed by this build\n",
                  resume.dir.string().c_str(), options.rig.c_str());
     return kExitRefused;

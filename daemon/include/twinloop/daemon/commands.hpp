@@ -45,7 +45,9 @@ int detect(const DetectOptions& options);
 
 struct RunOptions {
   std::filesystem::path protocol;
-  std::string rig = "sim";
+  std::string rig = "sim";  ///< "sim" (in process) or "net" (twinloop-hil or a networked rig)
+  std::string probe_endpoint = "tcp://127.0.0.1:5555";     ///< --rig net: the probe stream
+  std::string stimulus_endpoint = "tcp://127.0.0.1:5556";  ///< --rig net: the stimulus endpoint
   double seconds = 30.0;  ///< longest session; the protocol's stop rules may end it sooner
   std::uint64_t seed = 1;
   drivers::Pace pace = drivers::Pace::kRealtime;

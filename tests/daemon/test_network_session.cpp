@@ -1,0 +1,162 @@
+// A session against the bench as a separate rig: twinloop-hil serves the simulated probe and the
+// stimulus endpoint over ZeroMQ with injected faults, and `twinloop run --rig net` reaches it
+// through the network probe source and stimulus sink. Every fault must be on record as an event,
+// the trials it touched flagged or aborted (never scored), and the session must go on to its end.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string shell(const std::string& command, int& status) {
+  std::string output;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return output;
+  std::array<char, 4096> buffer{};
+  while (std::fgets(buffer.data(), buffer.size(), pipe) != nullptr) output += buffer.data();
+  const int raw = pclose(pipe);
+  status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return output;
+}
+
+struct Record {
+  std::map<std::int64_t, std::string> trial_status;
+  std::multiset<std::string> fault_kinds;
+  std::map<std::int64_t, std::string> trial_events;  // trial -> detail of flag/abort events
+};
+
+Record read_record(const fs::path& session) {
+  Record r;
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2((session / "session.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) !=
+      SQLITE_OK) {
+    sqlite3_close(db);
+    return r;
+  }
+  sqlite3_stmt* s = nullptr;
+  sqlite3_prepare_v2(db, "SELECT trial, status FROM trials", -1, &s, nullptr);
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    r.trial_status[sqlite3_column_int64(s, 0)] =
+        reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
+  }
+  sqlite3_finalize(s);
+  sqlite3_prepare_v2(db, "SELECT kind, trial, detail_json FROM events", -1, &s, nullptr);
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    const std::string kind = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+    const std::string detail = reinterpret_cast<const char*>(sqlite3_column_text(s, 2));
+    if (kind == "fault") {
+      r.fault_kinds.insert(nlohmann::json::parse(detail).value("kind", std::string()));
+    } else if (sqlite3_column_type(s, 1) != SQLITE_NULL) {
+      r.trial_events[sqlite3_column_int64(s, 1)] += kind + " " + detail + "; ";
+    }
+  }
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return r;
+}
+
+TEST(NetworkSession, EveryBenchFaultIsRecordedAndItsTrialsAreNeverScored) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("twinloop_netsession_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const fs::path protocol = dir / "short.yaml";
+  std::ofstream(protocol) << R"(twinloop_protocol: 1
+name: short_trials_net
+subject: {id: SIM-N, species: Mus musculus}
+probes:
+  - {name: imec0, type: sim, channels: 64, sample_rate_hz: 30000, source: sim}
+stimulus:
+  kind: grating
+  space:
+    direction: {unit: deg, grid: {start: 0, stop: 315, step: 45}}
+    contrast: {unit: fraction, values: [0.5, 1.0]}
+timing: {baseline_ms: 50, stimulus_ms: 100, response_start_ms: 20, response_end_ms: 170,
+         inter_trial_ms: 100}
+safety: {amplitude_dimension: contrast, max_amplitude: 1.0, max_duty_cycle: 0.6,
+         min_interval_ms: 200}
+designer: {strategy: discriminate, validation_fraction: 0.1, decision_deadline_ms: 1000, seed: 7}
+stop: {posterior_threshold: 0.999999, max_trials: 14}
+hypotheses:
+  - {name: tuned, family: direction_tuning}
+  - {name: lnp, family: lnp}
+  - {name: flat, family: "null"}
+)";
+  // ipc endpoints in a private folder: parallel test runs never share a port.
+  const std::string probe = "ipc://" + (dir / "probe").string();
+  const std::string stimulus = "ipc://" + (dir / "stimulus").string();
+  // Command 3 answered late, command 5 never answered; stream faults at fixed blocks while trials
+  // run (trials start once detection is armed, about 1 s in); a 0.3 s outage at 3.2 s.
+  const std::string bench =
+      std::string(TWINLOOP_HIL_BINARY) + " --seed 4 --units 24 --channels 64 --seconds 30" +
+      " --probe-endpoint " + probe + " --stimulus-endpoint " + stimulus +
+      " --wait-for-subscriber --quiet --drop-blocks @1500,2450 --duplicate-blocks @1700" +
+      " --reorder-blocks @1900 --corrupt @2100,2700 --late-onset-ms 40 --late-onsets @3" +
+      " --missing-onset @5 --disconnect-at 3.2 --disconnect-for 0.3";
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + bench + " > " + (dir / "bench.log").string()).c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const fs::path session = dir / "session";
+  int status = -1;
+  const std::string output =
+      shell(std::string(TWINLOOP_BINARY) + " run " + protocol.string() +
+                " --rig net --probe-endpoint " + probe + " --stimulus-endpoint " + stimulus +
+                " --seconds 20 --quiet --out " + session.string(),
+            status);
+  ::kill(child, SIGTERM);
+  int raw = 0;
+  ::waitpid(child, &raw, 0);
+  ASSERT_EQ(status, 0) << output;
+  EXPECT_NE(output.find("networked rig"), std::string::npos) << output;
+
+  const Record record = read_record(session);
+  for (const char* kind : {"gap", "duplicate", "out-of-order", "checksum", "disconnect",
+                           "reconnect", "late onset", "missing onset"}) {
+    bool found = false;
+    for (const std::string& k : record.fault_kinds) found |= k.find(kind) != std::string::npos;
+    EXPECT_TRUE(found) << "no '" << kind << "' fault on record; output:\n" << output;
+  }
+  ASSERT_TRUE(record.trial_status.count(3) && record.trial_status.count(5)) << output;
+  EXPECT_EQ(record.trial_status.at(3), "flagged") << record.trial_events.count(3);
+  EXPECT_EQ(record.trial_status.at(5), "aborted");
+  // The session went on to its budget after every fault.
+  EXPECT_EQ(record.trial_status.size(), 14u) << output;
+  std::size_t scored = 0, settled = 0;
+  for (const auto& [t, s] : record.trial_status) {
+    scored += s == "scored" ? 1 : 0;
+    settled += s == "scored" || s == "flagged" || s == "aborted" ? 1 : 0;
+  }
+  EXPECT_EQ(settled, record.trial_status.size()) << "a trial was left in flight";
+  EXPECT_GE(scored, 3u) << output;
+
+  const nlohmann::json summary = nlohmann::json::parse(std::ifstream(session / "summary.json"));
+  EXPECT_EQ(summary["rig"], "net");
+  EXPECT_GE(summary["flagged_trials"].get<int>(), 1);
+  EXPECT_GE(summary["aborted_trials"].get<int>(), 1);
+  EXPECT_GE(summary["faults_recorded"].get<int>(), 8);
+  EXPECT_FALSE(summary.contains("truth"));
+
+  const std::string verified =
+      shell(std::string(TWINLOOP_BINARY) + " verify " + session.string(), status);
+  EXPECT_EQ(status, 0) << verified;
+  fs::remove_all(dir);
+}
+
+}  // namespace
