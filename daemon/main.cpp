@@ -5,6 +5,8 @@
 #include <string>
 
 #include "twinloop/daemon/commands.hpp"
+#include "twinloop/daemon/keys.hpp"
+#include "twinloop/daemon/monitor.hpp"
 
 namespace {
 
@@ -117,6 +119,17 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"direction_tuning", "null", "mixed"}));
   run_cmd->add_flag("--quiet", run.quiet, "No live progress");
+  run_cmd->add_option("--publish", run.publish_endpoint,
+                      "Publish the monitoring stream (spikes, trials, posterior, health) on this "
+                      "ZeroMQ endpoint, e.g. tcp://*:5560 (docs/monitoring.md)");
+  run_cmd->add_option("--control", run.control_endpoint,
+                      "Accept authenticated commands (status, pause, resume, abort, stop rules) "
+                      "on this ZeroMQ endpoint (docs/control.md); needs --control-key and "
+                      "--control-allow");
+  run_cmd->add_option("--control-key", run.control_key,
+                      "The control socket's secret key file (from twinloop keygen)");
+  run_cmd->add_option("--control-allow", run.control_allow,
+                      "Allow-list of client public keys, one per line");
 
   twinloop::daemon::ResumeOptions resume;
   double resume_seconds = 0.0;
@@ -136,6 +149,52 @@ int main(int argc, char** argv) {
       ->add_option("--pace", resume_pace, "realtime or max (default: the session's own --pace)")
       ->check(CLI::IsMember({"realtime", "max"}));
   resume_cmd->add_flag("--quiet", resume.quiet, "No live progress");
+
+  twinloop::daemon::MonitorOptions monitor_options;
+  auto* monitor_cmd = app.add_subcommand(
+      "monitor", "Live terminal view of a session's monitoring stream (read-only)");
+  monitor_cmd->add_option("ENDPOINT", monitor_options.endpoint, "The session's --publish endpoint")
+      ->required();
+  monitor_cmd->add_option("--seconds", monitor_options.seconds, "Stop after this long (0: Ctrl-C)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e7));
+  monitor_cmd->add_flag("--once", monitor_options.once_plain,
+                        "Draw nothing while running; print one plain snapshot at the end");
+
+  twinloop::daemon::KeygenOptions keygen_options;
+  auto* keygen_cmd = app.add_subcommand(
+      "keygen",
+      "Write a CURVE key pair for the control socket: PREFIX.key_secret (mode 0600) "
+      "and PREFIX.key (public; append it to a session's allow-list)");
+  keygen_cmd->add_option("--out", keygen_options.out_prefix, "Path prefix of the two files")
+      ->required();
+  keygen_cmd->add_flag("--force", keygen_options.force, "Overwrite existing key files");
+
+  twinloop::daemon::ControlClientOptions control_options;
+  double control_threshold = 0.0, control_minutes = 0.0;
+  std::uint32_t control_trials = 0;
+  auto* control_cmd =
+      app.add_subcommand("control", "Send one authenticated command to a session's control socket");
+  control_cmd->add_option("ENDPOINT", control_options.endpoint, "The session's --control endpoint")
+      ->required();
+  control_cmd
+      ->add_option("COMMAND", control_options.command,
+                   "status, pause, resume, abort or "
+                   "set_stop_rule")
+      ->required()
+      ->check(CLI::IsMember({"status", "pause", "resume", "abort", "set_stop_rule"}));
+  control_cmd
+      ->add_option("--server-key", control_options.server_key, "The session's public key file")
+      ->required();
+  control_cmd->add_option("--key", control_options.key, "This client's secret key file")
+      ->required();
+  control_cmd->add_option("--posterior-threshold", control_threshold,
+                          "set_stop_rule: new posterior threshold, in (0.5, 1)");
+  control_cmd->add_option("--max-trials", control_trials, "set_stop_rule: new trial budget");
+  control_cmd->add_option("--max-minutes", control_minutes, "set_stop_rule: new time budget");
+  control_cmd->add_option("--reason", control_options.reason, "abort: the operator's words");
+  control_cmd->add_option("--timeout", control_options.timeout_s, "Seconds to wait for the reply")
+      ->capture_default_str();
 
   std::string verify_dir;
   auto* verify = app.add_subcommand(
@@ -175,6 +234,14 @@ int main(int argc, char** argv) {
     if (resume_seconds > 0.0) resume.seconds = resume_seconds;
     if (!resume_pace.empty()) resume.pace = pace_from(resume_pace);
     return twinloop::daemon::resume_session(resume);
+  }
+  if (monitor_cmd->parsed()) return twinloop::daemon::monitor(monitor_options);
+  if (keygen_cmd->parsed()) return twinloop::daemon::keygen(keygen_options);
+  if (control_cmd->parsed()) {
+    if (control_threshold > 0.0) control_options.posterior_threshold = control_threshold;
+    if (control_trials > 0) control_options.max_trials = control_trials;
+    if (control_minutes > 0.0) control_options.max_minutes = control_minutes;
+    return twinloop::daemon::control_client(control_options);
   }
   if (verify->parsed()) return twinloop::daemon::verify_session(verify_dir);
   return twinloop::daemon::kExitUsage;

@@ -66,6 +66,8 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
   }
   counts_.assign(units, 0);
   log_likelihoods_.assign(hypotheses_.size(), 0.0);
+  stop_ = protocol.stop;
+  if (options.max_trials && *options.max_trials > 0) stop_.max_trials = *options.max_trials;
   one_.resize(1, units);
   score_row_.resize(hypotheses_.size());
 }
@@ -73,8 +75,7 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
 ClosedLoop::~ClosedLoop() = default;
 
 designer::StopDecision ClosedLoop::stop_decision() const noexcept {
-  protocols::StopRules rules = protocol_.stop;
-  if (options_.max_trials && *options_.max_trials > 0) rules.max_trials = *options_.max_trials;
+  const protocols::StopRules& rules = stop_;
   designer::StopInputs inputs;
   inputs.posterior = posterior_.probabilities();
   inputs.trials_done = trial_;
@@ -343,6 +344,26 @@ RestoreReport ClosedLoop::restore() {
   return report;
 }
 
+void ClosedLoop::change_stop_rules(std::optional<double> posterior_threshold,
+                                   std::optional<std::uint32_t> max_trials,
+                                   std::optional<double> max_minutes) {
+  nlohmann::json detail = nlohmann::json::object();
+  if (posterior_threshold) {
+    detail["posterior_threshold"] = {{"from", stop_.posterior_threshold},
+                                     {"to", *posterior_threshold}};
+    stop_.posterior_threshold = *posterior_threshold;
+  }
+  if (max_trials) {
+    detail["max_trials"] = {{"from", stop_.max_trials}, {"to", *max_trials}};
+    stop_.max_trials = *max_trials;
+  }
+  if (max_minutes) {
+    detail["max_minutes"] = {{"from", stop_.max_minutes.value_or(0.0)}, {"to", *max_minutes}};
+    stop_.max_minutes = *max_minutes;
+  }
+  if (record_) record_->record_event("stop_rules_changed", std::nullopt, detail.dump());
+}
+
 void ClosedLoop::refresh_predictions() {
   for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
     hypotheses_[k]->predict(candidates_, predictions_[k]);
@@ -376,7 +397,7 @@ SessionSummary ClosedLoop::summary() const {
   s.stop_reason = std::string(stop_decision().text);
   std::vector<twin::ModelCheckResult> results;
   for (const twin::ModelCheck& check : checks_) results.push_back(check.result());
-  s.verdict = twin::decide(posterior_, results, protocol_.stop.posterior_threshold);
+  s.verdict = twin::decide(posterior_, results, stop_.posterior_threshold);
 
   std::optional<std::size_t> null_index;
   for (std::size_t k = 0; k < protocol_.hypotheses.size(); ++k) {

@@ -31,6 +31,9 @@
 #include "twinloop/acquisition/window_counter.hpp"
 #include "twinloop/daemon/closed_loop.hpp"
 #include "twinloop/daemon/commands.hpp"
+#include "twinloop/daemon/control.hpp"
+#include "twinloop/daemon/keys.hpp"
+#include "twinloop/daemon/publisher.hpp"
 #include "twinloop/daemon/session_record.hpp"
 #include "twinloop/daemon/spike_files.hpp"
 #include "twinloop/drivers/network_probe_source.hpp"
@@ -167,6 +170,11 @@ class SpikeRig final : public TrialRig {
       const std::span<const acquisition::SpikeEvent> got(batch_.data(), n);
       windows_.add_events(got);
       events_.insert(events_.end(), got.begin(), got.end());
+      if (publisher_ != nullptr) {
+        const std::int64_t end = std::max(published_until_, got.back().sample + 1);
+        publisher_->publish_spikes(published_until_, end, got);
+        published_until_ = end;
+      }
     }
     while ((n = loop_.drain_gaps(gap_batch_)) > 0) gaps_ += n;
     if (record_ != nullptr) {
@@ -195,6 +203,7 @@ class SpikeRig final : public TrialRig {
   }
   [[nodiscard]] std::uint64_t faults_recorded() const noexcept { return faults_recorded_; }
 
+  void attach_publisher(Publisher* publisher) noexcept { publisher_ = publisher; }
   [[nodiscard]] Stage stage() const noexcept { return stage_; }
   [[nodiscard]] const Result& result() const noexcept { return result_; }
   [[nodiscard]] const std::vector<acquisition::SpikeEvent>& events() const { return events_; }
@@ -230,6 +239,8 @@ class SpikeRig final : public TrialRig {
   drivers::NetworkProbeSource* net_probe_ = nullptr;
   drivers::NetworkStimulusSink* net_sink_ = nullptr;
   SessionRecord* record_ = nullptr;
+  Publisher* publisher_ = nullptr;
+  std::int64_t published_until_ = 0;
   std::vector<drivers::FaultEvent> faults_ = std::vector<drivers::FaultEvent>(256);
   std::uint64_t faults_recorded_ = 0;
   bool late_ = false;
@@ -279,10 +290,21 @@ class SessionEngine {
       if (!ec) on_signal(signal);
     });
     boost::asio::post(io_, [this] { next_trial(); });
+    if (every_second_) schedule_second();
     io_.run();
   }
 
   [[nodiscard]] bool interrupted() const noexcept { return signal_ != 0; }
+  [[nodiscard]] boost::asio::io_context& io() noexcept { return io_; }
+  /// Between trials no new trial starts while paused (acquisition keeps being drained).
+  bool paused_ = false;
+  /// Optional: every trial stage and posterior are published here.
+  Publisher* publisher_ = nullptr;
+  const protocols::StimulusSpace* space_ = nullptr;
+  /// Optional: called about once a second (health messages).
+  std::function<void()> every_second_;
+  /// Optional: cancels what else waits on io() (e.g. a SIGHUP handler) when the session ends.
+  std::function<void()> on_finish_;
   /// No new trial starts once this returns true (the session's --seconds on the probe clock).
   std::function<bool()> time_up_;
 
@@ -290,8 +312,18 @@ class SessionEngine {
   void next_trial() {
     if (done_) return;
     if (time_up_ && time_up_()) return finish();
+    if (paused_) {
+      // Keep acquisition drained while no trial runs; look again shortly.
+      rig_.drain();
+      tick_.expires_after(std::chrono::milliseconds(10));
+      tick_.async_wait([this](const boost::system::error_code& ec) {
+        if (!ec) next_trial();
+      });
+      return;
+    }
     in_flight_ = closed_loop_.plan();
     if (!in_flight_) return finish();
+    publish(TrialStage::kPreregistered, {});
     failpoint_.reached("after_preregister", in_flight_->trial);
     rig_.begin(in_flight_->trial, in_flight_->stimulus);
     schedule_tick();
@@ -310,11 +342,21 @@ class SessionEngine {
     if (before != SpikeRig::Stage::kCounting && rig_.stage() == SpikeRig::Stage::kCounting) {
       // The onset is on record the moment the rig confirms it, not only once counted.
       closed_loop_.delivered(*in_flight_, rig_.result());
+      publish(TrialStage::kDelivered, {});
       failpoint_.reached("after_delivery", in_flight_->trial);
     }
     if (status_) progress_.update(-1.0, status_());
     if (!over) return schedule_tick();
     closed_loop_.complete(*in_flight_, rig_.result(), counts_);
+    const TrialRig::Result& result = rig_.result();
+    publish(!result.delivered ? TrialStage::kAborted
+            : result.flagged  ? TrialStage::kFlagged
+                              : TrialStage::kScored,
+            counts_);
+    if (publisher_ != nullptr && result.delivered && !result.flagged) {
+      const twin::Posterior& p = closed_loop_.posterior();
+      publisher_->publish_posterior(in_flight_->trial, p.names(), p.probabilities());
+    }
     failpoint_.reached("after_score", in_flight_->trial);
     in_flight_.reset();
     if (rig_.result().problem.find("recording ended") != std::string::npos) return finish();
@@ -342,7 +384,48 @@ class SessionEngine {
   void finish() {
     done_ = true;
     tick_.cancel();
+    second_.cancel();
     signals_.cancel();
+    if (on_finish_) on_finish_();  // io_context::run() returns once nothing else waits
+  }
+
+  void schedule_second() {
+    second_.expires_after(std::chrono::seconds(1));
+    second_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec || done_) return;
+      every_second_();
+      schedule_second();
+    });
+  }
+
+  void publish(TrialStage stage, std::span<const std::uint32_t> counts) {
+    if (publisher_ == nullptr || !in_flight_) return;
+    TrialEvent e;
+    e.trial = in_flight_->trial;
+    e.stage = stage;
+    e.candidate = in_flight_->candidate;
+    e.validation = in_flight_->validation;
+    if (space_ != nullptr) {
+      for (std::size_t d = 0; d < space_->dimension_count(); ++d) {
+        e.stimulus.emplace_back(space_->dimensions[d].name, in_flight_->stimulus.values[d]);
+      }
+    }
+    const TrialRig::Result& r = rig_.result();
+    if (stage != TrialStage::kPreregistered) {
+      e.onset_sample = r.onset_sample;
+      e.window_start = r.window_start;
+      e.window_end = r.window_end;
+      e.note = r.problem;
+    }
+    e.units = static_cast<std::uint32_t>(counts.size());
+    for (std::size_t u = 0; u < counts.size(); ++u) {
+      e.total_count += counts[u];
+      if (counts[u] > e.max_count || e.max_count_unit < 0) {
+        e.max_count = counts[u];
+        e.max_count_unit = static_cast<std::int64_t>(u);
+      }
+    }
+    publisher_->publish_trial_event(e);
   }
 
   ClosedLoop& closed_loop_;
@@ -353,6 +436,7 @@ class SessionEngine {
   boost::asio::io_context io_;
   boost::asio::signal_set signals_{io_, SIGINT, SIGTERM};
   boost::asio::steady_timer tick_{io_};
+  boost::asio::steady_timer second_{io_};
   std::optional<PlannedTrial> in_flight_;
   Failpoint failpoint_;
   int signal_ = 0;
@@ -387,6 +471,65 @@ std::string configure_truth(const std::string& model, hil::SimulationConfig& sim
   sim.mix = mix;
   return model;
 }
+
+// The running session as the control socket sees it. Called on the session thread between
+// trials (serve_pending), so it touches the loop and the engine without locks. Every command
+// that changes the session is written to the record as an event with the client's name.
+class SessionControl final : public ControlHandler {
+ public:
+  SessionControl(ClosedLoop& loop, SessionEngine& engine, SessionRecord& record, std::string name)
+      : loop_(loop), engine_(engine), record_(record), name_(std::move(name)) {}
+
+  ControlReply status(const ControlClient&) override {
+    nlohmann::json posterior = nlohmann::json::object();
+    const twin::Posterior& p = loop_.posterior();
+    for (std::size_t k = 0; k < p.names().size(); ++k) posterior[p.names()[k]] = p.probability(k);
+    const protocols::StopRules& rules = loop_.stop_rules();
+    return ControlReply::success(
+        {{"session", name_},
+         {"state", engine_.paused_ ? "paused" : "running"},
+         {"trials", loop_.trials()},
+         {"leader", p.leader_name()},
+         {"posterior", posterior},
+         {"stop_rules",
+          {{"posterior_threshold", rules.posterior_threshold},
+           {"max_trials", rules.max_trials},
+           {"max_minutes", rules.max_minutes ? nlohmann::json(*rules.max_minutes) : nullptr}}}});
+  }
+  ControlReply pause(const ControlClient& client) override {
+    engine_.paused_ = true;
+    note("operator_pause", client, {});
+    return ControlReply::success({{"state", "paused"}});
+  }
+  ControlReply resume(const ControlClient& client) override {
+    engine_.paused_ = false;
+    note("operator_resume", client, {});
+    return ControlReply::success({{"state", "running"}});
+  }
+  ControlReply abort(const ControlClient& client, const std::string& reason) override {
+    loop_.request_stop();
+    engine_.paused_ = false;  // a paused session must reach its summary
+    note("operator_abort", client, {{"reason", reason}});
+    return ControlReply::success({{"state", "stopping after the trial in flight"}});
+  }
+  ControlReply set_stop_rule(const ControlClient& client, const StopRuleChange& change) override {
+    note("operator_stop_rule", client, {});
+    loop_.change_stop_rules(change.posterior_threshold, change.max_trials, change.max_minutes);
+    return status(client);
+  }
+
+ private:
+  void note(std::string_view kind, const ControlClient& client, nlohmann::json detail) {
+    detail["client"] = client.name;
+    detail["client_key"] = client.public_key;
+    record_.record_event(kind, std::nullopt, detail.dump());
+  }
+
+  ClosedLoop& loop_;
+  SessionEngine& engine_;
+  SessionRecord& record_;
+  std::string name_;
+};
 
 // Runs a session on the simulated rig: a new one (the record is created in `dir`) or a resumed
 // one (the record in `dir` is reopened and the closed loop restored from it).
@@ -557,6 +700,96 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
                   spike_rig->events().size());
     return std::string(line);
   });
+  std::unique_ptr<Publisher> publisher;
+  std::unique_ptr<SessionControl> control;
+  std::unique_ptr<ControlServer> control_server;
+  boost::asio::signal_set hangup(engine.io());
+  std::function<void(const boost::system::error_code&, int)> on_hangup;
+  try {
+    if (!options.publish_endpoint.empty()) {
+      PublisherOptions publisher_options;
+      publisher_options.endpoint = options.publish_endpoint;
+      publisher = std::make_unique<Publisher>(publisher_options);
+      std::printf("monitoring stream: %s (twinloop monitor %s)\n", publisher->endpoint().c_str(),
+                  publisher->endpoint().c_str());
+      spike_rig->attach_publisher(publisher.get());
+      engine.publisher_ = publisher.get();
+      engine.space_ = &protocol.stimulus;
+    }
+    if (!options.control_endpoint.empty()) {
+      control =
+          std::make_unique<SessionControl>(*closed_loop, engine, *record, dir.filename().string());
+      ControlServerOptions control_options;
+      control_options.endpoint = options.control_endpoint;
+      control_options.keys = load_keypair(options.control_key);
+      control_options.allow_list = options.control_allow;
+      boost::asio::io_context& io = engine.io();
+      control_options.on_request = [&io, &control_server, &control] {
+        boost::asio::post(io, [&control_server, &control] {
+          if (control_server) control_server->serve_pending(*control);
+        });
+      };
+      control_server = std::make_unique<ControlServer>(control_options);
+      std::printf("control socket: %s (CURVE; server key %s)\n", control_server->endpoint().c_str(),
+                  control_server->public_key().c_str());
+      // SIGHUP re-reads the allow-list, as operators expect of a daemon.
+      hangup.add(SIGHUP);
+      on_hangup = [&](const boost::system::error_code& ec, int) {
+        if (ec) return;
+        try {
+          control_server->reload();
+          std::fprintf(stderr, "twinloop: allow-list reloaded\n");
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "twinloop: allow-list not reloaded, the old one stays: %s\n",
+                       e.what());
+        }
+        hangup.async_wait(on_hangup);
+      };
+      hangup.async_wait(on_hangup);
+      engine.on_finish_ = [&hangup] { hangup.cancel(); };
+    }
+  } catch (const std::exception& e) {
+    loop.stop();
+    loop.join();
+    std::fprintf(stderr, "twinloop %s: %s\n", command, e.what());
+    return kExitRefused;
+  }
+  std::fflush(stdout);
+  const auto publish_session = [&](const char* state) {
+    if (!publisher) return;
+    SessionInfo info_message;
+    info_message.name = dir.filename().string();
+    info_message.protocol = protocol.name;
+    info_message.rig = options.rig;
+    info_message.designer =
+        options.designer.value_or(std::string(protocols::to_string(protocol.designer.strategy)));
+    info_message.state = state;
+    for (const auto& h : protocol.hypotheses) info_message.hypotheses.push_back(h.name);
+    info_message.sample_rate_hz = rate;
+    info_message.channels = static_cast<std::uint32_t>(units);
+    info_message.trials = closed_loop->trials();
+    publisher->publish_session(info_message);
+  };
+  publish_session("running");
+  if (publisher) {
+    engine.every_second_ = [&] {
+      const acquisition::AcquisitionCounters now = loop.counters();
+      HealthReport h;
+      h.uptime_s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      h.samples = now.samples;
+      h.dropped_samples = spike_rig->gaps();
+      h.event_queue_dropped = now.events_dropped;
+      const auto all = loop.block_latencies_ns();
+      const std::size_t recent = std::min<std::size_t>(all.size(), 1000);
+      const std::vector<std::uint32_t> last(all.end() - static_cast<std::ptrdiff_t>(recent),
+                                            all.end());
+      h.block_latency_p50_ms = last.empty() ? -1.0 : percentile(last, 0.5) / 1e6;
+      h.block_latency_p99_ms = last.empty() ? -1.0 : percentile(last, 0.99) / 1e6;
+      publisher->publish_health(h);
+      publish_session(engine.paused_ ? "paused" : "running");
+    };
+  }
   engine.time_up_ = [&] {
     return static_cast<double>(loop.counters().samples) / rate >= options.seconds;
   };
@@ -568,6 +801,9 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
     std::fprintf(stderr, "\ntwinloop %s: session stopped: %s\n", command, e.what());
     return kExitRefused;
   }
+  hangup.cancel();
+  control_server.reset();
+  publish_session(engine.interrupted() ? "stopped" : "finished");
   loop.stop();
   loop.join();
   spike_rig->drain();

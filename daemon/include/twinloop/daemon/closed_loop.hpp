@@ -142,6 +142,12 @@ class ClosedLoop {
   RestoreReport restore();
   /// The operator's stop.
   void request_stop() noexcept { operator_stop_ = true; }
+  /// The operator's change of the stop rules (e.g. from the control socket): only the fields
+  /// given change; they take effect at the next trial and are written to the record.
+  void change_stop_rules(std::optional<double> posterior_threshold,
+                         std::optional<std::uint32_t> max_trials,
+                         std::optional<double> max_minutes);
+  [[nodiscard]] const protocols::StopRules& stop_rules() const noexcept { return stop_; }
 
   [[nodiscard]] const twin::Posterior& posterior() const noexcept { return posterior_; }
   [[nodiscard]] std::size_t trials() const noexcept { return trial_; }
@@ -190,6 +196,7 @@ class ClosedLoop {
   std::size_t validation_trials_ = 0, flagged_ = 0, refused_ = 0, aborted_ = 0;
   std::size_t deadline_misses_ = 0;
   bool operator_stop_ = false;
+  protocols::StopRules stop_;  // the protocol's, changed by the operator
   bool predictions_changed_ = true;
   std::optional<std::uint64_t> delivery_recorded_;  // trial whose onset is already on record
 };

@@ -48,6 +48,10 @@ struct RunOptions {
   std::string rig = "sim";  ///< "sim" (in process) or "net" (twinloop-hil or a networked rig)
   std::string probe_endpoint = "tcp://127.0.0.1:5555";     ///< --rig net: the probe stream
   std::string stimulus_endpoint = "tcp://127.0.0.1:5556";  ///< --rig net: the stimulus endpoint
+  std::string publish_endpoint;         ///< monitoring stream (docs/monitoring.md); empty: none
+  std::string control_endpoint;         ///< control socket (docs/control.md); empty: none
+  std::filesystem::path control_key;    ///< the server's secret key file (twinloop keygen)
+  std::filesystem::path control_allow;  ///< allow-list of client public keys
   double seconds = 30.0;  ///< longest session; the protocol's stop rules may end it sooner
   std::uint64_t seed = 1;
   drivers::Pace pace = drivers::Pace::kRealtime;
@@ -72,6 +76,21 @@ struct ResumeOptions {
 /// rescored from what was recorded, trials in flight at the interruption are aborted on record,
 /// and the session goes on with the configuration it was started with.
 int resume_session(const ResumeOptions& options);
+
+struct ControlClientOptions {
+  std::string endpoint;
+  std::filesystem::path server_key;  ///< the server's public key file
+  std::filesystem::path key;         ///< this client's secret key file
+  std::string command;               ///< status, pause, resume, abort, set_stop_rule
+  std::optional<double> posterior_threshold;
+  std::optional<std::uint32_t> max_trials;
+  std::optional<double> max_minutes;
+  std::string reason;
+  double timeout_s = 5.0;
+};
+/// `twinloop control ENDPOINT COMMAND`: one authenticated request; prints the reply (JSON).
+/// 0 when the reply says ok, 1 when it refuses or no reply came (e.g. the key is not allowed).
+int control_client(const ControlClientOptions& options);
 
 /// `twinloop verify DIR`: checks a session record (hash chain intact, every prediction committed
 /// before its trial's delivery) and prints a report; 0 when clean, 1 naming each violation.
