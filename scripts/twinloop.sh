@@ -25,8 +25,8 @@ build() {  # build PRESET
 
 if [[ $what == demo ]]; then
   build release
-  exec build/release/daemon/twinloop run config/examples/protocol_gratings.yaml \
-    --rig sim --seconds 30 --seed 1 --pace realtime
+  exec build/release/daemon/twinloop run config/examples/protocol_demo.yaml \
+    --rig sim --seconds 60 --seed 1 --pace realtime
 fi
 
 start=$(date +%s)

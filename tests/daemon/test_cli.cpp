@@ -60,7 +60,9 @@ TEST(Cli, UnknownSubcommandIsUsageError) {
 
 TEST(Cli, CheckAcceptsTheShippedExamples) {
   const Result r = run("check " + (kExamples / "protocol_gratings.yaml").string() + " " +
-                       (kExamples / "protocol_optogenetic.yaml").string());
+                       (kExamples / "protocol_optogenetic.yaml").string() + " " +
+                       (kExamples / "protocol_demo.yaml").string() + " " +
+                       (kExamples / "protocol_direction_vs_orientation.yaml").string());
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("ok: protocol 'gratings_direction_contrast'"), std::string::npos)
       << r.output;
