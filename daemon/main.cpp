@@ -87,6 +87,12 @@ int main(int argc, char** argv) {
       "detected live and counted, predictions scored; ends with the verdict (and, on the "
       "simulated rig, a comparison with ground truth)");
   run_cmd->add_option("PROTOCOL", run.protocol, "YAML protocol file")->required();
+  twinloop::daemon::SubmitOptions submit;
+  run_cmd->add_option("--daemon", submit.endpoint,
+                      "Submit the protocol to a running daemon's control endpoint instead of "
+                      "running it here (docs/twinloopd.md); needs --server-key and --key");
+  run_cmd->add_option("--server-key", submit.server_key, "--daemon: the daemon's public key file");
+  run_cmd->add_option("--key", submit.key, "--daemon: this client's secret key file");
   run_cmd
       ->add_option("--rig", run.rig,
                    "Which rig: sim (the built-in simulated subject and probe, in this process) or "
@@ -130,6 +136,15 @@ int main(int argc, char** argv) {
                       "The control socket's secret key file (from twinloop keygen)");
   run_cmd->add_option("--control-allow", run.control_allow,
                       "Allow-list of client public keys, one per line");
+
+  twinloop::daemon::DaemonOptions daemon_options;
+  auto* daemon_cmd = app.add_subcommand(
+      "daemon",
+      "Run the long-running daemon: serves its control socket, runs protocols submitted with "
+      "`twinloop run --daemon` one at a time on its rig, stops cleanly on SIGTERM "
+      "(docs/twinloopd.md)");
+  daemon_cmd->add_option("--config", daemon_options.config, "Daemon configuration (YAML)")
+      ->required();
 
   twinloop::daemon::ResumeOptions resume;
   double resume_seconds = 0.0;
@@ -223,6 +238,15 @@ int main(int argc, char** argv) {
     det.pace = pace_from(det_pace);
     if (!truth.empty()) det.truth = truth;
     return twinloop::daemon::detect(det);
+  }
+  if (daemon_cmd->parsed()) return twinloop::daemon::run_daemon(daemon_options);
+  if (run_cmd->parsed() && !submit.endpoint.empty()) {
+    if (submit.server_key.empty() || submit.key.empty()) {
+      std::fprintf(stderr, "twinloop run: --daemon needs --server-key and --key\n");
+      return twinloop::daemon::kExitUsage;
+    }
+    submit.protocol = run.protocol;
+    return twinloop::daemon::submit_protocol(submit);
   }
   if (run_cmd->parsed()) {
     run.pace = pace_from(run_pace);

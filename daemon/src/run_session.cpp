@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "src/progress.hpp"
+#include "src/session_host.hpp"
 #include "twinloop/acquisition/acquisition_loop.hpp"
 #include "twinloop/acquisition/detection_score.hpp"
 #include "twinloop/acquisition/window_counter.hpp"
@@ -517,6 +518,9 @@ class SessionControl final : public ControlHandler {
     loop_.change_stop_rules(change.posterior_threshold, change.max_trials, change.max_minutes);
     return status(client);
   }
+  ControlReply submit(const ControlClient&, const protocols::Protocol&) override {
+    return ControlReply::failure("busy: session " + name_ + " running");
+  }
 
  private:
   void note(std::string_view kind, const ControlClient& client, nlohmann::json detail) {
@@ -531,10 +535,11 @@ class SessionControl final : public ControlHandler {
   std::string name_;
 };
 
-// Runs a session on the simulated rig: a new one (the record is created in `dir`) or a resumed
-// one (the record in `dir` is reopened and the closed loop restored from it).
-int execute_session(const protocols::Protocol& protocol, const RunOptions& options,
-                    const std::filesystem::path& dir, bool resume, const char* command) {
+}  // namespace
+
+int internal::execute_session(const protocols::Protocol& protocol, const RunOptions& options,
+                              const std::filesystem::path& dir, bool resume, const char* command,
+                              const SessionServices& services) {
   const protocols::ProbeSpec& probe_spec = protocol.probes.front();
   if (protocol.probes.size() > 1) {
     std::fprintf(stderr, "twinloop %s: the simulated rig drives one probe; using '%s'\n", command,
@@ -599,7 +604,10 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
   acq.block_samples = sim.block_samples;
   acq.latency_capacity = static_cast<std::size_t>(options.seconds * 1000.0) + 1000;
   acquisition::AcquisitionLoop loop(*probe, acq);
-  if (!loop.start()) {
+  if (services.before_acquisition) services.before_acquisition();
+  const bool acquisition_started = loop.start();
+  if (services.after_acquisition) services.after_acquisition();
+  if (!acquisition_started) {
     std::fprintf(stderr, "twinloop %s: %s\n", command, loop.error().c_str());
     return kExitRefused;
   }
@@ -700,23 +708,46 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
                   spike_rig->events().size());
     return std::string(line);
   });
-  std::unique_ptr<Publisher> publisher;
+  std::unique_ptr<Publisher> own_publisher;
+  Publisher* publisher = services.publisher;
   std::unique_ptr<SessionControl> control;
   std::unique_ptr<ControlServer> control_server;
   boost::asio::signal_set hangup(engine.io());
   std::function<void(const boost::system::error_code&, int)> on_hangup;
+  // Whatever way this function ends, the host's server stops posting to this session's loop.
+  struct ReleaseRelay {
+    internal::RequestRelay* relay = nullptr;
+    ~ReleaseRelay() {
+      if (relay != nullptr) relay->set(nullptr);
+    }
+  } release_relay;
   try {
-    if (!options.publish_endpoint.empty()) {
+    if (publisher == nullptr && !options.publish_endpoint.empty()) {
       PublisherOptions publisher_options;
       publisher_options.endpoint = options.publish_endpoint;
-      publisher = std::make_unique<Publisher>(publisher_options);
+      own_publisher = std::make_unique<Publisher>(publisher_options);
+      publisher = own_publisher.get();
       std::printf("monitoring stream: %s (twinloop monitor %s)\n", publisher->endpoint().c_str(),
                   publisher->endpoint().c_str());
-      spike_rig->attach_publisher(publisher.get());
-      engine.publisher_ = publisher.get();
+    }
+    if (publisher != nullptr) {
+      spike_rig->attach_publisher(publisher);
+      engine.publisher_ = publisher;
       engine.space_ = &protocol.stimulus;
     }
-    if (!options.control_endpoint.empty()) {
+    if (services.control != nullptr && services.relay != nullptr) {
+      // The host's server: between trials this session's loop serves what it queues.
+      control =
+          std::make_unique<SessionControl>(*closed_loop, engine, *record, dir.filename().string());
+      boost::asio::io_context& io = engine.io();
+      ControlServer* server = services.control;
+      SessionControl* handler = control.get();
+      services.relay->set([&io, server, handler] {
+        boost::asio::post(io, [server, handler] { server->serve_pending(*handler); });
+      });
+      release_relay.relay = services.relay;
+      boost::asio::post(io, [server, handler] { server->serve_pending(*handler); });
+    } else if (!options.control_endpoint.empty()) {
       control =
           std::make_unique<SessionControl>(*closed_loop, engine, *record, dir.filename().string());
       ControlServerOptions control_options;
@@ -803,6 +834,11 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
   }
   hangup.cancel();
   control_server.reset();
+  if (release_relay.relay != nullptr) {
+    release_relay.relay->set(nullptr);
+    release_relay.relay = nullptr;
+  }
+  if (services.interrupted != nullptr) *services.interrupted = engine.interrupted();
   publish_session(engine.interrupted() ? "stopped" : "finished");
   loop.stop();
   loop.join();
@@ -971,8 +1007,6 @@ int execute_session(const protocols::Protocol& protocol, const RunOptions& optio
   return counters.failed ? kExitRefused : kExitOk;
 }
 
-}  // namespace
-
 int run_session(const RunOptions& options) {
   const protocols::ProtocolLoadResult loaded = protocols::load_protocol_file(options.protocol);
   if (!loaded.ok()) {
@@ -983,7 +1017,7 @@ int run_session(const RunOptions& options) {
   }
   const protocols::Protocol& protocol = *loaded.protocol;
   const std::filesystem::path dir = options.out.value_or(default_session_dir(protocol));
-  return execute_session(protocol, options, dir, false, "run");
+  return internal::execute_session(protocol, options, dir, false, "run");
 }
 
 int resume_session(const ResumeOptions& resume) {
@@ -1024,7 +1058,7 @@ int resume_session(const ResumeOptions& resume) {
     std::fprintf(stderr, "twinloop resume: the protocol on record is refused by this build\n");
     return kExitRefused;
   }
-  return execute_session(*loaded.protocol, options, resume.dir, true, "resume");
+  return internal::execute_session(*loaded.protocol, options, resume.dir, true, "resume");
 }
 
 }  // namespace twinloop::daemon

@@ -92,6 +92,28 @@ struct ControlClientOptions {
 /// 0 when the reply says ok, 1 when it refuses or no reply came (e.g. the key is not allowed).
 int control_client(const ControlClientOptions& options);
 
+struct DaemonOptions {
+  std::filesystem::path config;  ///< the daemon's YAML configuration (config/twinloopd.yaml)
+};
+/// `twinloop daemon --config FILE`: the long-running daemon (docs/twinloopd.md). Serves the
+/// control socket, runs submitted protocols one at a time on the configured rig, and on
+/// SIGINT/SIGTERM ends the running session after its trial in flight and returns kExitOk.
+/// kExitRefused when the configuration is refused (file:line:column diagnostics on stderr) or
+/// its sockets or keys cannot be set up.
+int run_daemon(const DaemonOptions& options);
+
+struct SubmitOptions {
+  std::string endpoint;              ///< the daemon's control endpoint
+  std::filesystem::path protocol;    ///< YAML protocol file, sent as text
+  std::filesystem::path server_key;  ///< the daemon's public key file
+  std::filesystem::path key;         ///< this client's secret key file
+  double timeout_s = 10.0;
+};
+/// `twinloop run --daemon ENDPOINT PROTOCOL`: submits a protocol to a daemon. Prints the session
+/// directory the daemon will write; kExitRefused with the daemon's reason (e.g. the protocol's
+/// file:line errors, or "busy") when it refuses, or when no reply came.
+int submit_protocol(const SubmitOptions& options);
+
 /// `twinloop verify DIR`: checks a session record (hash chain intact, every prediction committed
 /// before its trial's delivery) and prints a report; 0 when clean, 1 naming each violation.
 int verify_session(const std::filesystem::path& dir);

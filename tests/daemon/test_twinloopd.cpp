@@ -1,0 +1,284 @@
+// The long-running daemon: its configuration refused with file:line:column and the field when
+// wrong, and a live daemon on the simulated rig that takes submitted protocols one at a time,
+// refuses what it cannot run, and on SIGTERM closes the running session's record and exits 0.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "twinloop/daemon/daemon_config.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using twinloop::daemon::load_daemon_config_text;
+using twinloop::protocols::format_diagnostics;
+
+struct Result {
+  int status = -1;
+  std::string output;
+};
+
+Result shell(const std::string& command) {
+  Result result;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return result;
+  std::array<char, 4096> buffer{};
+  while (std::fgets(buffer.data(), buffer.size(), pipe) != nullptr) result.output += buffer.data();
+  const int raw = pclose(pipe);
+  result.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return result;
+}
+
+const std::string kTwinloop = TWINLOOP_BINARY;
+
+constexpr const char* kGoodConfig = R"(rig:
+  kind: sim
+  seed: 3
+  pace: realtime
+sessions_dir: sessions
+control:
+  endpoint: ipc:///tmp/x
+  secret_key: server.key_secret
+  allow_list: allow
+)";
+
+std::string refused(const std::string& text) {
+  const auto result = load_daemon_config_text(text, "d.yaml", "/etc/twinloop");
+  EXPECT_FALSE(result.ok()) << text;
+  return format_diagnostics(result.diagnostics);
+}
+
+TEST(DaemonConfig, AcceptsAMinimalConfigAndResolvesPathsAgainstItsFolder) {
+  const auto result = load_daemon_config_text(kGoodConfig, "d.yaml", "/etc/twinloop");
+  ASSERT_TRUE(result.ok()) << format_diagnostics(result.diagnostics);
+  EXPECT_EQ(result.config->rig.seed, 3U);
+  EXPECT_EQ(result.config->sessions_dir, fs::path("/etc/twinloop/sessions"));
+  EXPECT_EQ(result.config->control_key, fs::path("/etc/twinloop/server.key_secret"));
+  EXPECT_FALSE(result.config->threads.realtime.sched_fifo);
+}
+
+TEST(DaemonConfig, TheShippedExampleIsValid) {
+  const fs::path example = fs::path(TWINLOOP_SOURCE_DIR) / "config" / "twinloopd.yaml";
+  const auto result = twinloop::daemon::load_daemon_config_file(example);
+  EXPECT_TRUE(result.ok()) << format_diagnostics(result.diagnostics);
+}
+
+TEST(DaemonConfig, EveryProblemNamesFileLineColumnAndField) {
+  // An unknown key, at the key itself.
+  EXPECT_NE(refused(std::string(kGoodConfig) + "threads:\n  acquisition_cpu: 2\n  sesion_cpu: 3\n")
+                .find("d.yaml:12:3: error: threads.sesion_cpu: found an unknown key"),
+            std::string::npos);
+  // A wrong value, a number out of range and a wrong type, all reported in one pass.
+  const std::string many = refused(R"(rig: {kind: fpga}
+sessions_dir: s
+control: {endpoint: e, secret_key: k, allow_list: a, queue: -1}
+threads:
+  realtime: {sched_fifo: maybe, priority: 200}
+limits: {max_session_seconds: [1]}
+)");
+  EXPECT_NE(many.find("d.yaml:1:13: error: rig.kind: found 'fpga', expected one of sim, net"),
+            std::string::npos)
+      << many;
+  EXPECT_NE(many.find("d.yaml:3:61: error: control.queue: found '-1', expected an integer in"),
+            std::string::npos)
+      << many;
+  EXPECT_NE(many.find("d.yaml:5:26: error: threads.realtime.sched_fifo: found 'maybe', expected "
+                      "true or false"),
+            std::string::npos)
+      << many;
+  EXPECT_NE(many.find("d.yaml:5:43: error: threads.realtime.priority: found '200'"),
+            std::string::npos)
+      << many;
+  EXPECT_NE(many.find("d.yaml:6:31: error: limits.max_session_seconds: found a list"),
+            std::string::npos)
+      << many;
+  // A missing required section, and a net rig without its endpoints.
+  const std::string missing = refused("rig: {kind: net}\nsessions_dir: s\n");
+  EXPECT_NE(missing.find("error: control: found nothing"), std::string::npos) << missing;
+  EXPECT_NE(missing.find("error: rig.probe_endpoint: found nothing"), std::string::npos) << missing;
+  // Broken YAML still gets a position.
+  EXPECT_NE(refused("rig: {kind: sim\n").find("d.yaml:2:"), std::string::npos);
+}
+
+TEST(DaemonConfig, TheDaemonRefusesABadConfigBeforeStarting) {
+  const fs::path dir = fs::temp_directory_path() / ("twinloopd_cfg_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "bad.yaml") << std::string(kGoodConfig) << "limits: {max_seconds: 5}\n";
+  const Result r = shell(kTwinloop + " daemon --config " + (dir / "bad.yaml").string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("bad.yaml:10:10: error: limits.max_seconds: found an unknown key"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(dir / "sessions"));
+  fs::remove_all(dir);
+}
+
+std::string protocol_text(const std::string& name, int max_trials) {
+  return "twinloop_protocol: 1\nname: " + name + R"(
+subject: {id: SIM-D, species: Mus musculus}
+probes:
+  - {name: imec0, type: sim, channels: 64, sample_rate_hz: 30000, source: sim}
+stimulus:
+  kind: grating
+  space:
+    direction: {unit: deg, grid: {start: 0, stop: 315, step: 45}}
+    contrast: {unit: fraction, values: [0.5, 1.0]}
+timing: {baseline_ms: 50, stimulus_ms: 100, response_start_ms: 20, response_end_ms: 170,
+         inter_trial_ms: 100}
+safety: {amplitude_dimension: contrast, max_amplitude: 1.0, max_duty_cycle: 0.6,
+         min_interval_ms: 200}
+designer: {strategy: discriminate, validation_fraction: 0.1, decision_deadline_ms: 1000, seed: 7}
+stop: {posterior_threshold: 0.999999, max_trials: )" +
+         std::to_string(max_trials) + R"(}
+hypotheses:
+  - {name: tuned, family: direction_tuning}
+  - {name: flat, family: "null"}
+)";
+}
+
+// The session directory named by `twinloop run --daemon`'s reply.
+fs::path accepted_dir(const std::string& output) {
+  const std::string marker = "accepted; session ";
+  const auto at = output.find(marker);
+  if (at == std::string::npos) return {};
+  const auto start = at + marker.size();
+  return output.substr(start, output.find('\n', start) - start);
+}
+
+TEST(Twinloopd, RunsSubmittedSessionsOneAtATimeAndStopsCleanlyOnSigterm) {
+  const fs::path dir = fs::temp_directory_path() / ("twinloopd_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const char* who : {"server", "operator"}) {
+    const Result r = shell(kTwinloop + " keygen --out " + (dir / who).string());
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  fs::copy_file(dir / "operator.key", dir / "allow");
+  const std::string control = "ipc://" + (dir / "ctl").string();
+  std::ofstream(dir / "twinloopd.yaml")
+      << "rig: {kind: sim, seed: 2, pace: realtime}\n"
+      << "sessions_dir: sessions\n"
+      << "publish: {endpoint: 'ipc://" << (dir / "pub").string() << "'}\ncontrol: {endpoint: '"
+      << control << "', secret_key: server.key_secret, allow_list: allow}\n"
+      << "limits: {max_session_seconds: 60}\n";
+  std::ofstream(dir / "short.yaml") << protocol_text("daemon_short", 5);
+  std::ofstream(dir / "long.yaml") << protocol_text("daemon_long", 500);
+  std::ofstream(dir / "bad.yaml") << "twinloop_protocol: 1\nname: bad\nstop: {max_trials: -3}\n";
+
+  const std::string daemon = kTwinloop + " daemon --config " + (dir / "twinloopd.yaml").string() +
+                             " > " + (dir / "daemon.log").string() + " 2>&1";
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + daemon).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const std::string keys = " --server-key " + (dir / "server.key").string() + " --key " +
+                           (dir / "operator.key_secret").string();
+  const auto submit = [&](const char* file) {
+    return shell(kTwinloop + " run --daemon " + control + " " + (dir / file).string() + keys);
+  };
+  const auto status = [&]() -> nlohmann::json {
+    const Result r = shell(kTwinloop + " control " + control + " status" + keys + " --timeout 2");
+    const auto brace = r.output.find('{');
+    if (r.status != 0 || brace == std::string::npos) return nullptr;
+    return nlohmann::json::parse(r.output.substr(brace), nullptr, false);
+  };
+  const auto wait_for = [&](const auto& done, int seconds) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const nlohmann::json s = status();
+      if (s.is_object() && done(s)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  };
+  const auto log = [&] {
+    std::ifstream in(dir / "daemon.log");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const auto stop_daemon = [&] {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+  };
+
+  if (!wait_for([](const nlohmann::json& s) { return s.value("state", "") == "idle"; }, 20)) {
+    stop_daemon();
+    FAIL() << "the daemon did not answer\n" << log();
+  }
+
+  // First session: accepted; a second submit while it runs is refused as busy.
+  const Result first = submit("short.yaml");
+  EXPECT_EQ(first.status, 0) << first.output;
+  const fs::path first_dir = accepted_dir(first.output);
+  EXPECT_EQ(first_dir.parent_path(), dir / "sessions") << first.output;
+  EXPECT_EQ(first_dir.filename().string().rfind("daemon_short-", 0), 0U) << first.output;
+  const Result busy = submit("long.yaml");
+  EXPECT_EQ(busy.status, 1) << busy.output;
+  EXPECT_NE(busy.output.find("busy: session daemon_short-"), std::string::npos) << busy.output;
+  // A malformed protocol is refused with its file:line diagnostics.
+  const Result bad = submit("bad.yaml");
+  EXPECT_EQ(bad.status, 1) << bad.output;
+  EXPECT_NE(bad.output.find("bad.yaml:3:"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("stop.max_trials"), std::string::npos) << bad.output;
+
+  // It runs to its trial budget, then the daemon is idle again.
+  const bool first_done = wait_for(
+      [](const nlohmann::json& s) {
+        return s.value("state", "") == "idle" && s.value("sessions_run", 0) == 1;
+      },
+      30);
+  if (!first_done) {
+    stop_daemon();
+    FAIL() << "the first session did not end\n" << log();
+  }
+  const nlohmann::json summary = nlohmann::json::parse(std::ifstream(first_dir / "summary.json"));
+  EXPECT_EQ(summary["trials"].get<int>(), 5);
+  const Result verified = shell(kTwinloop + " verify " + first_dir.string());
+  EXPECT_EQ(verified.status, 0) << verified.output;
+
+  // Second session: SIGTERM once it is under way.
+  const Result second = submit("long.yaml");
+  ASSERT_EQ(second.status, 0) << second.output;
+  const fs::path second_dir = accepted_dir(second.output);
+  const bool running = wait_for(
+      [](const nlohmann::json& s) {
+        return s.value("state", "") == "running" && s.value("trials", 0) >= 2;
+      },
+      30);
+  if (!running) {
+    stop_daemon();
+    FAIL() << "the second session did not get going\n" << log();
+  }
+  ::kill(child, SIGTERM);
+  int raw = 0;
+  pid_t done = 0;
+  for (int i = 0; i < 200 && done == 0; ++i) {
+    done = ::waitpid(child, &raw, WNOHANG);
+    if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (done == 0) {
+    stop_daemon();
+    FAIL() << "the daemon did not stop on SIGTERM\n" << log();
+  }
+  EXPECT_TRUE(WIFEXITED(raw) && WEXITSTATUS(raw) == 0) << log();
+  ASSERT_TRUE(fs::exists(second_dir / "summary.json")) << log();
+  const nlohmann::json stopped = nlohmann::json::parse(std::ifstream(second_dir / "summary.json"));
+  EXPECT_GE(stopped["trials"].get<int>(), 2);
+  EXPECT_LT(stopped["trials"].get<int>(), 500);
+  const Result verified_second = shell(kTwinloop + " verify " + second_dir.string());
+  EXPECT_EQ(verified_second.status, 0) << verified_second.output;
+  fs::remove_all(dir);
+}
+
+}  // namespace
