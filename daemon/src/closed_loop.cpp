@@ -95,8 +95,21 @@ bool ClosedLoop::needs_validation() const noexcept {
   // Enough validation trials for the model check to judge (it needs a minimum of PIT values).
   const std::size_t needed = std::max(options_.min_validation_trials,
                                       (twin::ModelCheckOptions{}.min_values + units_ - 1) / units_);
-  return stop_decision().reason == designer::StopReason::kPosteriorThreshold &&
-         validation_trials_ < needed;
+  if (stop_decision().reason != designer::StopReason::kPosteriorThreshold ||
+      validation_trials_ >= needed) {
+    return false;
+  }
+  // The hard limits (trial budget, time, the operator) end a session even while validation
+  // trials are still missing: the posterior is checked first, so ask again without it.
+  protocols::StopRules hard = stop_;
+  hard.posterior_threshold = 2.0;  // unreachable: probabilities are at most 1
+  designer::StopInputs inputs;
+  inputs.posterior = posterior_.probabilities();
+  inputs.trials_done = trial_;
+  inputs.minutes_elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count() / 60.0;
+  inputs.operator_stop = operator_stop_;
+  return !designer::evaluate_stop(hard, inputs).stop();
 }
 
 bool ClosedLoop::step() {

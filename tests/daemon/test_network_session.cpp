@@ -17,20 +17,11 @@
 #include <set>
 #include <string>
 
+#include "daemon_test_support.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string shell(const std::string& command, int& status) {
-  std::string output;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return output;
-  std::array<char, 4096> buffer{};
-  while (std::fgets(buffer.data(), buffer.size(), pipe) != nullptr) output += buffer.data();
-  const int raw = pclose(pipe);
-  status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return output;
-}
 
 struct Record {
   std::map<std::int64_t, std::string> trial_status;
@@ -74,27 +65,7 @@ TEST(NetworkSession, EveryBenchFaultIsRecordedAndItsTrialsAreNeverScored) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const fs::path protocol = dir / "short.yaml";
-  std::ofstream(protocol) << R"(twinloop_protocol: 1
-name: short_trials_net
-subject: {id: SIM-N, species: Mus musculus}
-probes:
-  - {name: imec0, type: sim, channels: 64, sample_rate_hz: 30000, source: sim}
-stimulus:
-  kind: grating
-  space:
-    direction: {unit: deg, grid: {start: 0, stop: 315, step: 45}}
-    contrast: {unit: fraction, values: [0.5, 1.0]}
-timing: {baseline_ms: 50, stimulus_ms: 100, response_start_ms: 20, response_end_ms: 170,
-         inter_trial_ms: 100}
-safety: {amplitude_dimension: contrast, max_amplitude: 1.0, max_duty_cycle: 0.6,
-         min_interval_ms: 200}
-designer: {strategy: discriminate, validation_fraction: 0.1, decision_deadline_ms: 1000, seed: 7}
-stop: {posterior_threshold: 0.999999, max_trials: 14}
-hypotheses:
-  - {name: tuned, family: direction_tuning}
-  - {name: lnp, family: lnp}
-  - {name: flat, family: "null"}
-)";
+  std::ofstream(protocol) << twinloop::test_support::short_trials_protocol("short_trials_net", 14);
   // ipc endpoints in a private folder: parallel test runs never share a port.
   const std::string probe = "ipc://" + (dir / "probe").string();
   const std::string stimulus = "ipc://" + (dir / "stimulus").string();
@@ -114,16 +85,15 @@ hypotheses:
     _exit(127);
   }
   const fs::path session = dir / "session";
-  int status = -1;
-  const std::string output =
-      shell(std::string(TWINLOOP_BINARY) + " run " + protocol.string() +
-                " --rig net --probe-endpoint " + probe + " --stimulus-endpoint " + stimulus +
-                " --seconds 20 --quiet --out " + session.string(),
-            status);
+  const twinloop::test_support::ShellResult run = twinloop::test_support::shell(
+      std::string(TWINLOOP_BINARY) + " run " + protocol.string() + " --rig net --probe-endpoint " +
+      probe + " --stimulus-endpoint " + stimulus + " --seconds 20 --quiet --out " +
+      session.string());
+  const std::string& output = run.output;
   ::kill(child, SIGTERM);
   int raw = 0;
   ::waitpid(child, &raw, 0);
-  ASSERT_EQ(status, 0) << output;
+  ASSERT_EQ(run.status, 0) << output;
   EXPECT_NE(output.find("networked rig"), std::string::npos) << output;
 
   const Record record = read_record(session);
@@ -153,9 +123,9 @@ hypotheses:
   EXPECT_GE(summary["faults_recorded"].get<int>(), 8);
   EXPECT_FALSE(summary.contains("truth"));
 
-  const std::string verified =
-      shell(std::string(TWINLOOP_BINARY) + " verify " + session.string(), status);
-  EXPECT_EQ(status, 0) << verified;
+  const twinloop::test_support::ShellResult verified =
+      twinloop::test_support::shell(std::string(TWINLOOP_BINARY) + " verify " + session.string());
+  EXPECT_EQ(verified.status, 0) << verified.output;
   fs::remove_all(dir);
 }
 

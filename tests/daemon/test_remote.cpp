@@ -17,25 +17,14 @@
 #include <string>
 #include <thread>
 
+#include "daemon_test_support.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int status = -1;
-  std::string output;
-};
-
-Result shell(const std::string& command) {
-  Result result;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer{};
-  while (std::fgets(buffer.data(), buffer.size(), pipe) != nullptr) result.output += buffer.data();
-  const int raw = pclose(pipe);
-  result.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return result;
-}
+using Result = twinloop::test_support::ShellResult;
+using twinloop::test_support::shell;
 
 const std::string kTwinloop = TWINLOOP_BINARY;
 
@@ -51,27 +40,7 @@ TEST(Remote, MonitoredAndSteeredOverTheNetworkWithAuthenticatedCommands) {
   fs::copy_file(dir / "operator.key", dir / "allow");
 
   const fs::path protocol = dir / "short.yaml";
-  std::ofstream(protocol) << R"(twinloop_protocol: 1
-name: remote_short
-subject: {id: SIM-C, species: Mus musculus}
-probes:
-  - {name: imec0, type: sim, channels: 64, sample_rate_hz: 30000, source: sim}
-stimulus:
-  kind: grating
-  space:
-    direction: {unit: deg, grid: {start: 0, stop: 315, step: 45}}
-    contrast: {unit: fraction, values: [0.5, 1.0]}
-timing: {baseline_ms: 50, stimulus_ms: 100, response_start_ms: 20, response_end_ms: 170,
-         inter_trial_ms: 100}
-safety: {amplitude_dimension: contrast, max_amplitude: 1.0, max_duty_cycle: 0.6,
-         min_interval_ms: 200}
-designer: {strategy: discriminate, validation_fraction: 0.1, decision_deadline_ms: 1000, seed: 7}
-stop: {posterior_threshold: 0.999999, max_trials: 500}
-hypotheses:
-  - {name: tuned, family: direction_tuning}
-  - {name: lnp, family: lnp}
-  - {name: flat, family: "null"}
-)";
+  std::ofstream(protocol) << twinloop::test_support::short_trials_protocol("remote_short", 500);
   const std::string publish = "ipc://" + (dir / "pub").string();
   const std::string control = "ipc://" + (dir / "ctl").string();
   const fs::path session = dir / "session";

@@ -20,66 +20,28 @@
 #include <string>
 #include <thread>
 
+#include "daemon_test_support.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
-
-struct Result {
-  int status = -1;
-  int signal = 0;
-  std::string output;
-};
-
-Result shell(const std::string& command) {
-  Result result;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer{};
-  while (std::fgets(buffer.data(), buffer.size(), pipe) != nullptr) result.output += buffer.data();
-  const int raw = pclose(pipe);
-  if (WIFEXITED(raw)) result.status = WEXITSTATUS(raw);
-  // The shell reports a child killed by signal N as exit status 128 + N.
-  if (result.status > 128) result.signal = result.status - 128;
-  return result;
-}
 
 std::string twinloop() {
   return TWINLOOP_BINARY;
 }
 
+using Result = twinloop::test_support::ShellResult;
+using twinloop::test_support::shell;
+
 fs::path temp_dir(const std::string& name) {
-  const fs::path dir =
-      fs::temp_directory_path() / ("twinloop_resume_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
+  return twinloop::test_support::fresh_temp_dir("resume_" + name);
 }
 
 // Short trials (0.25 s apart) on a 64-channel probe, so a dozen trials take a few seconds at
 // real-time pace (at maximum pace the simulated probe would outrun the trials).
 fs::path write_protocol(const fs::path& dir) {
   const fs::path path = dir / "short.yaml";
-  std::ofstream(path) << R"(twinloop_protocol: 1
-name: short_trials
-subject: {id: SIM-R, species: Mus musculus}
-probes:
-  - {name: imec0, type: sim, channels: 64, sample_rate_hz: 30000, source: sim}
-stimulus:
-  kind: grating
-  space:
-    direction: {unit: deg, grid: {start: 0, stop: 315, step: 45}}
-    contrast: {unit: fraction, values: [0.5, 1.0]}
-timing: {baseline_ms: 50, stimulus_ms: 100, response_start_ms: 20, response_end_ms: 170,
-         inter_trial_ms: 100}
-safety: {amplitude_dimension: contrast, max_amplitude: 1.0, max_duty_cycle: 0.6,
-         min_interval_ms: 200}
-designer: {strategy: discriminate, validation_fraction: 0.1, decision_deadline_ms: 1000, seed: 7}
-stop: {posterior_threshold: 0.999999, max_trials: 10}
-hypotheses:
-  - {name: tuned, family: direction_tuning}
-  - {name: lnp, family: lnp}
-  - {name: flat, family: "null"}
-)";
+  std::ofstream(path) << twinloop::test_support::short_trials_protocol("short_trials", 10);
   return path;
 }
 
@@ -149,7 +111,7 @@ void kill_and_resume(const std::string& point, int trial) {
 
   Result r = shell("TWINLOOP_FAILPOINT=" + point + ":" + std::to_string(trial) + " " +
                    run_command(protocol, session));
-  ASSERT_EQ(r.signal, SIGKILL) << "the failpoint should have killed the run: " << r.output;
+  ASSERT_EQ(r.signal(), SIGKILL) << "the failpoint should have killed the run: " << r.output;
   const auto before = read_trials(session);
   ASSERT_FALSE(before.empty());
   // Every trial before the killed one completed and is on record with its posterior.

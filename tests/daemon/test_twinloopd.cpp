@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "daemon_test_support.hpp"
 #include "twinloop/daemon/daemon_config.hpp"
 
 namespace {
@@ -23,21 +24,8 @@ namespace fs = std::filesystem;
 using twinloop::daemon::load_daemon_config_text;
 using twinloop::protocols::format_diagnostics;
 
-struct Result {
-  int status = -1;
-  std::string output;
-};
-
-Result shell(const std::string& command) {
-  Result result;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer{};
-  while (std::fgets(buffer.data(), buffer.size(), pipe) != nullptr) result.output += buffer.data();
-  const int raw = pclose(pipe);
-  result.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return result;
-}
+using Result = twinloop::test_support::ShellResult;
+using twinloop::test_support::shell;
 
 const std::string kTwinloop = TWINLOOP_BINARY;
 
@@ -124,26 +112,7 @@ TEST(DaemonConfig, TheDaemonRefusesABadConfigBeforeStarting) {
 }
 
 std::string protocol_text(const std::string& name, int max_trials) {
-  return "twinloop_protocol: 1\nname: " + name + R"(
-subject: {id: SIM-D, species: Mus musculus}
-probes:
-  - {name: imec0, type: sim, channels: 64, sample_rate_hz: 30000, source: sim}
-stimulus:
-  kind: grating
-  space:
-    direction: {unit: deg, grid: {start: 0, stop: 315, step: 45}}
-    contrast: {unit: fraction, values: [0.5, 1.0]}
-timing: {baseline_ms: 50, stimulus_ms: 100, response_start_ms: 20, response_end_ms: 170,
-         inter_trial_ms: 100}
-safety: {amplitude_dimension: contrast, max_amplitude: 1.0, max_duty_cycle: 0.6,
-         min_interval_ms: 200}
-designer: {strategy: discriminate, validation_fraction: 0.1, decision_deadline_ms: 1000, seed: 7}
-stop: {posterior_threshold: 0.999999, max_trials: )" +
-         std::to_string(max_trials) + R"(}
-hypotheses:
-  - {name: tuned, family: direction_tuning}
-  - {name: flat, family: "null"}
-)";
+  return twinloop::test_support::short_trials_protocol(name, max_trials, false);
 }
 
 // The session directory named by `twinloop run --daemon`'s reply.
