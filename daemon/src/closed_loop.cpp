@@ -75,20 +75,27 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
 ClosedLoop::~ClosedLoop() = default;
 
 designer::StopDecision ClosedLoop::stop_decision() const noexcept {
-  const protocols::StopRules& rules = stop_;
   designer::StopInputs inputs;
   inputs.posterior = posterior_.probabilities();
   inputs.trials_done = trial_;
   inputs.minutes_elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count() / 60.0;
   inputs.operator_stop = operator_stop_;
-  designer::StopDecision decision = designer::evaluate_stop(rules, inputs);
+  designer::StopDecision decision = designer::evaluate_stop(stop_, inputs);
   if (decision.reason == designer::StopReason::kPosteriorThreshold &&
       trial_ < options_.min_trials_before_stop) {
-    decision.reason = designer::StopReason::kNone;
-    decision.text = "";
+    decision = hard_stop_decision(inputs);
   }
   return decision;
+}
+
+designer::StopDecision ClosedLoop::hard_stop_decision(
+    const designer::StopInputs& inputs) const noexcept {
+  // The posterior is the first rule evaluate_stop looks at; with it out of reach the answer is
+  // whether a hard limit (trial budget, time, the operator) holds.
+  protocols::StopRules hard = stop_;
+  hard.posterior_threshold = 2.0;  // unreachable: probabilities are at most 1
+  return designer::evaluate_stop(hard, inputs);
 }
 
 bool ClosedLoop::needs_validation() const noexcept {
@@ -99,17 +106,14 @@ bool ClosedLoop::needs_validation() const noexcept {
       validation_trials_ >= needed) {
     return false;
   }
-  // The hard limits (trial budget, time, the operator) end a session even while validation
-  // trials are still missing: the posterior is checked first, so ask again without it.
-  protocols::StopRules hard = stop_;
-  hard.posterior_threshold = 2.0;  // unreachable: probabilities are at most 1
+  // The hard limits end a session even while validation trials are still missing.
   designer::StopInputs inputs;
   inputs.posterior = posterior_.probabilities();
   inputs.trials_done = trial_;
   inputs.minutes_elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count() / 60.0;
   inputs.operator_stop = operator_stop_;
-  return !designer::evaluate_stop(hard, inputs).stop();
+  return !hard_stop_decision(inputs).stop();
 }
 
 bool ClosedLoop::step() {

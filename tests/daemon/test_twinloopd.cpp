@@ -140,7 +140,7 @@ TEST(Twinloopd, RunsSubmittedSessionsOneAtATimeAndStopsCleanlyOnSigterm) {
       << "publish: {endpoint: 'ipc://" << (dir / "pub").string() << "'}\ncontrol: {endpoint: '"
       << control << "', secret_key: server.key_secret, allow_list: allow}\n"
       << "limits: {max_session_seconds: 60}\n";
-  std::ofstream(dir / "short.yaml") << protocol_text("daemon_short", 5);
+  std::ofstream(dir / "short.yaml") << protocol_text("daemon_short", 30);
   std::ofstream(dir / "long.yaml") << protocol_text("daemon_long", 500);
   std::ofstream(dir / "bad.yaml") << "twinloop_protocol: 1\nname: bad\nstop: {max_trials: -3}\n";
 
@@ -212,7 +212,9 @@ TEST(Twinloopd, RunsSubmittedSessionsOneAtATimeAndStopsCleanlyOnSigterm) {
     FAIL() << "the first session did not end\n" << log();
   }
   const nlohmann::json summary = nlohmann::json::parse(std::ifstream(first_dir / "summary.json"));
-  EXPECT_EQ(summary["trials"].get<int>(), 5);
+  // Its trial budget, or fewer when the posterior stop came first (possible from trial 20 on).
+  EXPECT_LE(summary["trials"].get<int>(), 30);
+  EXPECT_GE(summary["trials"].get<int>(), 20);
   const Result verified = shell(kTwinloop + " verify " + first_dir.string());
   EXPECT_EQ(verified.status, 0) << verified.output;
 

@@ -162,7 +162,9 @@ class ClosedLoop {
 
  private:
   void refit();
-  void refresh_predictions();  // every twin predicts every candidate; the designer's tables
+  void refresh_predictions();
+  [[nodiscard]] designer::StopDecision hard_stop_decision(const designer::StopInputs& inputs)
+      const noexcept;  // every twin predicts every candidate; the designer's tables
   // After the posterior took a scored trial: trace, model checks (from score_row_), history.
   void learn(const protocols::Stimulus& stimulus, bool validation,
              std::span<const std::uint32_t> counts);
