@@ -184,20 +184,25 @@ TEST(WireFormat, DecodersSurviveRandomBytes) {
       m[7] = std::byte{0};
       if (i % 2 == 0) reseal(m);
     }
+    const bool sealed = i % 3 == 0 && m.size() >= 8 && i % 2 == 0;
     wire::BlockHeader h;
     wire::StreamInfo info;
     wire::StreamEnd end;
     wire::StimulusReply reply;
     StimulusCommand command;
     std::uint64_t id = 0;
-    (void)wire::decode_block(m, h);
-    (void)wire::decode_stream_info(m, info);
-    (void)wire::decode_stream_end(m, end);
-    (void)wire::decode_stimulus_reply(m, reply);
-    (void)wire::decode_stimulus_command(m, id, command);
-    (void)wire::decode_stream_info_request(m, id);
+    const std::array<wire::DecodeError, 6> results = {wire::decode_block(m, h),
+                                                      wire::decode_stream_info(m, info),
+                                                      wire::decode_stream_end(m, end),
+                                                      wire::decode_stimulus_reply(m, reply),
+                                                      wire::decode_stimulus_command(m, id, command),
+                                                      wire::decode_stream_info_request(m, id)};
+    // Random bytes without a matching checksum are never accepted (a random CRC-32 match is a
+    // 1 in 2^32 event); resealed ones must be judged by the typed checks without crashing.
+    if (!sealed) {
+      for (const wire::DecodeError e : results) EXPECT_NE(e, wire::DecodeError::kNone) << i;
+    }
   }
-  SUCCEED();
 }
 
 // ---- A fake rig: an XPUB the test drives by hand --------------------------------------------
