@@ -530,7 +530,9 @@ TEST(Families, RefusesMisSizedBatchesAndCounts) {
 
 // The designer's call: every candidate of a 1000-candidate space for 384 units. After a fit the
 // predictions of the fixed candidate set are cached, so predict() copies rows.
-TEST(Families, PredictForAThousandCandidatesIsFast) {
+// The designer's full problem size: every family predicts 1000 candidates x 384 units after a fit
+// on 200 trials. How fast it does so is measured by tests/bench/bench_designer, not asserted here.
+TEST(Families, PredictsAThousandCandidatesForEveryUnitAfterAFit) {
   const auto space = gratings(40, [] {
     std::vector<double> c;
     for (int i = 1; i <= 25; ++i) c.push_back(i / 25.0);
@@ -555,33 +557,17 @@ TEST(Families, PredictForAThousandCandidatesIsFast) {
 
   for (const auto family : {HypothesisFamily::kDirectionTuning, HypothesisFamily::kLnp}) {
     auto h = make_hypothesis(spec(family), space, kUnits, {});
-    const auto fit_start = std::chrono::steady_clock::now();
     h->update(t.stimuli, t.counts);
-    const double fit_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - fit_start)
-            .count();
-    const auto warm_start = std::chrono::steady_clock::now();
-    h->update(t.stimuli, t.counts);  // the next trial's refit starts from this fit
-    const double warm_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - warm_start)
-            .count();
     PredictionBatch b;
     b.resize(candidates.size(), kUnits);
-    std::vector<double> ms;
-    for (int i = 0; i < 21; ++i) {
-      const auto start = std::chrono::steady_clock::now();
-      h->predict(candidates, b);
-      ms.push_back(
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-              .count());
-    }
-    std::sort(ms.begin(), ms.end());
-    std::cout << "[ timing   ] " << h->family() << ": predict 1000 x 384 median " << ms[10]
-              << " ms (min " << ms.front() << ", max " << ms.back() << "); update on 200 trials "
-              << fit_ms << " ms first, " << warm_ms << " ms warm-started\n";
-    EXPECT_LT(ms[10], 50.0) << h->family();
-    EXPECT_TRUE(std::all_of(b.mean.begin(), b.mean.end(),
-                            [](double m) { return std::isfinite(m) && m > 0; }));
+    h->predict(candidates, b);
+    ASSERT_EQ(b.mean.size(), candidates.size() * kUnits) << h->family();
+    EXPECT_TRUE(std::all_of(b.mean.begin(), b.mean.end(), [](double m) {
+      return std::isfinite(m) && m > 0;
+    })) << h->family();
+    // The fit saw the tuning: unit 0 prefers 7 deg, so at full contrast it is predicted to fire
+    // more at 9 deg (candidate 1 x 25 + 24) than at the opposite 189 deg (candidate 21 x 25 + 24).
+    EXPECT_GT(b.at(49, 0).mean, b.at(549, 0).mean) << h->family();
   }
 }
 
