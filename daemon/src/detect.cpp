@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdio>
 #include <exception>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -11,16 +12,31 @@
 #include "twinloop/acquisition/detection_score.hpp"
 #include "twinloop/daemon/commands.hpp"
 #include "twinloop/daemon/spike_files.hpp"
+#include "twinloop/drivers/openephys_binary_source.hpp"
 #include "twinloop/drivers/spikeglx.hpp"
 
 namespace twinloop::daemon {
 
 int detect(const DetectOptions& options) {
-  drivers::SpikeGlxFileSourceConfig source_config;
-  source_config.bin_path = options.recording;
-  source_config.block_samples = options.block_samples;
-  source_config.pace = options.pace;
-  drivers::SpikeGlxFileSource source(source_config);
+  // The path chooses the format: an Open Ephys binary recording (structure.oebin, the folder
+  // holding it, or a stream's continuous.dat), else a SpikeGLX .bin with its .meta beside it.
+  const bool openephys = drivers::is_openephys_recording(options.recording);
+  std::unique_ptr<drivers::SpikeGlxFileSource> spikeglx;
+  std::unique_ptr<drivers::OpenEphysBinarySource> oebin;
+  if (openephys) {
+    drivers::OpenEphysBinarySourceConfig oe_config;
+    oe_config.recording = options.recording;
+    oe_config.block_samples = options.block_samples;
+    oe_config.pace = options.pace;
+    oebin = std::make_unique<drivers::OpenEphysBinarySource>(oe_config);
+  } else {
+    drivers::SpikeGlxFileSourceConfig source_config;
+    source_config.bin_path = options.recording;
+    source_config.block_samples = options.block_samples;
+    source_config.pace = options.pace;
+    spikeglx = std::make_unique<drivers::SpikeGlxFileSource>(source_config);
+  }
+  drivers::ProbeSource& source = openephys ? static_cast<drivers::ProbeSource&>(*oebin) : *spikeglx;
 
   acquisition::AcquisitionConfig config;
   config.block_samples = options.block_samples;
@@ -32,11 +48,24 @@ int detect(const DetectOptions& options) {
     std::fprintf(stderr, "twinloop detect: %s\n", loop.error().c_str());
     return kExitRefused;
   }
-  for (const std::string& warning : source.warnings()) {
+  for (const std::string& warning : openephys ? oebin->warnings() : spikeglx->warnings()) {
     std::fprintf(stderr, "twinloop detect: warning: %s\n", warning.c_str());
   }
   const drivers::ProbeInfo& info = loop.probe();
-  const double total = static_cast<double>(source.total_samples());
+  const std::uint64_t total_samples =
+      openephys ? oebin->total_samples() : spikeglx->total_samples();
+  const std::int64_t first_sample =
+      openephys ? oebin->first_sample() : spikeglx->meta().first_sample;
+  if (openephys) {
+    std::printf(
+        "Open Ephys stream '%s' (continuous[%zu] of %s): %zu channels, %zu of them electrode "
+        "sites, at %.10g Hz, %llu samples from sample %lld; geometry: %s\n",
+        oebin->stream().folder().c_str(), oebin->stream().index, oebin->structure().source.c_str(),
+        info.stored_channels, info.neural_channels, info.sample_rate_hz,
+        static_cast<unsigned long long>(total_samples), static_cast<long long>(first_sample),
+        oebin->geometry_source().c_str());
+  }
+  const double total = static_cast<double>(total_samples);
   internal::Progress progress(!options.quiet);
   std::vector<acquisition::SpikeEvent> events;
   std::vector<acquisition::SpikeEvent> batch(1 << 14);
@@ -76,6 +105,11 @@ int detect(const DetectOptions& options) {
     return kExitRefused;
   }
   const double seconds = static_cast<double>(counters.samples) / info.sample_rate_hz;
+  if (openephys) {
+    std::printf("read %llu of %llu samples (%.4f s at %.10g Hz)\n",
+                static_cast<unsigned long long>(counters.samples),
+                static_cast<unsigned long long>(total_samples), seconds, info.sample_rate_hz);
+  }
   try {
     write_detected_spikes(options.out, events, info.geometry, loop.detector().noise_uv(), seconds);
   } catch (const std::exception& e) {
@@ -107,8 +141,7 @@ int detect(const DetectOptions& options) {
       acquisition::ScoreOptions score_options;
       score_options.tolerance_samples = std::llround(0.5e-3 * info.sample_rate_hz);
       score_options.from_sample = loop.detector().armed_from_sample();
-      score_options.to_sample = source.meta().first_sample +
-                                static_cast<std::int64_t>(counters.samples) -
+      score_options.to_sample = first_sample + static_cast<std::int64_t>(counters.samples) -
                                 loop.detector().delay_samples() - 1;
       const acquisition::DetectionScore score = acquisition::score_detection(
           events, truth.spikes, truth.units, info.geometry, score_options);
