@@ -48,6 +48,10 @@ SpikeGlxWriter::SpikeGlxWriter(std::filesystem::path base, SpikeGlxWriterConfig 
   if (!(config_.sample_rate_hz > 0.0)) {
     throw std::runtime_error(bin_path_.string() + ": sample rate must be positive");
   }
+  if (config_.neural_channels == 0 || config_.neural_channels > kNeuralChannels) {
+    throw std::runtime_error(bin_path_.string() + ": " + std::to_string(config_.neural_channels) +
+                             " AP channels; a Neuropixels 1.0 recording saves 1 to 384");
+  }
   file_ = std::fopen(bin_path_.c_str(), "wb");
   if (file_ == nullptr) {
     throw std::runtime_error(bin_path_.string() + ": cannot create .bin file");
@@ -70,8 +74,8 @@ bool SpikeGlxWriter::append(const SampleBlock& block) noexcept {
     last_error_ = "append after close";
     return false;
   }
-  if (block.stored_channels != kStoredChannels) {
-    last_error_ = "block has the wrong number of stored channels (expected 385)";
+  if (block.stored_channels != stored_channels()) {
+    last_error_ = "block has the wrong number of stored channels";
     return false;
   }
   if (block.sample_count > block.capacity_samples()) {
@@ -85,7 +89,7 @@ bool SpikeGlxWriter::append(const SampleBlock& block) noexcept {
   if (block.sample_count == 0) return true;
   static_assert(std::endian::native == std::endian::little,
                 "SpikeGLX .bin is little-endian; add byte swapping for this host");
-  const std::size_t words = block.sample_count * kStoredChannels;
+  const std::size_t words = block.sample_count * stored_channels();
   if (std::fwrite(block.samples.data(), sizeof(std::int16_t), words, file_) != words) {
     last_error_ = "write to the .bin failed (disk full?)";
     return false;
@@ -113,7 +117,8 @@ void SpikeGlxWriter::close() {
 }
 
 std::string SpikeGlxWriter::meta_text(std::uint64_t samples, std::int64_t first_sample) const {
-  const std::uint64_t size_bytes = samples * kStoredChannels * sizeof(std::int16_t);
+  const std::size_t saved = config_.neural_channels;
+  const std::uint64_t size_bytes = samples * stored_channels() * sizeof(std::int16_t);
   const double seconds = static_cast<double>(samples) / config_.sample_rate_hz;
   std::string bin_name = std::filesystem::absolute(bin_path_).generic_string();
   std::string m;
@@ -150,9 +155,12 @@ std::string SpikeGlxWriter::meta_text(std::uint64_t samples, std::int64_t first_
   kv("imTrgSource", "0");
   kv("imroFile", "");
   kv("nDataDirs", "1");
-  kv("nSavedChans", "385");
-  kv("snsApLfSy", "384,0,1");
-  kv("snsSaveChanSubset", "all");
+  kv("nSavedChans", std::to_string(saved + 1));
+  kv("snsApLfSy", std::to_string(saved) + ",0,1");
+  // SpikeGLX's subset syntax: acquired channel indices, ranges as a:b; the SY word is 768.
+  kv("snsSaveChanSubset", saved == kNeuralChannels
+                              ? "all"
+                              : (saved == 1 ? "0" : "0:" + std::to_string(saved - 1)) + ",768");
   kv("syncImInputSlot", std::to_string(config_.sync_input_slot));
   kv("syncSourceIdx", "0");
   kv("syncSourcePeriod", "1");
@@ -167,20 +175,21 @@ std::string SpikeGlxWriter::meta_text(std::uint64_t samples, std::int64_t first_
   for (std::size_t c = 0; c < kNeuralChannels; ++c) {
     m += "(" + std::to_string(c) + " 0 0 500 250 1)";
   }
+  // The maps below list saved channels only; ~imroTbl above covers every acquired one.
   m += "\n~snsChanMap=(384,384,1)";
-  for (std::size_t c = 0; c < kNeuralChannels; ++c) {
+  for (std::size_t c = 0; c < saved; ++c) {
     const std::string n = std::to_string(c);
     m += "(AP" + n + ";" + n + ":" + n + ")";
   }
   m += "(SY0;768:768)\n~snsGeomMap=(" + config_.probe_part_number + ",1,0,70)";
-  for (std::size_t c = 0; c < kNeuralChannels; ++c) {
+  for (std::size_t c = 0; c < saved; ++c) {
     double x = 0;
     double z = 0;
     np1_geom_position(static_cast<int>(c), x, z);
     m += "(0:" + format_double(x) + ":" + format_double(z) + ":1)";
   }
   m += "\n~snsShankMap=(1,2,480)";
-  for (std::size_t c = 0; c < kNeuralChannels; ++c) {
+  for (std::size_t c = 0; c < saved; ++c) {
     m += "(0:" + std::to_string(c % 2) + ":" + std::to_string(c / 2) + ":1)";
   }
   m += "\n";

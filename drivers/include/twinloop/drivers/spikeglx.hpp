@@ -156,13 +156,16 @@ struct SpikeGlxWriterConfig {
   int sync_input_slot = 2;                             ///< syncImInputSlot
   std::string app_version = "twinloop-0.1";            ///< appVersion
   std::size_t io_buffer_bytes = std::size_t{1} << 20;  ///< stdio buffer for the .bin
+  /// AP channels saved, 1..384: the first n sites (a smaller probe, e.g. a 64-channel simulated
+  /// one, is written as SpikeGLX writes a saved-channel subset: snsSaveChanSubset=0:n-1,768).
+  std::size_t neural_channels = 384;
 };
 
 /// Writes `<base>.ap.bin` + `<base>.ap.meta` for one Neuropixels 1.0 probe (type 0, bank 0, AP gain
-/// 500, LF gain 250, 384 AP channels + the SY word: 385 stored channels). Blocks stream to disk
-/// through a fixed stdio buffer; nothing holds the whole recording. The .meta is written by
-/// close() (fileSizeBytes/fileTimeSecs are known only then), with the keys SpikeGLX writes.
-/// Example: base "/data/run_g0_t0.imec0" -> /data/run_g0_t0.imec0.ap.bin and .ap.meta.
+/// 500, LF gain 250, `neural_channels` AP channels + the SY word: 385 stored channels for all 384).
+/// Blocks stream to disk through a fixed stdio buffer; nothing holds the whole recording. The .meta
+/// is written by close() (fileSizeBytes/fileTimeSecs are known only then), with the keys SpikeGLX
+/// writes. Example: base "/data/run_g0_t0.imec0" -> /data/run_g0_t0.imec0.ap.bin and .ap.meta.
 class SpikeGlxWriter {
  public:
   static constexpr std::size_t kNeuralChannels = 384;
@@ -178,7 +181,10 @@ class SpikeGlxWriter {
   SpikeGlxWriter(SpikeGlxWriter&&) = delete;
   SpikeGlxWriter& operator=(SpikeGlxWriter&&) = delete;
 
-  /// Appends block.sample_count rows (385 words each, the producer fills the SY word). The first
+  /// Words per row: the saved AP channels and the SY word.
+  [[nodiscard]] std::size_t stored_channels() const noexcept { return config_.neural_channels + 1; }
+  /// Appends block.sample_count rows (stored_channels() words each, the producer fills the SY
+  /// word). The first
   /// block's first_sample becomes firstSample; later blocks must continue it exactly (a SpikeGLX
   /// file cannot hold a gap, and gaps are never bridged).
   /// \return false, with last_error() set and nothing written, on a channel-count mismatch, a
