@@ -30,9 +30,11 @@ constexpr std::int64_t kMaxTrials = 10'000'000;
 
 using Keys = std::span<const std::string_view>;
 
-constexpr std::array<std::string_view, 11> kRootKeys = {
-    "twinloop_protocol", "name", "description", "subject", "probes", "stimulus", "timing", "safety",
-    "designer",          "stop", "hypotheses"};
+constexpr std::array<std::string_view, 12> kRootKeys = {
+    "twinloop_protocol", "name",      "description", "subject",  "probes",
+    "stimulus",          "timing",    "safety",      "designer", "stop",
+    "hypotheses",        "record_raw"};
+constexpr std::array<std::string_view, 2> kBooleans = {"false", "true"};
 constexpr std::array<std::string_view, 3> kSubjectKeys = {"id", "species", "notes"};
 constexpr std::array<std::string_view, 6> kProbeKeys = {"name",           "type",   "channels",
                                                         "sample_rate_hz", "source", "path"};
@@ -106,6 +108,9 @@ class ProtocolReader {
       read_stop(*f);
     }
     if (auto f = map.require("hypotheses", "a list of hypotheses")) read_hypotheses(*f);
+    if (auto f = map.get("record_raw")) {
+      if (auto v = c_.choice(*f, kBooleans)) p_.record_raw = *v == 1;
+    }
     check_safety();
     check_designer();
   }

@@ -121,6 +121,8 @@ struct Protocol {
   DesignerSettings designer;
   StopRules stop;
   std::vector<HypothesisSpec> hypotheses;  ///< at least one; two or more for discriminate
+  /// Record the raw probe stream in SpikeGLX format beside the session record (for replay).
+  bool record_raw = false;
 
   std::string source_name;  ///< display name the protocol was loaded under (usually its path)
   std::string source_text;  ///< the YAML exactly as read, for hashing into the session record
