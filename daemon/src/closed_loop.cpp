@@ -10,14 +10,21 @@ namespace twinloop::daemon {
 namespace {
 
 constexpr std::string_view kDeadlineFallback = "deadline_fallback_random";
+constexpr std::string_view kDataExhaustedText =
+    "the recorded data are exhausted: no candidate has an unused response left";
 // Below this expected information gain (nats) no candidate is worth choosing over another.
 constexpr double kNoInformationNats = 1e-6;
 
-std::string stimulus_json(const protocols::StimulusSpace& space, const protocols::Stimulus& s) {
+nlohmann::json stimulus_object(const protocols::StimulusSpace& space,
+                               const protocols::Stimulus& s) {
   nlohmann::json j = nlohmann::json::object();
   for (std::size_t d = 0; d < space.dimension_count(); ++d)
     j[space.dimensions[d].name] = s.values[d];
-  return j.dump();
+  return j;
+}
+
+std::string stimulus_json(const protocols::StimulusSpace& space, const protocols::Stimulus& s) {
+  return stimulus_object(space, s).dump();
 }
 
 }  // namespace
@@ -57,6 +64,7 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
   }
   allowed_ = std::make_unique<bool[]>(candidate_count);
   std::fill_n(allowed_.get(), candidate_count, true);
+  available_ = candidate_count;
   designer::DiscriminateConfig config;
   config.validation_fraction = protocol.designer.validation_fraction;
   config.seed = protocol.designer.seed ^ options.seed;
@@ -85,6 +93,9 @@ designer::StopDecision ClosedLoop::stop_decision() const noexcept {
   if (decision.reason == designer::StopReason::kPosteriorThreshold &&
       trial_ < options_.min_trials_before_stop) {
     decision = hard_stop_decision(inputs);
+  } else if (!decision.stop() && exhausted_) {
+    decision.reason = designer::StopReason::kTrialBudget;
+    decision.text = kDataExhaustedText;
   }
   return decision;
 }
@@ -95,7 +106,13 @@ designer::StopDecision ClosedLoop::hard_stop_decision(
   // whether a hard limit (trial budget, time, the operator) holds.
   protocols::StopRules hard = stop_;
   hard.posterior_threshold = 2.0;  // unreachable: probabilities are at most 1
-  return designer::evaluate_stop(hard, inputs);
+  designer::StopDecision decision = designer::evaluate_stop(hard, inputs);
+  if (!decision.stop() && exhausted_) {
+    // No candidate left to deliver: a hard limit like the trial budget.
+    decision.reason = designer::StopReason::kTrialBudget;
+    decision.text = kDataExhaustedText;
+  }
+  return decision;
 }
 
 bool ClosedLoop::needs_validation() const noexcept {
@@ -124,7 +141,41 @@ bool ClosedLoop::step() {
   return true;
 }
 
+void ClosedLoop::refresh_allowed() {
+  const std::size_t candidate_count = candidates_.size();
+  std::size_t available = 0;
+  for (std::size_t c = 0; c < candidate_count; ++c) {
+    const bool now = rig_.available(static_cast<std::uint32_t>(c));
+    if (allowed_[c] && !now && record_) {
+      record_->record_event(
+          event_kind::kCandidateExhausted, std::nullopt,
+          nlohmann::json({{"candidate", c},
+                          {"stimulus", stimulus_object(protocol_.stimulus, candidates_[c])},
+                          {"trials", trial_}})
+              .dump());
+    }
+    allowed_[c] = now;
+    available += now ? 1 : 0;
+  }
+  available_ = available;
+  const bool was_exhausted = exhausted_;
+  exhausted_ = available == 0;
+  if (exhausted_ && !was_exhausted && record_) {
+    record_->record_event(
+        event_kind::kDataExhausted, std::nullopt,
+        nlohmann::json(
+            {{"reason", kDataExhaustedText}, {"trials", trial_}, {"candidates", candidate_count}})
+            .dump());
+  }
+}
+
+std::uint32_t ClosedLoop::draw_allowed() noexcept {
+  return random_.choose(std::span<const bool>(allowed_.get(), candidates_.size())).value_or(0);
+}
+
 std::optional<PlannedTrial> ClosedLoop::plan() {
+  // Only candidates the rig can still deliver are designed; with none left the session stops.
+  refresh_allowed();
   const bool force_validation = needs_validation();
   if (!force_validation && stop_decision().stop()) return std::nullopt;
   const std::uint64_t trial = trial_++;
@@ -139,7 +190,7 @@ std::optional<PlannedTrial> ClosedLoop::plan() {
   double eig = std::numeric_limits<double>::quiet_NaN();
   std::string strategy_name = "random";
   if (force_validation) {
-    candidate = random_.choose(static_cast<std::uint32_t>(candidate_count));
+    candidate = draw_allowed();
     validation = true;
     strategy_name = "validation_random";
   } else if (strategy_ == protocols::DesignerStrategy::kDiscriminate) {
@@ -154,7 +205,7 @@ std::optional<PlannedTrial> ClosedLoop::plan() {
       // Every candidate is expected to say nothing (e.g. the twins still share their prior
       // predictions): a tie broken by candidate order would repeat one stimulus for nothing, so
       // the trial explores at random, and is drawn independently of every model.
-      candidate = random_.choose(static_cast<std::uint32_t>(candidate_count));
+      candidate = draw_allowed();
       validation = true;
       eig = decision->eig;
       strategy_name = "uninformative_random";
@@ -167,7 +218,7 @@ std::optional<PlannedTrial> ClosedLoop::plan() {
       // A decision that arrives after its deadline is not used: the trial falls back to a
       // random candidate, as it would have to on a rig, and the miss is on record.
       ++deadline_misses_;
-      candidate = random_.choose(static_cast<std::uint32_t>(candidate_count));
+      candidate = draw_allowed();
       strategy_name = std::string(kDeadlineFallback);
       if (record_) {
         nlohmann::json detail = {{"elapsed_ms", elapsed_ms},
@@ -177,7 +228,7 @@ std::optional<PlannedTrial> ClosedLoop::plan() {
       }
     }
   } else {
-    candidate = random_.choose(static_cast<std::uint32_t>(candidate_count));
+    candidate = draw_allowed();
     // Random trials are drawn independently of every model: all of them validate.
     validation = true;
   }

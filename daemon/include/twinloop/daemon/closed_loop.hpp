@@ -10,6 +10,9 @@
 // tests and benchmarks. step() runs a whole trial on the rig synchronously; an event loop that
 // must keep serving acquisition while a trial is in flight calls plan() and, when the rig has
 // answered, complete(). restore() rebuilds a session from its record so it can be resumed.
+// A rig whose supply of responses is finite (recorded data) tells the loop which candidates it
+// can still deliver (TrialRig::available); the loop designs only among those and stops when none
+// is left.
 // Thread safety: one thread drives a ClosedLoop.
 #pragma once
 
@@ -19,6 +22,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -50,7 +54,22 @@ class TrialRig {
   /// window. Called only after the trial's predictions are durably recorded.
   virtual Result run_trial(std::uint64_t trial, const protocols::Stimulus& stimulus,
                            std::span<std::uint32_t> counts) = 0;
+  /// Whether candidate `candidate` (an index into the protocol's candidates) can still be
+  /// delivered. A rig with a finite supply of responses, such as recorded data where each repeat
+  /// answers once, says false once a candidate's supply is spent: the loop then never designs a
+  /// trial for it (discriminating, random, validation and fallback draws alike), writes a
+  /// `candidate_exhausted` event, and once no candidate is left stops with "the recorded data are
+  /// exhausted" (a `data_exhausted` event). Default: always available.
+  /// \note Called for every candidate before each plan(); must be cheap and must not block.
+  [[nodiscard]] virtual bool available(std::uint32_t /*candidate*/) const noexcept { return true; }
 };
+
+namespace event_kind {
+/// A candidate's supply of responses ran out (TrialRig::available turned false).
+inline constexpr std::string_view kCandidateExhausted = "candidate_exhausted";
+/// No candidate is available any more: the session stops.
+inline constexpr std::string_view kDataExhausted = "data_exhausted";
+}  // namespace event_kind
 
 struct ClosedLoopOptions {
   std::optional<protocols::DesignerStrategy> strategy;  ///< overrides the protocol's
@@ -151,7 +170,15 @@ class ClosedLoop {
 
   [[nodiscard]] const twin::Posterior& posterior() const noexcept { return posterior_; }
   [[nodiscard]] std::size_t trials() const noexcept { return trial_; }
+  /// The stop rule that holds now, if any. Exhausted data (no candidate available at the last
+  /// plan()) is a hard stop after the operator, posterior and budgets; designer::StopReason has no
+  /// value of its own for it, so it is reported as kTrialBudget (the data's budget of trials is
+  /// spent) with the text "the recorded data are exhausted ...".
   [[nodiscard]] designer::StopDecision stop_decision() const noexcept;
+  /// True when no candidate was available at the last plan() (see TrialRig::available).
+  [[nodiscard]] bool data_exhausted() const noexcept { return exhausted_; }
+  /// Candidates available at the last plan().
+  [[nodiscard]] std::size_t available_candidates() const noexcept { return available_; }
   /// True when the posterior would stop the session but validation trials are still missing.
   [[nodiscard]] bool needs_validation() const noexcept;
   /// Scores so far and the verdict they support (model checks run here: not cheap).
@@ -163,6 +190,11 @@ class ClosedLoop {
  private:
   void refit();
   void refresh_predictions();
+  // Asks the rig which candidates are still available, into allowed_; records those that ran
+  // out since the last call and, once none is left, that the data are exhausted.
+  void refresh_allowed();
+  // A random draw among the allowed candidates (at least one is, whenever plan() designs).
+  [[nodiscard]] std::uint32_t draw_allowed() noexcept;
   [[nodiscard]] designer::StopDecision hard_stop_decision(const designer::StopInputs& inputs)
       const noexcept;  // every twin predicts every candidate; the designer's tables
   // After the posterior took a scored trial: trace, model checks (from score_row_), history.
@@ -201,6 +233,8 @@ class ClosedLoop {
   protocols::StopRules stop_;  // the protocol's, changed by the operator
   bool predictions_changed_ = true;
   std::optional<std::uint64_t> delivery_recorded_;  // trial whose onset is already on record
+  std::size_t available_ = 0;  // candidates the rig could deliver at the last plan()
+  bool exhausted_ = false;     // none could
 };
 
 }  // namespace twinloop::daemon
