@@ -856,10 +856,22 @@ std::vector<RecordedTrial> SessionRecord::trials() const {
     s.reset();
   }
   {
-    Stmt s(db, "SELECT trial, counts FROM outcomes");
+    Stmt s(db, "SELECT trial, counts, window_start, window_end FROM outcomes");
     while (s.step()) {
       const auto it = index.find(static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 0)));
-      if (it != index.end()) trials[it->second].counts = column_values<std::uint32_t>(s.get(), 1);
+      if (it == index.end()) continue;
+      RecordedTrial& t = trials[it->second];
+      t.counts = column_values<std::uint32_t>(s.get(), 1);
+      t.window_start = sqlite3_column_int64(s.get(), 2);
+      t.window_end = sqlite3_column_int64(s.get(), 3);
+    }
+    s.reset();
+  }
+  {
+    Stmt s(db, "SELECT trial, onset_sample FROM deliveries");
+    while (s.step()) {
+      const auto it = index.find(static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 0)));
+      if (it != index.end()) trials[it->second].onset_sample = sqlite3_column_int64(s.get(), 1);
     }
     s.reset();
   }

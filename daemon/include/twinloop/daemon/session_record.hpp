@@ -109,8 +109,10 @@ struct RecordedTrial {
   std::string strategy;
   /// Per hypothesis (record order), per unit; empty when the trial was never pre-registered.
   std::vector<std::vector<double>> mean, dispersion;
-  std::vector<std::uint32_t> counts;  ///< per unit; empty without an outcome
-  std::vector<double> posterior;      ///< per hypothesis after this trial; empty unless scored
+  std::vector<std::uint32_t> counts;              ///< per unit; empty without an outcome
+  std::int64_t onset_sample = -1;                 ///< from the delivery; -1 when never delivered
+  std::int64_t window_start = 0, window_end = 0;  ///< the outcome's response window, samples
+  std::vector<double> posterior;  ///< per hypothesis after this trial; empty unless scored
 };
 
 class SessionRecord {

@@ -1,0 +1,164 @@
+// `twinloop run --record-raw` and `twinloop replay`: a recorded session re-run from its raw stream
+// through the same acquisition, twin and scoring code reproduces its record bit for bit; a raw
+// stream that is not the one the session saw is caught, trial by trial.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "daemon_test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using twinloop::test_support::shell;
+
+const std::string kTwinloop = TWINLOOP_BINARY;
+
+// One recorded session shared by the tests (recording it takes ~10 s at real-time pace).
+class Replay : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(twinloop::test_support::fresh_temp_dir("replay"));
+    std::string protocol = twinloop::test_support::short_trials_protocol("replayed", 14);
+    std::ofstream(*dir_ / "p.yaml") << protocol;
+    run_ = new twinloop::test_support::ShellResult(
+        shell(kTwinloop + " run " + (*dir_ / "p.yaml").string() +
+              " --rig sim --pace realtime --seconds 30 --seed 5 --quiet --record-raw --out " +
+              (*dir_ / "s").string()));
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+    delete run_;
+  }
+  static fs::path session() { return *dir_ / "s"; }
+  static fs::path raw_bin() { return session() / "raw" / "session_g0_t0.imec0.ap.bin"; }
+
+  static fs::path* dir_;
+  static twinloop::test_support::ShellResult* run_;
+};
+fs::path* Replay::dir_ = nullptr;
+twinloop::test_support::ShellResult* Replay::run_ = nullptr;
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+TEST_F(Replay, TheSessionRecordsItsRawStreamAsSpikeGlx) {
+  ASSERT_EQ(run_->status, 0) << run_->output;
+  ASSERT_TRUE(fs::exists(raw_bin()));
+  ASSERT_TRUE(fs::exists(session() / "raw" / "session_g0_t0.imec0.ap.meta"));
+  const nlohmann::json summary = read_json(session() / "summary.json");
+  const auto& raw = summary.at("raw_recording");
+  EXPECT_EQ(raw.at("error").get<std::string>(), "");
+  EXPECT_EQ(raw.at("not_recorded").get<std::uint64_t>(), 0u);
+  // 64 neural channels + the SY word, every sample the session read.
+  EXPECT_EQ(fs::file_size(raw_bin()), raw.at("samples").get<std::uint64_t>() * 65u * 2u);
+  EXPECT_GT(raw.at("samples").get<std::uint64_t>(), 30000u);
+}
+
+TEST_F(Replay, ReproducesTheRecordBitForBit) {
+  ASSERT_EQ(run_->status, 0) << run_->output;
+  const fs::path out = *dir_ / "replay_ok";
+  const auto r =
+      shell(kTwinloop + " replay " + session().string() + " --quiet --out " + out.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("REPRODUCED"), std::string::npos) << r.output;
+  const nlohmann::json report = read_json(out / "replay.json");
+  EXPECT_TRUE(report.at("identical").get<bool>());
+  EXPECT_EQ(report.at("trials_compared"), report.at("trials_on_record"));
+  EXPECT_EQ(report.at("trials_on_record").get<int>(), 14);
+  EXPECT_EQ(report.at("verdict"), read_json(session() / "summary.json").at("verdict"));
+  // The replay is itself a verifiable record.
+  const auto verify = shell(kTwinloop + " verify " + out.string());
+  EXPECT_EQ(verify.status, 0) << verify.output;
+}
+
+TEST_F(Replay, CounterfactualDesignerSaysWhatWasObservedAndWhatWasModelled) {
+  ASSERT_EQ(run_->status, 0) << run_->output;
+  const fs::path out = *dir_ / "replay_cf";
+  const auto r = shell(kTwinloop + " replay " + session().string() +
+                       " --quiet --designer random --counterfactual-runs 2 --out " + out.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("would random have reached the verdict sooner than discriminate"),
+            std::string::npos)
+      << r.output;
+  const nlohmann::json cf = read_json(out / "replay.json").at("counterfactual");
+  EXPECT_EQ(cf.at("recorded_strategy"), "discriminate");
+  const int scored = read_json(out / "replay.json").at("trials_on_record").get<int>();
+  for (const char* name : {"random", "discriminate"}) {
+    const nlohmann::json& s = cf.at("strategies").at(name);
+    EXPECT_EQ(s.at("runs").get<int>(), 2) << name;
+    const int observed = s.at("responses_observed").get<int>();
+    const int modelled = s.at("responses_model_based").get<int>();
+    // Every trial of every run is answered one way or the other, and no recorded response is
+    // used twice within a run.
+    EXPECT_EQ(observed + modelled, s.at("trials").get<int>()) << name;
+    EXPECT_LE(observed, 2 * scored) << name;
+    EXPECT_GT(observed, 0) << name;
+  }
+}
+
+TEST_F(Replay, AStreamThatIsNotTheOneRecordedIsCaught) {
+  ASSERT_EQ(run_->status, 0) << run_->output;
+  // A copy of the session whose raw stream is silenced after its first half second: the spikes
+  // of every trial window vanish, so the counts (and what follows from them) cannot match.
+  const fs::path copy = *dir_ / "altered";
+  fs::copy(session(), copy, fs::copy_options::recursive);
+  fs::remove_all(copy / "replay_ok");
+  const fs::path bin = copy / "raw" / "session_g0_t0.imec0.ap.bin";
+  {
+    std::fstream f(bin, std::ios::in | std::ios::out | std::ios::binary);
+    const std::uint64_t keep = 15000u * 65u * 2u;
+    f.seekp(static_cast<std::streamoff>(keep));
+    const std::vector<char> zeros(fs::file_size(bin) - keep, 0);
+    f.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+  }
+  const auto r = shell(kTwinloop + " replay " + copy.string() + " --quiet --out " +
+                       (*dir_ / "replay_altered").string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("DIFFERS"), std::string::npos) << r.output;
+  const nlohmann::json report = read_json(*dir_ / "replay_altered" / "replay.json");
+  EXPECT_FALSE(report.at("identical").get<bool>());
+  EXPECT_GT(report.at("counts_differ").get<int>(), 0);
+}
+
+TEST(ReplayRefusals, ASessionWithoutARawStreamIsRefusedWithTheReason) {
+  const fs::path dir = twinloop::test_support::fresh_temp_dir("replay_noraw");
+  std::ofstream(dir / "p.yaml") << twinloop::test_support::short_trials_protocol("noraw", 3);
+  const auto run = shell(kTwinloop + " run " + (dir / "p.yaml").string() +
+                         " --rig sim --pace realtime --seconds 10 --seed 2 --quiet --out " +
+                         (dir / "s").string());
+  ASSERT_EQ(run.status, 0) << run.output;
+  const auto r = shell(kTwinloop + " replay " + (dir / "s").string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("no raw recording"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--record-raw"), std::string::npos) << r.output;
+  const auto missing = shell(kTwinloop + " replay " + (dir / "nothing_here").string());
+  EXPECT_EQ(missing.status, 1) << missing.output;
+  EXPECT_NE(missing.output.find("nothing_here"), std::string::npos) << missing.output;
+  fs::remove_all(dir);
+}
+
+TEST(ReplayRefusals, RecordingRawIsRefusedUpFrontWhenTheDiskCannotHoldIt) {
+  const fs::path dir = twinloop::test_support::fresh_temp_dir("replay_disk");
+  std::string protocol = twinloop::test_support::short_trials_protocol("big", 3);
+  // A full 384-channel probe for a day: 2 TB of raw stream.
+  protocol.replace(protocol.find("channels: 64"), 12, "channels: 384");
+  std::ofstream(dir / "p.yaml") << protocol;
+  const auto r =
+      shell(kTwinloop + " run " + (dir / "p.yaml").string() +
+            " --rig sim --seconds 86400 --record-raw --quiet --out " + (dir / "s").string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("needs 1995.84 GB"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "s")) << "nothing is started when the recording cannot fit";
+  fs::remove_all(dir);
+}
+
+}  // namespace
