@@ -7,6 +7,8 @@
 #include "twinloop/daemon/commands.hpp"
 #include "twinloop/daemon/keys.hpp"
 #include "twinloop/daemon/monitor.hpp"
+#include "twinloop/daemon/nwb_export.hpp"
+#include "twinloop/daemon/report.hpp"
 
 namespace {
 
@@ -58,9 +60,13 @@ int main(int argc, char** argv) {
   std::string truth;
   auto* detect = app.add_subcommand(
       "detect",
-      "Run the spike-detection pipeline over a SpikeGLX recording; write detected spikes in the "
-      "Phy/Kilosort layout (one cluster per detection channel) and print throughput");
-  detect->add_option("RECORDING", det.recording, "The .ap.bin file (its .meta beside it)")
+      "Run the spike-detection pipeline over a SpikeGLX or Open Ephys binary recording; write "
+      "detected spikes in the Phy/Kilosort layout (one cluster per detection channel) and print "
+      "throughput");
+  detect
+      ->add_option("RECORDING", det.recording,
+                   "A SpikeGLX .ap.bin (its .meta beside it), or an Open Ephys structure.oebin or "
+                   "its folder (the first stream with more than one channel)")
       ->required();
   detect->add_option("--out", det.out, "Output folder (created)")->required();
   detect->add_option("--truth", truth,
@@ -95,14 +101,22 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--key", submit.key, "--daemon: this client's secret key file");
   run_cmd
       ->add_option("--rig", run.rig,
-                   "Which rig: sim (the built-in simulated subject and probe, in this process) or "
-                   "net (a rig served over ZeroMQ, e.g. by twinloop-hil; see docs/wire-format.md)")
+                   "Which rig: sim (the built-in simulated subject and probe, in this process), "
+                   "net (a rig served over ZeroMQ, e.g. by twinloop-hil; see docs/wire-format.md) "
+                   "or recorded (real neurons' recorded responses: --dataset)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"sim", "net"}));
+      ->check(CLI::IsMember({"sim", "net", "recorded"}));
   run_cmd->add_option("--probe-endpoint", run.probe_endpoint, "--rig net: the probe stream")
       ->capture_default_str();
   run_cmd
       ->add_option("--stimulus-endpoint", run.stimulus_endpoint, "--rig net: the stimulus endpoint")
+      ->capture_default_str();
+  run_cmd->add_option("--dataset", run.dataset,
+                      "--rig recorded: MATLAB v5 file of recorded responses, read unmodified "
+                      "(e.g. ../shared/data/v1_gratings_ecker2010/data_v1_binned_moving.mat)");
+  run_cmd
+      ->add_option("--dataset-session", run.dataset_session,
+                   "--rig recorded: which session of the file (0-based)")
       ->capture_default_str();
   run_cmd->add_option("--seconds", run.seconds, "Session length in seconds")
       ->capture_default_str()
@@ -125,6 +139,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"direction_tuning", "null", "mixed"}));
   run_cmd->add_flag("--quiet", run.quiet, "No live progress");
+  run_cmd->add_flag("--record-raw", run.record_raw,
+                    "Record the raw probe stream in SpikeGLX format in SESSION_DIR/raw/ for "
+                    "`twinloop replay` (refused when the disk cannot hold --seconds of it)");
   run_cmd->add_option("--publish", run.publish_endpoint,
                       "Publish the monitoring stream (spikes, trials, posterior, health) on this "
                       "ZeroMQ endpoint, e.g. tcp://*:5560 (docs/monitoring.md)");
@@ -211,6 +228,36 @@ int main(int argc, char** argv) {
   control_cmd->add_option("--timeout", control_options.timeout_s, "Seconds to wait for the reply")
       ->capture_default_str();
 
+  twinloop::daemon::ReplayOptions replay_options;
+  std::string replay_pace = "max";
+  std::string replay_out;
+  auto* replay_cmd = app.add_subcommand(
+      "replay",
+      "Re-run a recorded session (run with --record-raw) through the same acquisition, twin and "
+      "scoring code: spikes re-detected from its raw stream, every trial re-designed, predicted "
+      "and scored; reports each difference from the record (exit 0 only when it reproduces it)");
+  replay_cmd->add_option("SESSION_DIR", replay_options.dir, "Session directory")->required();
+  replay_cmd
+      ->add_option("--pace", replay_pace,
+                   "realtime: re-read the raw stream at the probe's rate; max: as fast as possible")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"realtime", "max"}));
+  replay_cmd->add_option("--out", replay_out,
+                         "Folder for the replay's own record (default SESSION_DIR/replay-N)");
+  std::string replay_designer;
+  replay_cmd
+      ->add_option("--designer", replay_designer,
+                   "Also ask whether this designer would have reached the verdict sooner: both "
+                   "designers run where recorded responses answer the stimuli they cover and a "
+                   "twin fitted to the session answers the rest; the report says which is which")
+      ->check(CLI::IsMember({"random", "discriminate"}));
+  replay_cmd
+      ->add_option("--counterfactual-runs", replay_options.counterfactual_runs,
+                   "Seeded runs per designer for --designer")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  replay_cmd->add_flag("--quiet", replay_options.quiet, "No progress display");
+
   std::string verify_dir;
   auto* verify = app.add_subcommand(
       "verify",
@@ -218,6 +265,29 @@ int main(int argc, char** argv) {
       "prediction was committed before its stimulus was delivered");
   verify->add_option("SESSION_DIR", verify_dir, "Session directory (holds session.sqlite)")
       ->required();
+
+  twinloop::daemon::ReportOptions report_options;
+  std::string report_out;
+  auto* report_cmd = app.add_subcommand(
+      "report",
+      "Write a self-contained HTML validation report of a session (verify result, verdict and "
+      "posterior, predictions against outcomes, calibration, stimuli, information gain, events) "
+      "to SESSION_DIR/report.html (docs/report.md)");
+  report_cmd
+      ->add_option("SESSION_DIR", report_options.dir, "Session directory (holds session.sqlite)")
+      ->required();
+  report_cmd->add_option("--out", report_out, "Write the report here instead");
+
+  twinloop::daemon::ExportOptions export_options;
+  auto* export_cmd = app.add_subcommand(
+      "export",
+      "Write a finished session's trials, stimuli, units and spike times to an NWB 2.x file "
+      "(docs/export.md)");
+  export_cmd->add_option("SESSION_DIR", export_options.session_dir, "Session directory")
+      ->required();
+  export_cmd->add_option("--nwb", export_options.nwb, "The NWB file to write")->required();
+  export_cmd->add_flag("--force", export_options.force, "Replace the NWB file if it exists");
+  export_cmd->add_flag("--quiet", export_options.quiet, "No summary line");
 
   try {
     app.parse(argc, argv);
@@ -267,6 +337,17 @@ int main(int argc, char** argv) {
     if (control_minutes > 0.0) control_options.max_minutes = control_minutes;
     return twinloop::daemon::control_client(control_options);
   }
+  if (replay_cmd->parsed()) {
+    replay_options.pace = pace_from(replay_pace);
+    if (!replay_out.empty()) replay_options.out = replay_out;
+    if (!replay_designer.empty()) replay_options.designer = replay_designer;
+    return twinloop::daemon::replay_session(replay_options);
+  }
   if (verify->parsed()) return twinloop::daemon::verify_session(verify_dir);
+  if (report_cmd->parsed()) {
+    if (!report_out.empty()) report_options.out = report_out;
+    return twinloop::daemon::write_report(report_options);
+  }
+  if (export_cmd->parsed()) return twinloop::daemon::export_session(export_options);
   return twinloop::daemon::kExitUsage;
 }

@@ -19,6 +19,11 @@ packages=(
   python3-torch           # exporting users' TorchScript twins (example script, tests)
   libgtest-dev libgmock-dev  # tests
   python3-numpy           # tests check that numpy reads the .npy files we write
+  libmatio-dev            # real V1 responses (MATLAB v5 files, read unmodified)
+  libhdf5-dev             # NWB 2.x export (HDF5)
+  python3-h5py            # tests check exported NWB files against the NWB layout
+  python3-pandas          # the session-reading example (sqlite3 + pandas) and its test
+  chromium                # tests render the HTML validation report headless
 )
 
 missing=()

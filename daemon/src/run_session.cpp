@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "src/progress.hpp"
+#include "src/recorded_session.hpp"
 #include "src/session_host.hpp"
 #include "twinloop/acquisition/acquisition_loop.hpp"
 #include "twinloop/acquisition/detection_score.hpp"
@@ -39,6 +40,7 @@
 #include "twinloop/daemon/spike_files.hpp"
 #include "twinloop/drivers/network_probe_source.hpp"
 #include "twinloop/drivers/network_stimulus_sink.hpp"
+#include "twinloop/drivers/raw_recorder.hpp"
 #include "twinloop/drivers/safety_gate.hpp"
 #include "twinloop/hil/simulated_rig.hpp"
 #include "twinloop/protocols/loader.hpp"
@@ -569,6 +571,31 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
   sim.contrast_dimension = contrast ? static_cast<int>(*contrast) : -1;
   const std::string truth_model = configure_truth(options.sim_model, sim);
 
+  // The raw stream, for replay: refused up front when the disk cannot hold the longest session.
+  const bool record_raw = options.record_raw || protocol.record_raw;
+  if (record_raw) {
+    const std::uint64_t needed = drivers::RawRecorder::bytes_needed(
+        static_cast<std::size_t>(probe_spec.channels), probe_spec.sample_rate_hz, options.seconds);
+    std::error_code ec;
+    // The session folder (and its parents) may not exist yet: ask the nearest that does.
+    std::filesystem::path where = std::filesystem::absolute(dir, ec);
+    while (!where.empty() && !std::filesystem::exists(where, ec) && where != where.root_path()) {
+      where = where.parent_path();
+    }
+    const std::filesystem::space_info space = std::filesystem::space(where, ec);
+    if (ec || space.available < needed + needed / 10) {
+      std::fprintf(
+          stderr,
+          "twinloop %s: recording the raw stream of %.0f s needs %.2f GB (+10%%) in %s, "
+          "but %s\n",
+          command, options.seconds, static_cast<double>(needed) / 1e9, where.string().c_str(),
+          ec ? ("its free space could not be read: " + ec.message()).c_str()
+             : (std::to_string(static_cast<double>(space.available) / 1e9) + " GB are free")
+                   .c_str());
+      return kExitRefused;
+    }
+  }
+
   const bool networked = options.rig == "net";
   hil::SimulatedRig rig;
   std::unique_ptr<drivers::NetworkProbeSource> net_probe;
@@ -599,6 +626,14 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
     std::fprintf(stderr, "twinloop %s: %s rig: %s\n", command, networked ? "network" : "simulated",
                  e.what());
     return kExitRefused;
+  }
+  std::unique_ptr<drivers::RawRecorder> raw_recorder;
+  if (record_raw) {
+    drivers::RawRecorderConfig raw;
+    raw.max_block_samples = sim.block_samples;
+    raw.wait_when_full = !networked && options.pace == drivers::Pace::kMax;
+    raw_recorder = std::make_unique<drivers::RawRecorder>(*probe, raw);
+    probe = raw_recorder.get();
   }
   acquisition::AcquisitionConfig acq;
   acq.block_samples = sim.block_samples;
@@ -634,6 +669,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
           nlohmann::json({{"rig", options.rig},
                           {"seed", options.seed},
                           {"seconds", options.seconds},
+                          {"record_raw", raw_recorder != nullptr},
                           {"pace", options.pace == drivers::Pace::kMax ? "max" : "realtime"},
                           {"designer", options.designer.value_or("")},
                           {"sim_model", options.sim_model},
@@ -654,6 +690,21 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
         setup.candidates_json.push_back(j.dump());
       }
       record = std::make_unique<SessionRecord>(SessionRecord::create(dir, setup));
+    }
+    if (raw_recorder) {
+      // One file per run of the session: a resumed session restarts the probe clock.
+      std::size_t segment = 0;
+      const auto base_of = [&](std::size_t t) {
+        return dir / "raw" / ("session_g0_t" + std::to_string(t) + "." + probe_spec.name);
+      };
+      while (std::filesystem::exists(base_of(segment).string() + ".ap.bin")) ++segment;
+      std::string error;
+      if (!raw_recorder->open_file(base_of(segment), error)) throw std::runtime_error(error);
+      record->record_event(
+          "raw_recording_started", std::nullopt,
+          nlohmann::json({{"file", std::filesystem::relative(raw_recorder->bin_path(), dir)},
+                          {"segment", segment}})
+              .dump());
     }
     spike_rig = std::make_unique<SpikeRig>(loop, *gate, protocol.timing, rate);
     if (networked) spike_rig->attach_network(net_probe.get(), net_sink.get(), record.get());
@@ -847,6 +898,29 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const acquisition::AcquisitionCounters counters = loop.counters();
   progress.finish("session ended");
+  // The acquisition thread stopped the recorder as its stream ended: the raw file is closed.
+  nlohmann::json raw_summary;
+  if (raw_recorder) {
+    const drivers::RawRecorderCounters c = raw_recorder->counters();
+    raw_summary = {{"file", std::filesystem::relative(raw_recorder->bin_path(), dir).string()},
+                   {"samples", c.samples_written},
+                   {"zero_filled", c.samples_zero_filled},
+                   {"not_recorded", c.samples_not_recorded},
+                   {"repeated", c.samples_repeated},
+                   {"error", raw_recorder->error()}};
+    try {
+      record->record_event("raw_recording_closed", std::nullopt, raw_summary.dump());
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "twinloop %s: %s\n", command, e.what());
+    }
+    std::printf("raw stream   %llu samples in %s%s%s\n",
+                static_cast<unsigned long long>(c.samples_written),
+                raw_summary["file"].get<std::string>().c_str(),
+                c.samples_zero_filled + c.samples_not_recorded > 0
+                    ? " (with zero-filled stretches: see the raw_recording_closed event)"
+                    : "",
+                c.failed ? (" -- FAILED: " + raw_recorder->error()).c_str() : "");
+  }
   const SessionSummary summary = closed_loop->summary();
   const std::vector<acquisition::SpikeEvent>& events = spike_rig->events();
 
@@ -988,6 +1062,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
         {"latency_us",
          {{"p50", percentile(latency, 0.5) / 1e3}, {"p99", percentile(latency, 0.99) / 1e3}}},
         {"faults_recorded", spike_rig->faults_recorded()}};
+    if (raw_recorder) out["raw_recording"] = raw_summary;
     if (!networked) {
       out["truth"] = {{"model", truth_model},
                       {"verdict_matches", verdict_matches},
@@ -1017,6 +1092,7 @@ int run_session(const RunOptions& options) {
   }
   const protocols::Protocol& protocol = *loaded.protocol;
   const std::filesystem::path dir = options.out.value_or(default_session_dir(protocol));
+  if (options.rig == "recorded") return internal::run_recorded_session(protocol, options, dir);
   return internal::execute_session(protocol, options, dir, false, "run");
 }
 

@@ -58,7 +58,12 @@ struct RunOptions {
   std::optional<std::filesystem::path> out;    ///< default: sessions/<protocol>-<time>
   std::optional<std::string> designer;         ///< "random" or "discriminate"; default: protocol's
   std::string sim_model = "direction_tuning";  ///< the simulated units' generative model
+  /// --rig recorded: real neurons' recorded responses (hil/recorded_responses.hpp), a MATLAB v5
+  /// file read unmodified, and the 0-based session in it.
+  std::filesystem::path dataset;
+  std::size_t dataset_session = 0;
   bool quiet = false;
+  bool record_raw = false;  ///< also the protocol's record_raw: the raw stream to SESSION_DIR/raw
 };
 /// `twinloop run`: a closed-loop session on a rig: each trial designed, every twin's prediction
 /// pre-registered in the session record, the stimulus delivered, spikes detected live and counted
@@ -113,6 +118,21 @@ struct SubmitOptions {
 /// directory the daemon will write; kExitRefused with the daemon's reason (e.g. the protocol's
 /// file:line errors, or "busy") when it refuses, or when no reply came.
 int submit_protocol(const SubmitOptions& options);
+
+struct ReplayOptions {
+  std::filesystem::path dir;  ///< a session recorded with record_raw
+  drivers::Pace pace = drivers::Pace::kMax;
+  std::optional<std::filesystem::path> out;  ///< the replay's own record; default DIR/replay-N
+  /// "random" or "discriminate": also ask whether that designer would have reached the verdict
+  /// sooner (observed responses where they exist, the reference twin's draws elsewhere)
+  std::optional<std::string> designer;
+  std::size_t counterfactual_runs = 10;  ///< seeded runs per designer in the counterfactual world
+  bool quiet = false;
+};
+/// `twinloop replay DIR`: re-runs a recorded session (its raw SpikeGLX stream and its record)
+/// through the same acquisition, twin and scoring code, writes the replay's own record, and
+/// reports every difference from the original. 0 when the replay reproduces the record exactly.
+int replay_session(const ReplayOptions& options);
 
 /// `twinloop verify DIR`: checks a session record (hash chain intact, every prediction committed
 /// before its trial's delivery) and prints a report; 0 when clean, 1 naming each violation.
