@@ -16,7 +16,6 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -67,11 +66,14 @@ std::string attribute(const std::string& html, const std::string& name) {
 // Every value of attribute `name` on elements that also carry `data-kind="kind"` (the plots).
 std::vector<std::string> plot_attributes(const std::string& html, const std::string& kind,
                                          const std::string& name) {
+  // Plain searching: std::regex trips a GCC 12 false positive (-Wmaybe-uninitialized) under ASan.
   std::vector<std::string> values;
-  const std::regex svg("<svg class=\"plot\" data-kind=\"" + kind + "\"[^>]*>");
-  for (auto it = std::sregex_iterator(html.begin(), html.end(), svg); it != std::sregex_iterator();
-       ++it) {
-    values.push_back(attribute(it->str(), name));
+  const std::string opening = "<svg class=\"plot\" data-kind=\"" + kind + "\"";
+  for (std::size_t at = html.find(opening); at != std::string::npos;
+       at = html.find(opening, at + 1)) {
+    const std::size_t end = html.find('>', at);
+    if (end == std::string::npos) break;
+    values.push_back(attribute(html.substr(at, end - at + 1), name));
   }
   return values;
 }
