@@ -968,14 +968,14 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
         "each pooling the units near it)\n",
         truth_model.c_str(), verdict_matches ? "verdict matches" : "verdict differs");
   }
+  const std::string stop_reason = closed_loop->stop_decision().stop() ? summary.stop_reason
+                                  : engine.interrupted()              ? "by a signal"
+                                                         : "the session's time ran out (--seconds)";
   std::printf(
       "trials       %zu (%zu validation, %zu flagged, %zu refused, %zu aborted, %zu deadline "
       "misses); stopped: %s\n",
       summary.trials, summary.validation_trials, summary.flagged_trials, summary.refused_trials,
-      summary.aborted_trials, summary.deadline_misses,
-      closed_loop->stop_decision().stop() ? summary.stop_reason.c_str()
-      : engine.interrupted()              ? "by a signal"
-                                          : "the session's time ran out (--seconds)");
+      summary.aborted_trials, summary.deadline_misses, stop_reason.c_str());
   for (const HypothesisSummary& h : summary.hypotheses) {
     std::printf(
         "  %-16s %-17s posterior %.3f  log BF %+8.1f vs %-14s bits/spike %+.3f  "
@@ -1043,6 +1043,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
     nlohmann::json out = {
         {"verdict", summary.verdict.name},
         {"verdict_reason", summary.verdict.reason},
+        {"stop_reason", stop_reason},
         {"posterior", posterior},
         {"trials", summary.trials},
         {"validation_trials", summary.validation_trials},

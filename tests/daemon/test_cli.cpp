@@ -151,6 +151,8 @@ TEST(Cli, RunOnTheSimulatedRigWritesAVerifiableRecordAndSummary) {
   EXPECT_EQ(summary["posterior"].size(), 3u);
   EXPECT_GE(summary["trials"].get<int>(), 1);
   EXPECT_EQ(summary["rig"], "sim");
+  // 8 s at maximum pace: the session's time runs out before any stop rule holds.
+  EXPECT_EQ(summary["stop_reason"], "the session's time ran out (--seconds)") << summary.dump(2);
   EXPECT_EQ(summary["gaps"].get<int>(), 0);
   EXPECT_EQ(summary["truth"]["model"], "direction_tuning");
   EXPECT_GE(summary["truth"]["detection_recall"].get<double>(), 0.8);

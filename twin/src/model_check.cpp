@@ -1,7 +1,9 @@
 #include "twinloop/twin/model_check.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <numbers>
 #include <numeric>
@@ -480,9 +482,16 @@ Verdict decide(const Posterior& posterior, std::span<const ModelCheckResult> che
     return none("no hypothesis passes its model check (PIT calibration rejected for all)");
   }
   if (v.leader_probability < probability_threshold) {
+    // Enough digits that the two numbers printed differ (0.9999989 < 0.999999, not 0.999999 <
+    // 0.999999).
+    const auto digits = [](double p) {
+      std::array<char, 32> text{};
+      std::snprintf(text.data(), text.size(), "%.10g", p);
+      return std::string(text.data());
+    };
     return undecided("leader '" + leader + "' has posterior probability " +
-                     std::to_string(v.leader_probability) + " < threshold " +
-                     std::to_string(probability_threshold));
+                     digits(v.leader_probability) + " < threshold " +
+                     digits(probability_threshold));
   }
   const ModelCheckResult& check = checks[v.leader];
   if (!check.enough_data) {
