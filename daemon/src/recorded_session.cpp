@@ -125,8 +125,7 @@ int run_recorded_session(const protocols::Protocol& protocol, const RunOptions& 
   std::unique_ptr<SessionRecord> record;
   std::unique_ptr<ClosedLoop> closed_loop;
   try {
-    SessionSetup setup;
-    setup.protocol_text = protocol.source_text;
+    SessionSetup setup = SessionSetup::for_protocol(protocol);
     setup.config_json =
         nlohmann::json({{"rig", "recorded"},
                         {"seed", options.seed},
@@ -142,21 +141,11 @@ int run_recorded_session(const protocols::Protocol& protocol, const RunOptions& 
                          "synthetic, 1 sample per ms, one onset interval per trial: the data hold "
                          "no trial times"}})
             .dump();
-    for (const auto& h : protocol.hypotheses) {
-      setup.hypotheses.push_back({h.name, std::string(protocols::to_string(h.family))});
-    }
     for (std::size_t u = 0; u < units; ++u) {
       char label[96];
       std::snprintf(label, sizeof label, "unit %zu (tetrode %g, contamination %.3g)", u,
                     data.tetrode()[u], data.contamination()[u]);
       setup.units.push_back({0, -1, label});
-    }
-    for (std::size_t c = 0; c < protocol.stimulus.candidate_count(); ++c) {
-      nlohmann::json j = nlohmann::json::object();
-      for (std::size_t d = 0; d < protocol.stimulus.dimension_count(); ++d) {
-        j[protocol.stimulus.dimensions[d].name] = protocol.stimulus.candidate_value(c, d);
-      }
-      setup.candidates_json.push_back(j.dump());
     }
     record = std::make_unique<SessionRecord>(SessionRecord::create(dir, setup));
     rig->attach_record(record.get());

@@ -497,24 +497,11 @@ int replay_session(const ReplayOptions& options) {
   std::vector<std::optional<std::size_t>> recorded_to_threshold;
   std::string stopped_early;
   try {
-    SessionSetup setup;
-    setup.protocol_text = protocol_text;
+    SessionSetup setup = SessionSetup::for_protocol(protocol);
     nlohmann::json replay_config = config;
     replay_config["replay_of"] = std::filesystem::absolute(dir).string();
     setup.config_json = replay_config.dump();
-    for (const auto& h : protocol.hypotheses) {
-      setup.hypotheses.push_back({h.name, std::string(protocols::to_string(h.family))});
-    }
-    for (std::size_t c = 0; c < units; ++c) {
-      setup.units.push_back({0, static_cast<std::int64_t>(c), "channel " + std::to_string(c)});
-    }
-    for (std::size_t c = 0; c < protocol.stimulus.candidate_count(); ++c) {
-      nlohmann::json j = nlohmann::json::object();
-      for (std::size_t d = 0; d < protocol.stimulus.dimension_count(); ++d) {
-        j[protocol.stimulus.dimensions[d].name] = protocol.stimulus.candidate_value(c, d);
-      }
-      setup.candidates_json.push_back(j.dump());
-    }
+    setup.add_detection_channels(units);
     replay_record = std::make_unique<SessionRecord>(SessionRecord::create(out, setup));
     ReplayRig rig(original, detected, units);
     ClosedLoop loop(protocol, units, rig, replay_record.get(), loop_options);

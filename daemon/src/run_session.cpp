@@ -663,8 +663,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
     if (resume) {
       record = std::make_unique<SessionRecord>(SessionRecord::open_existing(dir));
     } else {
-      SessionSetup setup;
-      setup.protocol_text = protocol.source_text;
+      SessionSetup setup = SessionSetup::for_protocol(protocol);
       setup.config_json =
           nlohmann::json({{"rig", options.rig},
                           {"seed", options.seed},
@@ -676,19 +675,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
                           {"probe", probe_spec.name},
                           {"units", "detection channels"}})
               .dump();
-      for (const auto& h : protocol.hypotheses) {
-        setup.hypotheses.push_back({h.name, std::string(protocols::to_string(h.family))});
-      }
-      for (std::size_t c = 0; c < units; ++c) {
-        setup.units.push_back({0, static_cast<std::int64_t>(c), "channel " + std::to_string(c)});
-      }
-      for (std::size_t c = 0; c < protocol.stimulus.candidate_count(); ++c) {
-        nlohmann::json j = nlohmann::json::object();
-        for (std::size_t d = 0; d < protocol.stimulus.dimension_count(); ++d) {
-          j[protocol.stimulus.dimensions[d].name] = protocol.stimulus.candidate_value(c, d);
-        }
-        setup.candidates_json.push_back(j.dump());
-      }
+      setup.add_detection_channels(units);
       record = std::make_unique<SessionRecord>(SessionRecord::create(dir, setup));
     }
     if (raw_recorder) {

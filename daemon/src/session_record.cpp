@@ -819,6 +819,29 @@ std::string SessionRecord::config_json() const {
   return text;
 }
 
+SessionSetup SessionSetup::for_protocol(const protocols::Protocol& protocol) {
+  SessionSetup setup;
+  setup.protocol_text = protocol.source_text;
+  for (const auto& h : protocol.hypotheses) {
+    setup.hypotheses.push_back({h.name, std::string(protocols::to_string(h.family))});
+  }
+  const protocols::StimulusSpace& space = protocol.stimulus;
+  for (std::size_t c = 0; c < space.candidate_count(); ++c) {
+    nlohmann::json j = nlohmann::json::object();
+    for (std::size_t d = 0; d < space.dimension_count(); ++d) {
+      j[space.dimensions[d].name] = space.candidate_value(c, d);
+    }
+    setup.candidates_json.push_back(j.dump());
+  }
+  return setup;
+}
+
+void SessionSetup::add_detection_channels(std::size_t count) {
+  for (std::size_t c = 0; c < count; ++c) {
+    units.push_back({0, static_cast<std::int64_t>(c), "channel " + std::to_string(c)});
+  }
+}
+
 std::vector<RecordedTrial> SessionRecord::trials() const {
   const Db& db = impl_->db;
   std::vector<RecordedTrial> trials;

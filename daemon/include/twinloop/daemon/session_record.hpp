@@ -21,6 +21,8 @@
 #include <string_view>
 #include <vector>
 
+#include "twinloop/protocols/protocol.hpp"
+
 namespace twinloop::daemon {
 
 class RecordError : public std::runtime_error {
@@ -66,6 +68,12 @@ struct SessionSetup {
   std::vector<UnitInfo> units;
   std::vector<std::string> candidates_json;  ///< per candidate, its stimulus values (JSON object)
   std::string twinloop_version = "0.1.0";
+
+  /// The protocol's share of a new record: its text, its hypotheses and its candidates (each a
+  /// JSON object of dimension name -> value). The caller adds the units and the configuration.
+  [[nodiscard]] static SessionSetup for_protocol(const protocols::Protocol& protocol);
+  /// Units as the spike-level rigs report them: detection channels 0..count-1 of probe 0.
+  void add_detection_channels(std::size_t count);
 };
 
 /// One trial as the designer chose it.
