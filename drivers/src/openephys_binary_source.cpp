@@ -18,6 +18,7 @@
 #include <system_error>
 #include <thread>
 
+#include "paced_file_read.hpp"
 #include "twinloop/drivers/probeinterface.hpp"
 
 namespace twinloop::drivers {
@@ -207,12 +208,6 @@ NpyIndexFile read_npy_index(const fs::path& path) {
   if (static_cast<std::size_t>(in.gcount()) != size) fail(name, "cannot read the last value");
   out.last = decode_integer(value.data(), size, kind == 'i', name);
   return out;
-}
-
-std::int64_t steady_now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
 }
 
 std::string strip_slashes(std::string folder) {
@@ -609,45 +604,10 @@ bool OpenEphysBinarySource::start_or_throw() {
 }
 
 ReadStatus OpenEphysBinarySource::read(SampleBlock& block) noexcept {
-  if (file_ == nullptr) {
-    last_error_ = "read before start()";
-    return ReadStatus::kError;
-  }
-  if (block.stored_channels != info_.stored_channels) {
-    last_error_ = "block allocated with the wrong number of stored channels";
-    return ReadStatus::kError;
-  }
-  if (next_row_ >= total_samples_) return ReadStatus::kEndOfStream;
-  const std::uint64_t remaining = total_samples_ - next_row_;
-  const std::size_t rows = static_cast<std::size_t>(std::min<std::uint64_t>(
-      remaining, std::min(block.capacity_samples(), config_.block_samples)));
-  if (rows == 0) {
-    last_error_ = "block has no capacity";
-    return ReadStatus::kError;
-  }
-  if (config_.pace == Pace::kRealtime) {
-    if (!clock_started_) {
-      clock_started_ = true;
-      start_ns_ = steady_now_ns();
-    }
-    // Due when its last sample would have been acquired.
-    const double due_s = static_cast<double>(next_row_ + rows) / info_.sample_rate_hz;
-    const auto due = std::chrono::steady_clock::time_point(
-        std::chrono::nanoseconds(start_ns_ + static_cast<std::int64_t>(due_s * 1e9)));
-    std::this_thread::sleep_until(due);
-  }
-  const std::size_t words = rows * info_.stored_channels;
-  static_assert(std::endian::native == std::endian::little,
-                "continuous.dat is little-endian; add byte swapping for this host");
-  if (std::fread(block.samples.data(), sizeof(std::int16_t), words, file_) != words) {
-    last_error_ = std::ferror(file_) != 0 ? "read error on continuous.dat"
-                                          : "unexpected end of continuous.dat";
-    return ReadStatus::kError;
-  }
-  block.first_sample = first_sample_ + static_cast<std::int64_t>(next_row_);
-  block.sample_count = rows;
-  next_row_ += rows;
-  return ReadStatus::kOk;
+  const internal::PacedFile file{
+      file_,        "continuous.dat",      info_.stored_channels, info_.sample_rate_hz,
+      config_.pace, config_.block_samples, first_sample_,         total_samples_};
+  return internal::read_paced_rows(file, next_row_, clock_started_, start_ns_, block, last_error_);
 }
 
 void OpenEphysBinarySource::stop() noexcept {

@@ -1,23 +1,11 @@
 // Replays a SpikeGLX .bin through ProbeSource.
 #include <algorithm>
-#include <bit>
-#include <chrono>
 #include <system_error>
-#include <thread>
 
+#include "paced_file_read.hpp"
 #include "twinloop/drivers/spikeglx.hpp"
 
 namespace twinloop::drivers {
-namespace {
-
-std::int64_t steady_now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
-
 SpikeGlxFileSource::SpikeGlxFileSource(SpikeGlxFileSourceConfig config)
     : config_(std::move(config)) {
   if (config_.block_samples == 0) config_.block_samples = 1;
@@ -113,44 +101,15 @@ bool SpikeGlxFileSource::start() {
 }
 
 ReadStatus SpikeGlxFileSource::read(SampleBlock& block) noexcept {
-  if (file_ == nullptr) {
-    last_error_ = "read before start()";
-    return ReadStatus::kError;
-  }
-  if (block.stored_channels != meta_.saved_channels) {
-    last_error_ = "block allocated with the wrong number of stored channels";
-    return ReadStatus::kError;
-  }
-  if (next_row_ >= total_samples_) return ReadStatus::kEndOfStream;
-  const std::uint64_t remaining = total_samples_ - next_row_;
-  const std::size_t rows = static_cast<std::size_t>(std::min<std::uint64_t>(
-      remaining, std::min(block.capacity_samples(), config_.block_samples)));
-  if (rows == 0) {
-    last_error_ = "block has no capacity";
-    return ReadStatus::kError;
-  }
-  if (config_.pace == Pace::kRealtime) {
-    if (!clock_started_) {
-      clock_started_ = true;
-      start_ns_ = steady_now_ns();
-    }
-    // Due when its last sample would have been acquired.
-    const double due_s = static_cast<double>(next_row_ + rows) / meta_.sample_rate_hz;
-    const auto due = std::chrono::steady_clock::time_point(
-        std::chrono::nanoseconds(start_ns_ + static_cast<std::int64_t>(due_s * 1e9)));
-    std::this_thread::sleep_until(due);
-  }
-  const std::size_t words = rows * meta_.saved_channels;
-  static_assert(std::endian::native == std::endian::little,
-                "SpikeGLX .bin is little-endian; add byte swapping for this host");
-  if (std::fread(block.samples.data(), sizeof(std::int16_t), words, file_) != words) {
-    last_error_ = std::ferror(file_) != 0 ? "read error on the .bin" : "unexpected end of the .bin";
-    return ReadStatus::kError;
-  }
-  block.first_sample = meta_.first_sample + static_cast<std::int64_t>(next_row_);
-  block.sample_count = rows;
-  next_row_ += rows;
-  return ReadStatus::kOk;
+  const internal::PacedFile file{file_,
+                                 "the .bin",
+                                 meta_.saved_channels,
+                                 meta_.sample_rate_hz,
+                                 config_.pace,
+                                 config_.block_samples,
+                                 meta_.first_sample,
+                                 total_samples_};
+  return internal::read_paced_rows(file, next_row_, clock_started_, start_ns_, block, last_error_);
 }
 
 void SpikeGlxFileSource::stop() noexcept {
