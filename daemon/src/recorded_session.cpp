@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "src/progress.hpp"
+#include "src/session_host.hpp"
 #include "twinloop/daemon/closed_loop.hpp"
 #include "twinloop/daemon/recorded_rig.hpp"
 #include "twinloop/daemon/session_record.hpp"
@@ -58,10 +59,6 @@ class StopSignals {
   struct sigaction old_int_ {};
   struct sigaction old_term_ {};
 };
-
-nlohmann::json number(double v) {
-  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
-}
 
 std::optional<std::size_t> direction_dimension(const protocols::StimulusSpace& space) {
   if (const auto d = space.dimension_index("direction")) return d;
@@ -242,53 +239,26 @@ int run_recorded_session(const protocols::Protocol& protocol, const RunOptions& 
       closed_loop->data_exhausted() ? " (all: the session stopped for it)" : "", wall);
 
   try {
-    nlohmann::json hypotheses = nlohmann::json::array();
-    nlohmann::json posterior = nlohmann::json::object();
-    for (const HypothesisSummary& h : summary.hypotheses) {
-      posterior[h.name] = h.posterior;
-      hypotheses.push_back(
-          {{"name", h.name},
-           {"family", h.family},
-           {"posterior", h.posterior},
-           {"log_bayes_factor", number(h.log_bayes_factor)},
-           {"log_bayes_factor_against", h.bayes_factor_against},
-           {"bits_per_spike", number(h.check.bits_per_spike)},
-           {"spearman_rho", number(h.check.spearman)},
-           {"spearman_ci", {number(h.check.spearman_ci_low), number(h.check.spearman_ci_high)}},
-           {"fits", h.check.fits},
-           {"pit_p_value", number(h.check.p_value)},
-           {"coverage", number(h.check.coverage)}});
-    }
-    const nlohmann::json out = {{"verdict", summary.verdict.name},
-                                {"verdict_reason", summary.verdict.reason},
-                                {"posterior", posterior},
-                                {"trials", summary.trials},
-                                {"validation_trials", summary.validation_trials},
-                                {"flagged_trials", summary.flagged_trials},
-                                {"refused_trials", summary.refused_trials},
-                                {"aborted_trials", summary.aborted_trials},
-                                {"deadline_misses", summary.deadline_misses},
-                                {"stop_reason", stopped       ? summary.stop_reason
-                                                : signal != 0 ? "signal"
-                                                              : ""},
-                                {"hypotheses", hypotheses},
-                                {"protocol", protocol.name},
-                                {"resumed", false},
-                                {"rig", "recorded"},
-                                {"seed", options.seed},
-                                {"data_exhausted", closed_loop->data_exhausted()},
-                                {"dataset",
-                                 {{"file", dataset.string()},
-                                  {"session", data.session()},
-                                  {"date", data.date()},
-                                  {"subject", data.subject()},
-                                  {"units", units},
-                                  {"conditions", data.condition_count()},
-                                  {"response_window_ms", {window.start_ms, window.end_ms}},
-                                  {"repeats_recorded", subject->total()},
-                                  {"repeats_used", subject->used()},
-                                  {"conditions_exhausted", exhausted_conditions},
-                                  {"ground_truth", nullptr}}}};
+    nlohmann::json out = summary_json(summary, stopped       ? summary.stop_reason
+                                               : signal != 0 ? "signal"
+                                                             : "");
+    out.update({{"protocol", protocol.name},
+                {"resumed", false},
+                {"rig", "recorded"},
+                {"seed", options.seed},
+                {"data_exhausted", closed_loop->data_exhausted()},
+                {"dataset",
+                 {{"file", dataset.string()},
+                  {"session", data.session()},
+                  {"date", data.date()},
+                  {"subject", data.subject()},
+                  {"units", units},
+                  {"conditions", data.condition_count()},
+                  {"response_window_ms", {window.start_ms, window.end_ms}},
+                  {"repeats_recorded", subject->total()},
+                  {"repeats_used", subject->used()},
+                  {"conditions_exhausted", exhausted_conditions},
+                  {"ground_truth", nullptr}}}});
     std::ofstream(dir / "summary.json") << out.dump(2) << '\n';
     std::printf(
         "session files in %s (session.sqlite, summary.json); check it with: twinloop verify %s\n",

@@ -539,6 +539,41 @@ class SessionControl final : public ControlHandler {
 
 }  // namespace
 
+nlohmann::json internal::summary_json(const SessionSummary& summary,
+                                      const std::string& stop_reason) {
+  const auto number = [](double v) {
+    return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+  };
+  nlohmann::json hypotheses = nlohmann::json::array();
+  nlohmann::json posterior = nlohmann::json::object();
+  for (const HypothesisSummary& h : summary.hypotheses) {
+    posterior[h.name] = h.posterior;
+    hypotheses.push_back(
+        {{"name", h.name},
+         {"family", h.family},
+         {"posterior", h.posterior},
+         {"log_bayes_factor", number(h.log_bayes_factor)},
+         {"log_bayes_factor_against", h.bayes_factor_against},
+         {"bits_per_spike", number(h.check.bits_per_spike)},
+         {"spearman_rho", number(h.check.spearman)},
+         {"spearman_ci", {number(h.check.spearman_ci_low), number(h.check.spearman_ci_high)}},
+         {"fits", h.check.fits},
+         {"pit_p_value", number(h.check.p_value)},
+         {"coverage", number(h.check.coverage)}});
+  }
+  return {{"verdict", summary.verdict.name},
+          {"verdict_reason", summary.verdict.reason},
+          {"stop_reason", stop_reason},
+          {"posterior", posterior},
+          {"trials", summary.trials},
+          {"validation_trials", summary.validation_trials},
+          {"flagged_trials", summary.flagged_trials},
+          {"refused_trials", summary.refused_trials},
+          {"aborted_trials", summary.aborted_trials},
+          {"deadline_misses", summary.deadline_misses},
+          {"hypotheses", hypotheses}};
+}
+
 int internal::execute_session(const protocols::Protocol& protocol, const RunOptions& options,
                               const std::filesystem::path& dir, bool resume, const char* command,
                               const SessionServices& services) {
@@ -1007,49 +1042,19 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
   try {
     write_detected_spikes(dir, events, info.geometry, loop.detector().noise_uv(), seconds);
     if (!networked) rig.subject->write_ground_truth(dir / "ground_truth");
-    nlohmann::json hypotheses = nlohmann::json::array();
-    nlohmann::json posterior = nlohmann::json::object();
-    for (const HypothesisSummary& h : summary.hypotheses) {
-      posterior[h.name] = h.posterior;
-      auto number = [](double v) {
-        return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
-      };
-      hypotheses.push_back(
-          {{"name", h.name},
-           {"family", h.family},
-           {"posterior", h.posterior},
-           {"log_bayes_factor", number(h.log_bayes_factor)},
-           {"log_bayes_factor_against", h.bayes_factor_against},
-           {"bits_per_spike", number(h.check.bits_per_spike)},
-           {"spearman_rho", number(h.check.spearman)},
-           {"spearman_ci", {number(h.check.spearman_ci_low), number(h.check.spearman_ci_high)}},
-           {"fits", h.check.fits},
-           {"pit_p_value", number(h.check.p_value)},
-           {"coverage", number(h.check.coverage)}});
-    }
-    nlohmann::json out = {
-        {"verdict", summary.verdict.name},
-        {"verdict_reason", summary.verdict.reason},
-        {"stop_reason", stop_reason},
-        {"posterior", posterior},
-        {"trials", summary.trials},
-        {"validation_trials", summary.validation_trials},
-        {"flagged_trials", summary.flagged_trials},
-        {"refused_trials", summary.refused_trials},
-        {"aborted_trials", summary.aborted_trials},
-        {"deadline_misses", summary.deadline_misses},
-        {"hypotheses", hypotheses},
-        {"protocol", protocol.name},
-        {"resumed", resume},
-        {"rig", options.rig},
-        {"seed", options.seed},
-        {"seconds", seconds},
-        {"gaps", spike_rig->gaps()},
-        {"events_dropped", counters.events_dropped},
-        {"spikes_detected", events.size()},
-        {"latency_us",
-         {{"p50", percentile(latency, 0.5) / 1e3}, {"p99", percentile(latency, 0.99) / 1e3}}},
-        {"faults_recorded", spike_rig->faults_recorded()}};
+    nlohmann::json out = internal::summary_json(summary, stop_reason);
+    out.update(
+        {{"protocol", protocol.name},
+         {"resumed", resume},
+         {"rig", options.rig},
+         {"seed", options.seed},
+         {"seconds", seconds},
+         {"gaps", spike_rig->gaps()},
+         {"events_dropped", counters.events_dropped},
+         {"spikes_detected", events.size()},
+         {"latency_us",
+          {{"p50", percentile(latency, 0.5) / 1e3}, {"p99", percentile(latency, 0.99) / 1e3}}},
+         {"faults_recorded", spike_rig->faults_recorded()}});
     if (raw_recorder) out["raw_recording"] = raw_summary;
     if (!networked) {
       out["truth"] = {{"model", truth_model},

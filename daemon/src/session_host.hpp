@@ -7,8 +7,10 @@
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 
+#include "twinloop/daemon/closed_loop.hpp"
 #include "twinloop/daemon/commands.hpp"
 #include "twinloop/protocols/protocol.hpp"
 
@@ -18,6 +20,11 @@ class Publisher;
 }  // namespace twinloop::daemon
 
 namespace twinloop::daemon::internal {
+
+/// The part of summary.json every rig writes alike (docs/session.md): verdict, why it stopped,
+/// posterior, trial counts and each hypothesis's scores. Rigs add their own fields.
+[[nodiscard]] nlohmann::json summary_json(const SessionSummary& summary,
+                                          const std::string& stop_reason);
 
 /// Routes a ControlServer's "a request is waiting" notice (called on the server thread) to
 /// whoever serves requests now: the idle daemon or the running session's event loop. Thread safe.
