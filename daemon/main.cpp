@@ -81,6 +81,9 @@ int main(int argc, char** argv) {
   detect->add_option("--pace", det_pace, "realtime or max")
       ->capture_default_str()
       ->check(CLI::IsMember({"realtime", "max"}));
+  detect->add_option("--probeinterface", det.probeinterface,
+                     "Open Ephys: a probeinterface JSON with the sites (default: a straight "
+                     "column, 100 um apart)");
   detect->add_flag("--quiet", det.quiet, "No progress display");
 
   twinloop::daemon::RunOptions run;
@@ -233,10 +236,24 @@ int main(int argc, char** argv) {
   std::string replay_out;
   auto* replay_cmd = app.add_subcommand(
       "replay",
-      "Re-run a recorded session (run with --record-raw) through the same acquisition, twin and "
-      "scoring code: spikes re-detected from its raw stream, every trial re-designed, predicted "
-      "and scored; reports each difference from the record (exit 0 only when it reproduces it)");
-  replay_cmd->add_option("SESSION_DIR", replay_options.dir, "Session directory")->required();
+      "Re-run a recorded session (run with --record-raw, or with its stream given by --raw) "
+      "through the same acquisition, twin and scoring code: spikes re-detected from its raw "
+      "stream, every trial re-designed, predicted and scored; reports each difference from the "
+      "record (exit 0 only when it reproduces it). Given a bare SpikeGLX or Open Ephys "
+      "recording instead, runs it through the acquisition path only");
+  replay_cmd
+      ->add_option("SESSION_DIR", replay_options.dir,
+                   "Session directory; or a recording (SpikeGLX .ap.bin, Open Ephys "
+                   "structure.oebin or its folder) to run through acquisition alone")
+      ->required();
+  std::string replay_raw;
+  replay_cmd->add_option("--raw", replay_raw,
+                         "The session's raw stream from elsewhere: a SpikeGLX .ap.bin or an Open "
+                         "Ephys binary recording whose sample numbers are the session's clock "
+                         "(default SESSION_DIR/raw/)");
+  replay_cmd->add_option("--probeinterface", replay_options.probeinterface,
+                         "Site positions for an Open Ephys stream (a probeinterface JSON; "
+                         "default: the protocol's probe layout)");
   replay_cmd
       ->add_option("--pace", replay_pace,
                    "realtime: re-read the raw stream at the probe's rate; max: as fast as possible")
@@ -340,6 +357,7 @@ int main(int argc, char** argv) {
   if (replay_cmd->parsed()) {
     replay_options.pace = pace_from(replay_pace);
     if (!replay_out.empty()) replay_options.out = replay_out;
+    if (!replay_raw.empty()) replay_options.raw = replay_raw;
     if (!replay_designer.empty()) replay_options.designer = replay_designer;
     return twinloop::daemon::replay_session(replay_options);
   }

@@ -8,35 +8,19 @@
 #include <vector>
 
 #include "src/progress.hpp"
+#include "src/recording_source.hpp"
 #include "twinloop/acquisition/acquisition_loop.hpp"
 #include "twinloop/acquisition/detection_score.hpp"
 #include "twinloop/daemon/commands.hpp"
 #include "twinloop/daemon/spike_files.hpp"
-#include "twinloop/drivers/openephys_binary_source.hpp"
-#include "twinloop/drivers/spikeglx.hpp"
 
 namespace twinloop::daemon {
 
 int detect(const DetectOptions& options) {
-  // The path chooses the format: an Open Ephys binary recording (structure.oebin, the folder
-  // holding it, or a stream's continuous.dat), else a SpikeGLX .bin with its .meta beside it.
-  const bool openephys = drivers::is_openephys_recording(options.recording);
-  std::unique_ptr<drivers::SpikeGlxFileSource> spikeglx;
-  std::unique_ptr<drivers::OpenEphysBinarySource> oebin;
-  if (openephys) {
-    drivers::OpenEphysBinarySourceConfig oe_config;
-    oe_config.recording = options.recording;
-    oe_config.block_samples = options.block_samples;
-    oe_config.pace = options.pace;
-    oebin = std::make_unique<drivers::OpenEphysBinarySource>(oe_config);
-  } else {
-    drivers::SpikeGlxFileSourceConfig source_config;
-    source_config.bin_path = options.recording;
-    source_config.block_samples = options.block_samples;
-    source_config.pace = options.pace;
-    spikeglx = std::make_unique<drivers::SpikeGlxFileSource>(source_config);
-  }
-  drivers::ProbeSource& source = openephys ? static_cast<drivers::ProbeSource&>(*oebin) : *spikeglx;
+  // The path chooses the format: an Open Ephys binary recording or a SpikeGLX .bin.
+  internal::RecordingSource recording(options.recording, {options.block_samples, options.pace,
+                                                          options.probeinterface, std::nullopt});
+  drivers::ProbeSource& source = recording.source();
 
   acquisition::AcquisitionConfig config;
   config.block_samples = options.block_samples;
@@ -45,26 +29,16 @@ int detect(const DetectOptions& options) {
 
   const auto started = std::chrono::steady_clock::now();
   if (!loop.start()) {
-    std::fprintf(stderr, "twinloop detect: %s\n", loop.error().c_str());
+    std::fprintf(stderr, "twinloop %s: %s\n", options.command.c_str(), loop.error().c_str());
     return kExitRefused;
   }
-  for (const std::string& warning : openephys ? oebin->warnings() : spikeglx->warnings()) {
-    std::fprintf(stderr, "twinloop detect: warning: %s\n", warning.c_str());
+  for (const std::string& warning : recording.warnings()) {
+    std::fprintf(stderr, "twinloop %s: warning: %s\n", options.command.c_str(), warning.c_str());
   }
   const drivers::ProbeInfo& info = loop.probe();
-  const std::uint64_t total_samples =
-      openephys ? oebin->total_samples() : spikeglx->total_samples();
-  const std::int64_t first_sample =
-      openephys ? oebin->first_sample() : spikeglx->meta().first_sample;
-  if (openephys) {
-    std::printf(
-        "Open Ephys stream '%s' (continuous[%zu] of %s): %zu channels, %zu of them electrode "
-        "sites, at %.10g Hz, %llu samples from sample %lld; geometry: %s\n",
-        oebin->stream().folder().c_str(), oebin->stream().index, oebin->structure().source.c_str(),
-        info.stored_channels, info.neural_channels, info.sample_rate_hz,
-        static_cast<unsigned long long>(total_samples), static_cast<long long>(first_sample),
-        oebin->geometry_source().c_str());
-  }
+  const std::uint64_t total_samples = recording.total_samples();
+  const std::int64_t first_sample = recording.first_sample();
+  std::printf("%s\n", recording.describe().c_str());
   const double total = static_cast<double>(total_samples);
   internal::Progress progress(!options.quiet);
   std::vector<acquisition::SpikeEvent> events;
@@ -78,8 +52,8 @@ int detect(const DetectOptions& options) {
       events.insert(events.end(), batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(n));
     while ((n = loop.drain_gaps(gaps)) > 0) {
       for (std::size_t i = 0; i < n; ++i) {
-        std::fprintf(stderr, "twinloop detect: gap: expected sample %lld, found %lld\n",
-                     static_cast<long long>(gaps[i].expected_sample),
+        std::fprintf(stderr, "twinloop %s: gap: expected sample %lld, found %lld\n",
+                     options.command.c_str(), static_cast<long long>(gaps[i].expected_sample),
                      static_cast<long long>(gaps[i].found_sample));
       }
       gap_count += n;
@@ -100,20 +74,23 @@ int detect(const DetectOptions& options) {
   const acquisition::AcquisitionCounters counters = loop.counters();
   progress.finish(std::to_string(events.size()) + " spikes");
   if (counters.failed) {
-    std::fprintf(stderr, "twinloop detect: reading %s failed: %s\n",
+    std::fprintf(stderr, "twinloop %s: reading %s failed: %s\n", options.command.c_str(),
                  options.recording.string().c_str(), source.last_error().c_str());
     return kExitRefused;
   }
   const double seconds = static_cast<double>(counters.samples) / info.sample_rate_hz;
-  if (openephys) {
+  {
     std::printf("read %llu of %llu samples (%.4f s at %.10g Hz)\n",
                 static_cast<unsigned long long>(counters.samples),
                 static_cast<unsigned long long>(total_samples), seconds, info.sample_rate_hz);
   }
   try {
-    write_detected_spikes(options.out, events, info.geometry, loop.detector().noise_uv(), seconds);
+    if (!options.out.empty()) {
+      write_detected_spikes(options.out, events, info.geometry, loop.detector().noise_uv(),
+                            seconds);
+    }
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "twinloop detect: %s\n", e.what());
+    std::fprintf(stderr, "twinloop %s: %s\n", options.command.c_str(), e.what());
     return kExitRefused;
   }
   std::printf("detected %zu spikes in %.1f s of %zu-channel recording (%.1f Hz per channel)\n",
@@ -130,10 +107,12 @@ int detect(const DetectOptions& options) {
       static_cast<unsigned long long>(gap_count), static_cast<long long>(counters.missing_samples),
       static_cast<unsigned long long>(counters.events_dropped),
       static_cast<long long>(loop.detector().armed_from_sample()));
-  std::printf(
-      "wrote %s/{spike_times,spike_clusters,amplitudes,channel_positions,channel_map}.npy "
-      "and cluster_info.tsv\n",
-      options.out.string().c_str());
+  if (!options.out.empty()) {
+    std::printf(
+        "wrote %s/{spike_times,spike_clusters,amplitudes,channel_positions,channel_map}.npy "
+        "and cluster_info.tsv\n",
+        options.out.string().c_str());
+  }
 
   if (options.truth) {
     try {
@@ -154,7 +133,7 @@ int detect(const DetectOptions& options) {
           static_cast<unsigned long long>(score.detected_matched),
           static_cast<unsigned long long>(score.detected));
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "twinloop detect: ground truth: %s\n", e.what());
+      std::fprintf(stderr, "twinloop %s: ground truth: %s\n", options.command.c_str(), e.what());
       return kExitRefused;
     }
   }

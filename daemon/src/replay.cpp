@@ -2,12 +2,14 @@
 // scoring code and reports, row by row, whether it reproduces the record.
 //
 // Pass 1 runs the acquisition loop (the live session's block size and detector) over the raw
-// SpikeGLX recording the session wrote (`record_raw`) and counts each recorded trial's response
-// window from the re-detected spikes. Pass 2 rebuilds the session with a fresh ClosedLoop (same
-// protocol, seed and designer) whose rig answers each trial with those counts, writing a new
-// record in SESSION_DIR/replay-N; the designs, predictions, counts and posteriors of the two
-// records are then compared. The loop designs every trial itself, so a replay also checks that
-// the designer made the choice on record; where it did not, the replay stops there and says so.
+// SpikeGLX recording the session wrote (`record_raw`), or over the stream named with --raw (a
+// SpikeGLX .bin or an Open Ephys binary recording on the session's sample clock), and counts each
+// recorded trial's response window from the re-detected spikes. Pass 2 rebuilds the session with a
+// fresh ClosedLoop (same protocol, seed and designer) whose rig answers each trial with those
+// counts, writing a new record in SESSION_DIR/replay-N; the designs, predictions, counts and
+// posteriors of the two records are then compared. The loop designs every trial itself, so a replay
+// also checks that the designer made the choice on record; where it did not, the replay stops there
+// and says so.
 //
 // With --designer STRATEGY it then asks whether another designer would have reached the verdict
 // sooner (counterfactual() below). That cannot be observed: the subject answered only the stimuli
@@ -16,6 +18,9 @@
 // (observed), and otherwise by a draw from a reference twin fitted to every trial of the session
 // (model-based). The recorded designer is run in the same world, so the two are compared on the
 // same footing, and the report counts how many responses of each kind the comparison rests on.
+//
+// A path that is a recording with no session record (an Open Ephys or SpikeGLX recording) runs
+// through the acquisition path alone, as `twinloop detect` would with the live block size.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -32,11 +37,13 @@
 #include <vector>
 
 #include "src/progress.hpp"
+#include "src/recording_source.hpp"
 #include "twinloop/acquisition/acquisition_loop.hpp"
 #include "twinloop/daemon/closed_loop.hpp"
 #include "twinloop/daemon/commands.hpp"
 #include "twinloop/daemon/session_record.hpp"
-#include "twinloop/drivers/spikeglx.hpp"
+#include "twinloop/drivers/openephys_binary_source.hpp"
+#include "twinloop/drivers/probe_geometry.hpp"
 #include "twinloop/protocols/loader.hpp"
 #include "twinloop/twin/hypothesis.hpp"
 
@@ -49,26 +56,27 @@ struct Detected {
   std::vector<acquisition::SpikeEvent> events;  // in sample order
   std::uint64_t samples = 0;
   std::uint64_t gaps = 0;
+  drivers::ProbeInfo probe;
+  std::string description;  // the recording, in one line
+  std::vector<std::string> warnings;
   bool ok = false;
   std::string error;
 };
 
 // Pass 1: the acquisition pipeline over the raw recording, as the live session ran it.
-Detected detect_raw(const std::filesystem::path& bin, drivers::Pace pace, bool quiet) {
+Detected detect_raw(internal::RecordingSource& recording, bool quiet) {
   Detected out;
-  drivers::SpikeGlxFileSourceConfig source_config;
-  source_config.bin_path = bin;
-  source_config.block_samples = kLiveBlockSamples;
-  source_config.pace = pace;
-  drivers::SpikeGlxFileSource source(source_config);
   acquisition::AcquisitionConfig config;
   config.block_samples = kLiveBlockSamples;
-  acquisition::AcquisitionLoop loop(source, config);
+  acquisition::AcquisitionLoop loop(recording.source(), config);
   if (!loop.start()) {
     out.error = loop.error();
     return out;
   }
-  const double total = static_cast<double>(source.total_samples());
+  out.probe = loop.probe();
+  out.description = recording.describe();
+  out.warnings = recording.warnings();
+  const double total = static_cast<double>(recording.total_samples());
   internal::Progress progress(!quiet);
   std::vector<acquisition::SpikeEvent> batch(1 << 14);
   std::vector<acquisition::GapEvent> gaps(64);
@@ -96,7 +104,7 @@ Detected detect_raw(const std::filesystem::path& bin, drivers::Pace pace, bool q
   progress.finish("re-detected " + std::to_string(out.events.size()) + " spikes");
   out.samples = counters.samples;
   out.ok = !counters.failed;
-  if (counters.failed) out.error = source.last_error();
+  if (counters.failed) out.error = recording.source().last_error();
   std::stable_sort(out.events.begin(), out.events.end(),
                    [](const auto& a, const auto& b) { return a.sample < b.sample; });
   return out;
@@ -430,8 +438,44 @@ nlohmann::json counterfactual(const CounterfactualInputs& in) {
 
 }  // namespace
 
+namespace {
+
+// A path that is a recording rather than a session: an Open Ephys binary recording, or a SpikeGLX
+// .bin (or its .meta) with the other beside it.
+bool is_bare_recording(const std::filesystem::path& path) {
+  if (std::filesystem::exists(path / SessionRecord::kFileName)) return false;
+  if (drivers::is_openephys_recording(path)) return true;
+  std::filesystem::path bin = path;
+  if (bin.extension() == ".meta") bin.replace_extension(".bin");
+  std::filesystem::path meta = bin;
+  meta.replace_extension(".meta");
+  return bin.extension() == ".bin" && std::filesystem::is_regular_file(bin) &&
+         std::filesystem::is_regular_file(meta);
+}
+
+}  // namespace
+
 int replay_session(const ReplayOptions& options) {
   const std::filesystem::path& dir = options.dir;
+  if (is_bare_recording(dir)) {
+    // No session to reproduce: the recording goes through the acquisition path alone, with the
+    // live session's block size, as a first look at what a session on it would see.
+    std::printf(
+        "twinloop replay: %s is a recording without a session record: running it through the "
+        "acquisition path only (no trials, predictions or posteriors to compare)\n",
+        dir.string().c_str());
+    std::fflush(stdout);
+    DetectOptions detect_options;
+    detect_options.recording =
+        dir.extension() == ".meta" ? std::filesystem::path(dir).replace_extension(".bin") : dir;
+    if (options.out) detect_options.out = *options.out;
+    detect_options.pace = options.pace;
+    detect_options.block_samples = kLiveBlockSamples;
+    detect_options.probeinterface = options.probeinterface;
+    detect_options.quiet = options.quiet;
+    detect_options.command = "replay";
+    return detect(detect_options);
+  }
   std::string protocol_text;
   nlohmann::json config;
   std::vector<RecordedTrial> original;
@@ -454,16 +498,44 @@ int replay_session(const ReplayOptions& options) {
     return kExitRefused;
   }
   const protocols::Protocol& protocol = *loaded.protocol;
-  const std::string probe = protocol.probes.front().name;
-  const std::filesystem::path bin = dir / "raw" / ("session_g0_t0." + probe + ".ap.bin");
-  if (!std::filesystem::exists(bin)) {
+  const protocols::ProbeSpec& probe = protocol.probes.front();
+  std::filesystem::path bin = dir / "raw" / ("session_g0_t0." + probe.name + ".ap.bin");
+  internal::RecordingSourceOptions source_options;
+  source_options.block_samples = kLiveBlockSamples;
+  source_options.pace = options.pace;
+  if (options.raw) {
+    // The raw stream from elsewhere, e.g. the Open Ephys GUI's own recording of a session that
+    // twinloop ran through the Open Ephys ZMQ source: its sample numbers are the session's clock.
+    bin = *options.raw;
+    if (!std::filesystem::exists(bin)) {
+      std::fprintf(stderr, "twinloop replay: --raw %s: no such file or folder\n",
+                   bin.string().c_str());
+      return kExitRefused;
+    }
+    if (drivers::is_openephys_recording(bin)) {
+      // An oebin has no site positions; detection's de-duplication needs the live ones.
+      if (!options.probeinterface.empty()) {
+        source_options.probeinterface = options.probeinterface;
+      } else if (probe.type == protocols::ProbeType::kNP1000 ||
+                 probe.type == protocols::ProbeType::kSim) {
+        source_options.geometry = drivers::neuropixels1_geometry(units);
+      } else {
+        std::fprintf(stderr,
+                     "twinloop replay: --raw %s is an Open Ephys recording, which holds no site "
+                     "positions, and the protocol's probe is a %s: give its layout with "
+                     "--probeinterface FILE\n",
+                     bin.string().c_str(), std::string(protocols::to_string(probe.type)).c_str());
+        return kExitRefused;
+      }
+    }
+  } else if (!std::filesystem::exists(bin)) {
     std::fprintf(stderr,
                  "twinloop replay: %s: no raw recording (%s); a session records one when its "
-                 "protocol says record_raw: true or it was run with --record-raw\n",
+                 "protocol says record_raw: true or it was run with --record-raw (or name the "
+                 "stream with --raw PATH)\n",
                  dir.string().c_str(), bin.string().c_str());
     return kExitRefused;
-  }
-  if (std::filesystem::exists(dir / "raw" / ("session_g0_t1." + probe + ".ap.bin"))) {
+  } else if (std::filesystem::exists(dir / "raw" / ("session_g0_t1." + probe.name + ".ap.bin"))) {
     std::fprintf(stderr,
                  "twinloop replay: %s was resumed after an interruption; its raw stream is in "
                  "several segments on restarted clocks, which replay does not join\n",
@@ -471,13 +543,31 @@ int replay_session(const ReplayOptions& options) {
     return kExitRefused;
   }
 
-  std::printf("twinloop replay: %s: protocol '%s', %zu trials on record, raw stream %s\n",
-              dir.string().c_str(), protocol.name.c_str(), original.size(),
-              std::filesystem::relative(bin, dir).string().c_str());
+  std::printf(
+      "twinloop replay: %s: protocol '%s', %zu trials on record, raw stream %s\n",
+      dir.string().c_str(), protocol.name.c_str(), original.size(),
+      options.raw ? bin.string().c_str() : std::filesystem::relative(bin, dir).string().c_str());
   std::fflush(stdout);
-  const Detected detected = detect_raw(bin, options.pace, options.quiet);
+  internal::RecordingSource recording(bin, source_options);
+  const Detected detected = detect_raw(recording, options.quiet);
   if (!detected.ok) {
     std::fprintf(stderr, "twinloop replay: %s: %s\n", bin.string().c_str(), detected.error.c_str());
+    return kExitRefused;
+  }
+  std::printf("stream       %s\n", detected.description.c_str());
+  for (const std::string& warning : detected.warnings) {
+    std::fprintf(stderr, "twinloop replay: warning: %s\n", warning.c_str());
+  }
+  // The response windows are in samples of the live clock: another rate or another channel count
+  // would count other spikes, so such a stream is not the session's.
+  if (detected.probe.neural_channels != units ||
+      std::abs(detected.probe.sample_rate_hz - probe.sample_rate_hz) >
+          1e-6 * probe.sample_rate_hz) {
+    std::fprintf(stderr,
+                 "twinloop replay: %s has %zu electrode channels at %.10g Hz; the session scored "
+                 "%zu units on a %.10g Hz probe, so it is not this session's stream\n",
+                 bin.string().c_str(), detected.probe.neural_channels,
+                 detected.probe.sample_rate_hz, units, probe.sample_rate_hz);
     return kExitRefused;
   }
 

@@ -554,7 +554,18 @@ bool OpenEphysBinarySource::start_or_throw() {
   info_.has_sync_word = false;
   info_.sample_rate_hz = s.sample_rate_hz;
   info_.microvolts_per_bit = bit_volts;  // units are µV: bit_volts is µV per bit
-  if (config_.probeinterface.empty()) {
+  if (config_.geometry) {
+    if (!config_.probeinterface.empty()) {
+      fail(config_.probeinterface.string(), "a probeinterface file and a given geometry together");
+    }
+    if (config_.geometry->sites.size() != neural) {
+      fail(oebin, "the caller's probe layout (" + config_.geometry->model + ") has " +
+                      std::to_string(config_.geometry->sites.size()) + " sites for the " +
+                      std::to_string(neural) + " neural channels of " + where);
+    }
+    geometry_source_ = "given (" + config_.geometry->model + ")";
+    info_.geometry = *config_.geometry;
+  } else if (config_.probeinterface.empty()) {
     geometry_source_ = "default";
     info_.geometry.model = "openephys-default-linear";
     info_.geometry.sites.reserve(neural);

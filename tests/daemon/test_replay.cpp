@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,8 @@
 #include <vector>
 
 #include "daemon_test_support.hpp"
+#include "twinloop/drivers/npy.hpp"
+#include "twinloop/drivers/spikeglx.hpp"
 
 namespace {
 
@@ -127,6 +130,137 @@ TEST_F(Replay, AStreamThatIsNotTheOneRecordedIsCaught) {
   const nlohmann::json report = read_json(*dir_ / "replay_altered" / "replay.json");
   EXPECT_FALSE(report.at("identical").get<bool>());
   EXPECT_GT(report.at("counts_differ").get<int>(), 0);
+}
+
+// The session's raw stream as the Open Ephys GUI's Record Node would have written it had it
+// recorded the same probe: the neural channels of each row in continuous.dat, their bit_volts in
+// structure.oebin, the session's sample numbers in sample_numbers.npy.
+fs::path write_as_openephys(const fs::path& bin, const fs::path& dir) {
+  fs::path meta_path = bin;
+  meta_path.replace_extension(".meta");
+  const twinloop::drivers::SpikeGlxMeta meta = twinloop::drivers::parse_spikeglx_meta(meta_path);
+  const std::size_t stored = meta.saved_channels;
+  const std::size_t neural = meta.neural_channels();
+  const std::uint64_t rows = fs::file_size(bin) / (2 * stored);
+  const fs::path stream = dir / "continuous" / "Neuropix-PXI-100.ProbeA-AP";
+  fs::create_directories(stream);
+  {
+    std::ifstream in(bin, std::ios::binary);
+    std::ofstream out(stream / "continuous.dat", std::ios::binary);
+    std::vector<std::int16_t> row(stored);
+    for (std::uint64_t r = 0; r < rows; ++r) {
+      in.read(reinterpret_cast<char*>(row.data()),
+              static_cast<std::streamsize>(stored * sizeof(std::int16_t)));
+      out.write(reinterpret_cast<const char*>(row.data()),
+                static_cast<std::streamsize>(neural * sizeof(std::int16_t)));
+    }
+  }
+  std::vector<std::int64_t> numbers(rows);
+  for (std::uint64_t r = 0; r < rows; ++r) {
+    numbers[r] = meta.first_sample + static_cast<std::int64_t>(r);
+  }
+  twinloop::drivers::write_npy(stream / "sample_numbers.npy", numbers);
+  nlohmann::json channels = nlohmann::json::array();
+  for (std::size_t c = 0; c < neural; ++c) {
+    channels.push_back({{"channel_name", "AP" + std::to_string(c + 1)},
+                        {"bit_volts", meta.microvolts_per_bit.at(c)},
+                        {"units", "uV"},
+                        {"description", "neural"}});
+  }
+  const nlohmann::json oebin = {{"GUI version", "0.6.7"},
+                                {"continuous",
+                                 {{{"folder_name", "Neuropix-PXI-100.ProbeA-AP/"},
+                                   {"sample_rate", meta.sample_rate_hz},
+                                   {"stream_name", "ProbeA-AP"},
+                                   {"num_channels", neural},
+                                   {"channels", channels}}}},
+                                {"events", nlohmann::json::array()},
+                                {"spikes", nlohmann::json::array()}};
+  std::ofstream(dir / "structure.oebin") << oebin.dump(2);
+  return dir / "structure.oebin";
+}
+
+TEST_F(Replay, TheSameStreamRecordedByOpenEphysReproducesTheSession) {
+  ASSERT_EQ(run_->status, 0) << run_->output;
+  const fs::path oebin = write_as_openephys(raw_bin(), *dir_ / "openephys");
+  const fs::path out = *dir_ / "replay_oe";
+  const auto r = shell(kTwinloop + " replay " + session().string() + " --raw " + oebin.string() +
+                       " --quiet --out " + out.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("Open Ephys stream"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("REPRODUCED"), std::string::npos) << r.output;
+  const nlohmann::json report = read_json(out / "replay.json");
+  EXPECT_TRUE(report.at("identical").get<bool>());
+  EXPECT_EQ(report.at("trials_compared"), report.at("trials_on_record"));
+
+  // A stream on another clock is not the session's: every window counts other spikes.
+  const fs::path shifted = *dir_ / "openephys_shifted";
+  fs::copy(*dir_ / "openephys", shifted, fs::copy_options::recursive);
+  const fs::path numbers =
+      shifted / "continuous" / "Neuropix-PXI-100.ProbeA-AP" / "sample_numbers.npy";
+  std::vector<std::int64_t> later = twinloop::drivers::read_npy_int64(numbers);
+  for (std::int64_t& n : later) n += 6000;  // 200 ms
+  twinloop::drivers::write_npy(numbers, later);
+  const auto moved = shell(kTwinloop + " replay " + session().string() + " --raw " +
+                           (shifted / "structure.oebin").string() + " --quiet --out " +
+                           (*dir_ / "replay_oe_shifted").string());
+  EXPECT_EQ(moved.status, 1) << moved.output;
+  EXPECT_NE(moved.output.find("DIFFERS"), std::string::npos) << moved.output;
+
+  // Nor is a stream at another rate: the windows are in samples of the live clock.
+  nlohmann::json structure = read_json(shifted / "structure.oebin");
+  structure["continuous"][0]["sample_rate"] = 40000.0;
+  std::ofstream(shifted / "structure.oebin") << structure.dump(2);
+  const auto faster = shell(kTwinloop + " replay " + session().string() + " --raw " +
+                            (shifted / "structure.oebin").string() + " --quiet --out " +
+                            (*dir_ / "replay_oe_rate").string());
+  EXPECT_EQ(faster.status, 1) << faster.output;
+  EXPECT_NE(faster.output.find("64 electrode channels at 40000 Hz"), std::string::npos)
+      << faster.output;
+  EXPECT_NE(faster.output.find("64 units on a 30000 Hz probe"), std::string::npos) << faster.output;
+  EXPECT_FALSE(fs::exists(*dir_ / "replay_oe_rate" / "session.sqlite"));
+}
+
+TEST(ReplayRefusals, AStreamOfAnotherProbeIsRefusedBeforeAnyTrial) {
+  const fs::path dir = twinloop::test_support::fresh_temp_dir("replay_wrongraw");
+  std::ofstream(dir / "p.yaml") << twinloop::test_support::short_trials_protocol("wrongraw", 3);
+  const auto run = shell(kTwinloop + " run " + (dir / "p.yaml").string() +
+                         " --rig sim --pace realtime --seconds 10 --seed 2 --quiet --out " +
+                         (dir / "s").string());
+  ASSERT_EQ(run.status, 0) << run.output;
+  // The real 16-channel, 40 kHz Open Ephys recording against a 64-channel, 30 kHz session.
+  const fs::path oe = fs::path(TWINLOOP_SHARED_DATA) / "openephys_16ch_hippocampus";
+  const auto r = shell(kTwinloop + " replay " + (dir / "s").string() + " --raw " + oe.string() +
+                       " --quiet --out " + (dir / "r").string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  // The session's 64-site layout cannot be laid over 16 channels.
+  EXPECT_NE(r.output.find("64 sites for the 16 neural channels"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "r" / "session.sqlite")) << "no replay record is started";
+  fs::remove_all(dir);
+}
+
+TEST(ReplayRecording, ARealOpenEphysRecordingRunsThroughTheAcquisitionPath) {
+  const fs::path oe = fs::path(TWINLOOP_SHARED_DATA) / "openephys_16ch_hippocampus";
+  const fs::path dat = oe / "continuous" / "data_stream_16ch_hippocampus" / "continuous.dat";
+  const std::uint64_t samples = fs::file_size(dat) / (16 * 2);
+  const fs::path out = twinloop::test_support::fresh_temp_dir("replay_oe_real") / "spikes";
+  const auto r = shell(kTwinloop + " replay " + (oe / "structure.oebin").string() +
+                       " --quiet --out " + out.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("a recording without a session record"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("16 channels, 16 of them electrode sites, at 40000 Hz"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("read " + std::to_string(samples) + " of " + std::to_string(samples) +
+                          " samples"),
+            std::string::npos)
+      << r.output;
+  EXPECT_TRUE(fs::is_regular_file(out / "spike_times.npy"));
+  // Without --out nothing is written beside the (read-only) recording.
+  const auto bare = shell(kTwinloop + " replay " + oe.string() + " --quiet");
+  ASSERT_EQ(bare.status, 0) << bare.output;
+  EXPECT_EQ(bare.output.find("wrote"), std::string::npos) << bare.output;
+  fs::remove_all(out.parent_path());
 }
 
 TEST(ReplayRefusals, ASessionWithoutARawStreamIsRefusedWithTheReason) {

@@ -342,6 +342,27 @@ TEST(OpenEphysBinarySourceErrors, SmallValidRecordingReplaysExactly) {
   EXPECT_TRUE(r.contiguous);
 }
 
+// A replayed session knows its probe's layout, which an oebin does not hold.
+TEST(OpenEphysBinarySourceErrors, AKnownLayoutIsUsedWhenItFitsAndRefusedWhenItDoesNot) {
+  TempDir dir("oe_layout");
+  const SmallRecording rec = write_small(dir.path(), small_oebin().dump(), 20);
+  OpenEphysBinarySource fits({.recording = rec.dir, .geometry = neuropixels1_geometry(4)});
+  ASSERT_TRUE(fits.start()) << fits.last_error();
+  EXPECT_DOUBLE_EQ(fits.info().geometry.sites[1].x_um, 48.0);  // NP1.0 bank 0, electrode 1
+  EXPECT_NE(fits.geometry_source().find("NP1000"), std::string::npos) << fits.geometry_source();
+
+  OpenEphysBinarySource too_many({.recording = rec.dir, .geometry = neuropixels1_geometry(8)});
+  EXPECT_FALSE(too_many.start());
+  EXPECT_NAMES(too_many.last_error(), "8 sites for the 4 neural channels");
+
+  const fs::path pi = dir.path() / "probe.json";
+  write_text(pi, "{}");
+  OpenEphysBinarySource both(
+      {.recording = rec.dir, .probeinterface = pi, .geometry = neuropixels1_geometry(4)});
+  EXPECT_FALSE(both.start());
+  EXPECT_NAMES(both.last_error(), "a probeinterface file and a given geometry together");
+}
+
 TEST(OpenEphysBinarySourceErrors, TruncatedLastFrameIsReportedAndWholeFramesReplayed) {
   TempDir dir("oe_trunc");
   const SmallRecording rec = write_small(dir.path(), small_oebin().dump(), 10, 5);

@@ -32,8 +32,10 @@ struct SimulateOptions {
 int simulate(const SimulateOptions& options);
 
 struct DetectOptions {
-  std::filesystem::path recording;  ///< the .ap.bin
-  std::filesystem::path out;
+  std::filesystem::path recording;       ///< a SpikeGLX .ap.bin, or an Open Ephys binary recording
+  std::filesystem::path out;             ///< Phy-layout output folder; empty: nothing is written
+  std::filesystem::path probeinterface;  ///< Open Ephys: site positions (default: a linear column)
+  std::string command = "detect";        ///< the subcommand named in messages
   std::optional<std::filesystem::path> truth;  ///< folder with spike_times.npy etc. to score
   drivers::Pace pace = drivers::Pace::kMax;
   double threshold_sigma = 5.0;  ///< as acquisition::DetectorConfig
@@ -120,7 +122,14 @@ struct SubmitOptions {
 int submit_protocol(const SubmitOptions& options);
 
 struct ReplayOptions {
-  std::filesystem::path dir;  ///< a session recorded with record_raw
+  /// A session recorded with record_raw (or any session, with `raw`); or a bare recording (Open
+  /// Ephys binary, SpikeGLX .bin), which then runs through the acquisition path only
+  std::filesystem::path dir;
+  /// The session's raw stream from elsewhere: a SpikeGLX .bin or an Open Ephys binary recording
+  /// whose sample numbers are the session's sample clock. Default: DIR/raw/
+  std::optional<std::filesystem::path> raw;
+  /// Site positions for an Open Ephys stream (default for a session: its protocol's probe layout)
+  std::filesystem::path probeinterface;
   drivers::Pace pace = drivers::Pace::kMax;
   std::optional<std::filesystem::path> out;  ///< the replay's own record; default DIR/replay-N
   /// "random" or "discriminate": also ask whether that designer would have reached the verdict
@@ -129,7 +138,7 @@ struct ReplayOptions {
   std::size_t counterfactual_runs = 10;  ///< seeded runs per designer in the counterfactual world
   bool quiet = false;
 };
-/// `twinloop replay DIR`: re-runs a recorded session (its raw SpikeGLX stream and its record)
+/// `twinloop replay DIR`: re-runs a recorded session (its raw stream and its record)
 /// through the same acquisition, twin and scoring code, writes the replay's own record, and
 /// reports every difference from the original. 0 when the replay reproduces the record exactly.
 int replay_session(const ReplayOptions& options);

@@ -109,7 +109,10 @@ struct OpenEphysBinarySourceConfig {
   /// channel in order (or device_channel_indices), or, when the probe has more contacts and every
   /// channel carries an electrode_index, the contact whose id is that electrode.
   std::filesystem::path probeinterface{};
-  std::size_t probe_index = 0;      ///< which probe of the probeinterface file
+  std::size_t probe_index = 0;  ///< which probe of the probeinterface file
+  /// Geometry the caller already knows (e.g. the probe a replayed session recorded with): one site
+  /// per neural channel, in order. Not together with `probeinterface`.
+  std::optional<ProbeGeometry> geometry{};
   std::size_t block_samples = 300;  ///< rows per read (also capped by the block's capacity)
   Pace pace = Pace::kMax;
 };
