@@ -263,7 +263,7 @@ void unit_laws(const double* __restrict mean, const double* __restrict disp, std
                double* __restrict q_out, double* __restrict p0_out) noexcept {
   for (std::size_t u = 0; u < n; ++u) {
     const double m = std::clamp(mean[u], lo, hi);
-    const bool nb = disp[u] > 0.0;
+    const bool nb = disp[u] > twin::kPoissonDispersion;
     const double r = nb ? 1.0 / disp[u] : 1.0;
     const double lp = vlog(r / (r + m));
     const double lq = vlog(m / (r + m));

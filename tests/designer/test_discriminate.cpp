@@ -128,6 +128,19 @@ TEST(DiscriminateStrategy, MonteCarloMatchesExactNegativeBinomialAndThreeHypothe
   EXPECT_NEAR(s.estimate_eig(b, w, 0), exact, 0.02 * exact);
 }
 
+// One unit of a real session's predictions (a fitted direction twin against a null twin whose
+// dispersion was rounding residue, 4.7e-17): the estimate once came out at -74 nats.
+TEST(DiscriminateStrategy, ResidueDispersionDoesNotTurnTheEstimateNegative) {
+  const auto b = make_batches(
+      2, 1, 1, [](auto h, auto, auto) { return h == 0 ? 3.01756 : 2.66667; },
+      [](auto h, auto, auto) { return h == 0 ? 0.064 : 4.68375e-17; });
+  const std::vector<double> w{0.402, 0.598};
+  DiscriminateStrategy s(1, 1, 2, precise());
+  const double exact = exact_eig(b, w, 0, 90);
+  EXPECT_GT(exact, 0.0);
+  EXPECT_NEAR(s.estimate_eig(b, w, 0), exact, 0.02 * exact + 1e-4);
+}
+
 TEST(DiscriminateStrategy, BoundsBracketExactOnManyCandidates) {
   // 30 candidates, 2 units, 3 hypotheses with varied Poisson means.
   const auto b = make_batches(3, 30, 2, [](auto h, auto c, auto u) {

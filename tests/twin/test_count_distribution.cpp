@@ -34,5 +34,26 @@ TEST(CountDistribution, SmallDispersionApproachesPoisson) {
   EXPECT_NEAR(log_probability({4.0, 1e-9}, 5), log_probability({4.0, 0.0}, 5), 1e-6);
 }
 
+// A fitted dispersion that is rounding residue (5e-17 came out of a method-of-moments fit to
+// Poisson-like counts) once scored a count about 100 nats away from the Poisson it is.
+TEST(CountDistribution, RoundingResidueDispersionScoresAsThePoissonItIs) {
+  for (const double residue : {4.68375e-17, 3.1e-16, 1e-12, 1e-7}) {
+    for (const std::uint32_t k : {0u, 1u, 3u, 9u, 40u}) {
+      EXPECT_NEAR(log_probability({2.66667, residue}, k), log_probability({2.66667, 0.0}, k), 1e-5)
+          << "dispersion " << residue << ", count " << k;
+    }
+  }
+  // Just above the Poisson cut the negative binomial is still computed, and still accurate.
+  const CountDistribution near{30.0, 2e-6};
+  double total = 0.0, second = 0.0;
+  for (std::uint32_t k = 0; k < 200; ++k) {
+    const double p = std::exp(log_probability(near, k));
+    total += p;
+    second += (k - 30.0) * (k - 30.0) * p;
+  }
+  EXPECT_NEAR(total, 1.0, 1e-9);
+  EXPECT_NEAR(second, near.variance(), 1e-4);
+}
+
 }  // namespace
 }  // namespace twinloop::twin

@@ -27,7 +27,7 @@ double uniform01(std::mt19937_64& rng) noexcept {
 class PmfWalk {
  public:
   explicit PmfWalk(const CountDistribution& d) noexcept
-      : poisson_(!(d.dispersion > 0.0)), log_p_(log_probability(d, 0)) {
+      : poisson_(is_poisson(d)), log_p_(log_probability(d, 0)) {
     if (poisson_) {
       log_step_ = std::log(d.mean);
     } else {

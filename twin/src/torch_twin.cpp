@@ -69,7 +69,9 @@ torch::Tensor moment_dispersion(const torch::Tensor& mu, const torch::Tensor& y,
   if (n <= fitted_params + 1.0) return torch::zeros({mu.size(1)}, mu.options());
   const auto excess = ((y - mu).square() - mu).sum(0) * (n / (n - fitted_params));
   const auto scale = mu.square().sum(0).clamp_min(1e-12);
-  return (excess / scale).clamp(0.0, max_dispersion).nan_to_num(0.0);
+  const auto dispersion = (excess / scale).clamp(0.0, max_dispersion).nan_to_num(0.0);
+  // What is left of an exactly Poisson fit is rounding residue: say Poisson exactly.
+  return torch::where(dispersion > kPoissonDispersion, dispersion, torch::zeros_like(dispersion));
 }
 
 torch::Tensor inverse_softplus(const torch::Tensor& v) {
