@@ -438,6 +438,42 @@ void ClosedLoop::refresh_predictions() {
   }
   if (discriminate_) discriminate_->set_predictions(predictions_);
   predictions_changed_ = false;
+  ++predictions_version_;
+}
+
+std::optional<AlternativeChoice> ClosedLoop::alternative(protocols::DesignerStrategy strategy,
+                                                         const PlannedTrial& planned) {
+  const std::size_t candidate_count = candidates_.size();
+  const std::span<const bool> allowed(allowed_.get(), candidate_count);
+  if (hypotheses_.size() >= 2 && !shadow_) {
+    designer::DiscriminateConfig config = discriminate_->config();
+    config.validation_fraction = 0.0;  // the designer's own choice, not a validation draw
+    shadow_ = std::make_unique<designer::DiscriminateStrategy>(candidate_count, units_,
+                                                               hypotheses_.size(), config);
+  }
+  if (shadow_ && shadow_version_ != predictions_version_) {
+    (void)shadow_->set_predictions(predictions_);
+    shadow_version_ = predictions_version_;
+  }
+  AlternativeChoice choice;
+  if (strategy == protocols::DesignerStrategy::kDiscriminate) {
+    if (!shadow_) return std::nullopt;
+    const std::optional<designer::Decision> decision =
+        shadow_->decide(posterior_.probabilities(), allowed);
+    if (!decision) return std::nullopt;
+    choice.candidate = decision->candidate;
+  } else {
+    if (!shadow_random_) shadow_random_.emplace((protocol_.designer.seed ^ options_.seed) + 0xa17e);
+    choice.candidate = shadow_random_->choose(allowed).value_or(planned.candidate);
+  }
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  choice.eig =
+      shadow_ ? shadow_->estimate_eig(predictions_, posterior_.probabilities(), choice.candidate)
+              : nan;
+  choice.eig_planned =
+      shadow_ ? shadow_->estimate_eig(predictions_, posterior_.probabilities(), planned.candidate)
+              : nan;
+  return choice;
 }
 
 void ClosedLoop::refit() {

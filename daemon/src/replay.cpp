@@ -11,10 +11,12 @@
 // also checks that the designer made the choice on record; where it did not, the replay stops there
 // and says so.
 //
-// With --designer STRATEGY it then asks whether another designer would have reached the verdict
-// sooner (counterfactual() below). That cannot be observed: the subject answered only the stimuli
-// that were shown. So the other designer runs in a world where each stimulus it chooses is
-// answered by a recorded response of the real subject to that stimulus while unused ones remain
+// With --designer STRATEGY, pass 2 also asks at each trial what that designer would have chosen
+// given the real history (ClosedLoop::alternative) and the expected information gain of both
+// choices (report_alternatives() below). It then asks whether that designer would have reached
+// the verdict sooner (counterfactual() below). That cannot be observed: the subject answered only
+// the stimuli that were shown. So the other designer runs in a world where each stimulus it chooses
+// is answered by a recorded response of the real subject to that stimulus while unused ones remain
 // (observed), and otherwise by a draw from a reference twin fitted to every trial of the session
 // (model-based). The recorded designer is run in the same world, so the two are compared on the
 // same footing, and the report counts how many responses of each kind the comparison rests on.
@@ -257,7 +259,7 @@ class CounterfactualRig final : public TrialRig {
     for (std::size_t u = 0; u < counts.size(); ++u) {
       const twin::CountDistribution d = reference_.at(c, u);
       double rate = d.mean;
-      if (d.dispersion > 0.0) {  // negative binomial: a gamma-mixed Poisson, var = m + a m^2
+      if (!twin::is_poisson(d)) {  // negative binomial: a gamma-mixed Poisson, var = m + a m^2
         std::gamma_distribution<double> gamma(1.0 / d.dispersion, d.dispersion * d.mean);
         rate = gamma(rng_);
       }
@@ -276,6 +278,90 @@ class CounterfactualRig final : public TrialRig {
   std::mt19937_64 rng_;
   std::int64_t next_onset_ = 0;
 };
+
+// "direction=90 contrast=0.5": a candidate in the protocol's own terms.
+std::string describe_stimulus(const protocols::StimulusSpace& space, std::uint32_t candidate) {
+  const protocols::Stimulus s = space.stimulus(candidate);
+  std::string text;
+  for (std::size_t d = 0; d < space.dimension_count(); ++d) {
+    char value[64];
+    std::snprintf(value, sizeof value, "%.6g", s.values[d]);
+    text += (text.empty() ? "" : " ") + space.dimensions[d].name + "=" + value;
+  }
+  return text;
+}
+
+// One recorded trial, and what the other designer would have chosen there given the real history.
+struct AlternativeRow {
+  std::uint64_t trial = 0;
+  std::uint32_t recorded = 0;
+  std::string recorded_strategy;
+  AlternativeChoice other;
+};
+
+// Prints and returns (as JSON) the per-trial comparison of the recorded choices with the other
+// designer's: what is observed (the recorded choices) and what is model-based (the other's
+// choices, every expected information gain) kept apart.
+nlohmann::json report_alternatives(const protocols::Protocol& protocol,
+                                   const std::vector<AlternativeRow>& rows,
+                                   const std::string& recorded_name,
+                                   const std::string& other_name) {
+  std::size_t same = 0, with_eig = 0;
+  double eig_recorded = 0.0, eig_other = 0.0;
+  nlohmann::json per_trial = nlohmann::json::array();
+  for (const AlternativeRow& r : rows) {
+    same += r.other.candidate == r.recorded ? 1 : 0;
+    const bool finite = std::isfinite(r.other.eig) && std::isfinite(r.other.eig_planned);
+    if (finite) {
+      ++with_eig;
+      eig_recorded += r.other.eig_planned;
+      eig_other += r.other.eig;
+    }
+    const auto eig_json = [](double v) {
+      return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+    };
+    per_trial.push_back(
+        {{"trial", r.trial},
+         {"recorded_candidate", r.recorded},
+         {"recorded_stimulus", describe_stimulus(protocol.stimulus, r.recorded)},
+         {"recorded_strategy", r.recorded_strategy},
+         {"other_candidate", r.other.candidate},
+         {"other_stimulus", describe_stimulus(protocol.stimulus, r.other.candidate)},
+         {"eig_recorded_nats", eig_json(r.other.eig_planned)},
+         {"eig_other_nats", eig_json(r.other.eig)}});
+  }
+  std::printf(
+      "\nat each recorded trial, given the real history (the posterior and fitted twins the "
+      "session had there):\n"
+      "  %s would have chosen the stimulus that was shown in %zu of %zu trials\n",
+      other_name.c_str(), same, rows.size());
+  if (with_eig > 0) {
+    std::printf(
+        "  expected information gain (model-based, the twins' predictions): %s's choices %.4g "
+        "nats in all, %s's %.4g nats (%.2fx)\n",
+        recorded_name.c_str(), eig_recorded, other_name.c_str(), eig_other,
+        eig_recorded > 0 ? eig_other / eig_recorded : NAN);
+  }
+  std::printf("  %-6s %-21s %-31s %-10s %-31s %-10s\n", "trial", "designed by", "shown (observed)",
+              "EIG nats", (other_name + " would choose").c_str(), "EIG nats");
+  const std::size_t shown = std::min<std::size_t>(rows.size(), 12);
+  for (std::size_t i = 0; i < shown; ++i) {
+    const AlternativeRow& r = rows[i];
+    std::printf("  %-6llu %-21s %-31s %-10.4g %-31s %-10.4g\n",
+                static_cast<unsigned long long>(r.trial), r.recorded_strategy.c_str(),
+                describe_stimulus(protocol.stimulus, r.recorded).c_str(), r.other.eig_planned,
+                describe_stimulus(protocol.stimulus, r.other.candidate).c_str(), r.other.eig);
+  }
+  if (rows.size() > shown) {
+    std::printf("  ... %zu more trials in replay.json (counterfactual.per_trial)\n",
+                rows.size() - shown);
+  }
+  return {{"trials", rows.size()},
+          {"same_choice", same},
+          {"eig_recorded_total_nats", eig_recorded},
+          {"eig_other_total_nats", eig_other},
+          {"per_trial", per_trial}};
+}
 
 struct CounterfactualRun {
   std::optional<std::size_t> trials_to_threshold;
@@ -304,6 +390,7 @@ struct CounterfactualInputs {
   const Detected& detected;
   const SessionSummary& replay_summary;
   const std::vector<std::optional<std::size_t>>& recorded_to_threshold;  // per hypothesis
+  const std::vector<AlternativeRow>& alternatives;                       // per replayed trial
   ClosedLoopOptions base;
   protocols::DesignerStrategy recorded_strategy;
   protocols::DesignerStrategy other_strategy;
@@ -429,7 +516,11 @@ nlohmann::json counterfactual(const CounterfactualInputs& in) {
       "model-based: a draw from %s's predictive distribution. Both designers ran in this same "
       "world (%zu seeded runs each), so their difference is a comparison, not an observation.\n",
       reference_name.c_str(), in.runs);
-  return {{"reference", reference_name},
+  nlohmann::json per_trial =
+      report_alternatives(protocol, in.alternatives, recorded_name,
+                          std::string(protocols::to_string(in.other_strategy)));
+  return {{"at_each_recorded_trial", per_trial},
+          {"reference", reference_name},
           {"threshold", threshold},
           {"recorded_strategy", protocols::to_string(in.recorded_strategy)},
           {"recorded_trials_to_threshold", actual ? nlohmann::json(*actual) : nlohmann::json()},
@@ -586,6 +677,12 @@ int replay_session(const ReplayOptions& options) {
   SessionSummary replay_summary;
   std::vector<std::optional<std::size_t>> recorded_to_threshold;
   std::string stopped_early;
+  std::optional<protocols::DesignerStrategy> other_strategy;
+  if (options.designer) {
+    other_strategy = *options.designer == "random" ? protocols::DesignerStrategy::kRandom
+                                                   : protocols::DesignerStrategy::kDiscriminate;
+  }
+  std::vector<AlternativeRow> alternatives;
   try {
     SessionSetup setup = SessionSetup::for_protocol(protocol);
     nlohmann::json replay_config = config;
@@ -605,6 +702,11 @@ int replay_session(const ReplayOptions& options) {
         break;
       }
       const RecordedTrial& t = original[i];
+      if (other_strategy) {
+        if (const auto choice = loop.alternative(*other_strategy, *planned)) {
+          alternatives.push_back({planned->trial, planned->candidate, t.strategy, *choice});
+        }
+      }
       if (static_cast<std::int64_t>(planned->candidate) != t.candidate) {
         // The designer chose differently: the recorded response answers another question.
         loop.complete(*planned, TrialRig::Result{}, counts);
@@ -683,12 +785,9 @@ int replay_session(const ReplayOptions& options) {
     try {
       const protocols::DesignerStrategy recorded =
           loop_options.strategy.value_or(protocol.designer.strategy);
-      const protocols::DesignerStrategy other = *options.designer == "random"
-                                                    ? protocols::DesignerStrategy::kRandom
-                                                    : protocols::DesignerStrategy::kDiscriminate;
       report["counterfactual"] = counterfactual(
-          {protocol, units, original, detected, replay_summary, recorded_to_threshold, loop_options,
-           recorded, other, options.counterfactual_runs, options.quiet});
+          {protocol, units, original, detected, replay_summary, recorded_to_threshold, alternatives,
+           loop_options, recorded, *other_strategy, options.counterfactual_runs, options.quiet});
     } catch (const std::exception& e) {
       std::fprintf(stderr, "twinloop replay: counterfactual: %s\n", e.what());
       std::ofstream(out / "replay.json") << report.dump(2) << '\n';

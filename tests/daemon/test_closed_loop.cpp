@@ -3,7 +3,10 @@
 // run verifies.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <filesystem>
+#include <optional>
+#include <vector>
 
 #include "twinloop/daemon/closed_loop.hpp"
 #include "twinloop/daemon/count_rig.hpp"
@@ -85,6 +88,50 @@ TEST(ClosedLoop, TrueHypothesisWinsAndTheRecordVerifies) {
   EXPECT_TRUE(report.clean()) << (report.violations.empty() ? "" : report.violations[0].what);
   EXPECT_EQ(report.trials, summary.trials);
   std::filesystem::remove_all(dir);
+}
+
+// replay --designer asks, at each trial, what a designer would choose given the loop's history.
+// The question must not change the session, and asked of the session's own designer it must
+// name the trial the designer planned.
+TEST(ClosedLoop, AskingAnotherDesignerLeavesTheSessionAsItWas) {
+  const protocols::Protocol protocol = load();
+  hil::CountSubject asked_subject(subject_config({1, 0, 0, 0, 0}, 5));
+  hil::CountSubject plain_subject(subject_config({1, 0, 0, 0, 0}, 5));
+  CountRig asked_rig(asked_subject);
+  CountRig plain_rig(plain_subject);
+  ClosedLoop asked(protocol, 16, asked_rig, nullptr, options());
+  ClosedLoop plain(protocol, 16, plain_rig, nullptr, options());
+  std::vector<std::uint32_t> counts(16);
+  std::size_t designed = 0, random_differs = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    const std::optional<PlannedTrial> a = asked.plan();
+    const std::optional<PlannedTrial> p = plain.plan();
+    ASSERT_EQ(a.has_value(), p.has_value());
+    if (!a) break;
+    const auto same = asked.alternative(protocols::DesignerStrategy::kDiscriminate, *a);
+    const auto random = asked.alternative(protocols::DesignerStrategy::kRandom, *a);
+    ASSERT_TRUE(same && random);
+    EXPECT_GE(same->eig, 0.0);
+    EXPECT_GE(random->eig_planned, 0.0);
+    EXPECT_EQ(same->eig_planned, random->eig_planned) << "one estimate for the planned trial";
+    if (!a->validation) {
+      ++designed;
+      EXPECT_EQ(same->candidate, a->candidate) << "trial " << trial;
+      EXPECT_EQ(same->eig, same->eig_planned);
+    }
+    random_differs += random->candidate != a->candidate ? 1 : 0;
+    EXPECT_EQ(a->candidate, p->candidate) << "trial " << trial;
+    EXPECT_EQ(a->validation, p->validation) << "trial " << trial;
+    TrialRig::Result result = asked_rig.run_trial(a->trial, a->stimulus, counts);
+    asked.complete(*a, result, counts);
+    result = plain_rig.run_trial(p->trial, p->stimulus, counts);
+    plain.complete(*p, result, counts);
+  }
+  EXPECT_GT(designed, 0u);
+  EXPECT_GT(random_differs, 0u);
+  for (std::size_t h = 0; h < 2; ++h) {
+    EXPECT_EQ(asked.posterior().probability(h), plain.posterior().probability(h));
+  }
 }
 
 TEST(ClosedLoop, FlatSubjectIsFoundFlat) {

@@ -106,6 +106,47 @@ TEST_F(Replay, CounterfactualDesignerSaysWhatWasObservedAndWhatWasModelled) {
     EXPECT_LE(observed, 2 * scored) << name;
     EXPECT_GT(observed, 0) << name;
   }
+  // At each recorded trial, random's choice given the real history, with both choices' expected
+  // information gain.
+  const nlohmann::json& at = cf.at("at_each_recorded_trial");
+  ASSERT_EQ(at.at("trials").get<int>(), scored);
+  ASSERT_EQ(at.at("per_trial").size(), static_cast<std::size_t>(scored));
+  int same = 0;
+  for (const nlohmann::json& row : at.at("per_trial")) {
+    same += row.at("recorded_candidate") == row.at("other_candidate") ? 1 : 0;
+    EXPECT_GE(row.at("eig_recorded_nats").get<double>(), 0.0) << row.dump();
+    EXPECT_GE(row.at("eig_other_nats").get<double>(), 0.0) << row.dump();
+    if (row.at("recorded_candidate") == row.at("other_candidate")) {
+      EXPECT_EQ(row.at("eig_recorded_nats"), row.at("eig_other_nats")) << row.dump();
+    }
+  }
+  EXPECT_EQ(at.at("same_choice").get<int>(), same);
+  EXPECT_LT(same, scored) << "random among 16 candidates agreed with every recorded choice";
+  EXPECT_NE(r.output.find("random would have chosen the stimulus that was shown in"),
+            std::string::npos)
+      << r.output;
+}
+
+// Asked what its own designer would choose given the history on record, the replay must answer
+// with the choice on record at every trial that designer made: a check of the question itself.
+TEST_F(Replay, TheRecordedDesignerAskedAgainChoosesWhatItChose) {
+  ASSERT_EQ(run_->status, 0) << run_->output;
+  const fs::path out = *dir_ / "replay_same";
+  const auto r =
+      shell(kTwinloop + " replay " + session().string() +
+            " --quiet --designer discriminate --counterfactual-runs 1 --out " + out.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const nlohmann::json rows = read_json(out / "replay.json")
+                                  .at("counterfactual")
+                                  .at("at_each_recorded_trial")
+                                  .at("per_trial");
+  int designed = 0;
+  for (const nlohmann::json& row : rows) {
+    if (row.at("recorded_strategy") != "discriminate") continue;
+    ++designed;
+    EXPECT_EQ(row.at("other_candidate"), row.at("recorded_candidate")) << row.dump();
+  }
+  EXPECT_GT(designed, 0) << "the session made no discriminating choice to check";
 }
 
 TEST_F(Replay, AStreamThatIsNotTheOneRecordedIsCaught) {

@@ -118,6 +118,13 @@ struct PlannedTrial {
   bool validation = false;
 };
 
+/// What another designer would have chosen at a planned trial (ClosedLoop::alternative).
+struct AlternativeChoice {
+  std::uint32_t candidate = 0;  ///< that designer's choice
+  double eig = 0.0;             ///< its expected information gain, nats (NaN: fewer than 2 twins)
+  double eig_planned = 0.0;     ///< the planned trial's, by the same estimate
+};
+
 /// What restore() found in a record.
 struct RestoreReport {
   std::size_t trials = 0;      ///< rows read
@@ -159,6 +166,15 @@ class ClosedLoop {
   /// unit count, with `record` the one this loop writes to.
   /// \throws RecordError or std::invalid_argument when the record does not match the protocol
   RestoreReport restore();
+  /// What `strategy` would choose for the trial just planned, on this loop's own history (its
+  /// posterior, its fitted twins' predictions, the candidates still available), and the expected
+  /// information gain of both choices by one Monte Carlo estimate (common random numbers). Leaves
+  /// the session untouched: its own designer streams do not move. For `twinloop replay
+  /// --designer`: the other designer's choice given the real history. A discriminating
+  /// alternative never draws validation trials; a random one draws from a stream of its own.
+  /// Call between plan() and complete(). nullopt for `discriminate` with fewer than two twins.
+  [[nodiscard]] std::optional<AlternativeChoice> alternative(protocols::DesignerStrategy strategy,
+                                                             const PlannedTrial& planned);
   /// The operator's stop.
   void request_stop() noexcept { operator_stop_ = true; }
   /// The operator's change of the stop rules (e.g. from the control socket): only the fields
@@ -215,6 +231,10 @@ class ClosedLoop {
   twin::Posterior posterior_;
   std::vector<twin::ModelCheck> checks_;
   std::unique_ptr<designer::DiscriminateStrategy> discriminate_;
+  // alternative(): a designer beside the session's, built on first use.
+  std::unique_ptr<designer::DiscriminateStrategy> shadow_;
+  std::optional<designer::RandomStrategy> shadow_random_;
+  std::uint64_t predictions_version_ = 0, shadow_version_ = 0;
   designer::RandomStrategy random_;
   designer::RandomStrategy validation_coin_;
   std::vector<protocols::Stimulus> history_stimuli_;
