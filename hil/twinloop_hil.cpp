@@ -41,11 +41,13 @@ int main(int argc, char** argv) {
       "(docs/wire-format.md), optionally with injected faults. Fault selections (SPEC) are a "
       "probability in [0, 1] drawn per item from --seed (e.g. 0.01), or '@' and a list of indices "
       "(e.g. @100,250): block sequence numbers for block faults, command indices (from 0) for "
-      "onset faults. Runs until a finite stream (--seconds) has been sent, or until "
-      "SIGINT/SIGTERM."};
+      "onset faults. With --probe-format openephys the probe stream is the Open Ephys GUI's ZMQ "
+      "Interface instead (docs/openephys-zmq.md), for `twinloop run --rig openephys`. Runs until "
+      "a finite stream (--seconds) has been sent, or until SIGINT/SIGTERM."};
   BenchServerConfig config;
   config.simulation.pace = twinloop::drivers::Pace::kRealtime;
   std::string pace = "realtime";
+  std::string probe_format = "twinloop";
   std::string drop, duplicate, reorder, corrupt, late_which, missing;
   bool quiet = false;
 
@@ -65,6 +67,19 @@ int main(int argc, char** argv) {
                  "ZeroMQ endpoint to bind the probe stream (XPUB) on; tcp port '*' picks a free "
                  "one (printed at start)")
       ->capture_default_str();
+  app.add_option("--probe-format", probe_format,
+                 "twinloop: twinloop's block messages (--rig net); openephys: the Open Ephys GUI's "
+                 "ZMQ Interface, neural channels only, heartbeats answered (--rig openephys)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"twinloop", "openephys"}));
+  app.add_option("--heartbeat-endpoint", config.heartbeat_endpoint,
+                 "openephys: endpoint to answer heartbeats on (default: the data port + 1, as the "
+                 "GUI)");
+  app.add_option("--sample-offset", config.sample_offset,
+                 "Added to every sample number sent (blocks, onsets) and taken off those received: "
+                 "a stream whose clock did not start at 0")
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 50));
   app.add_option("--stimulus-endpoint", config.stimulus_endpoint,
                  "ZeroMQ endpoint to bind the stimulus endpoint (ROUTER) on")
       ->capture_default_str();
@@ -108,6 +123,7 @@ int main(int argc, char** argv) {
   app.add_flag("--quiet", quiet, "Print only errors");
   CLI11_PARSE(app, argc, argv);
 
+  if (probe_format == "openephys") config.probe_format = twinloop::hil::ProbeFormat::kOpenEphys;
   config.simulation.pace =
       pace == "max" ? twinloop::drivers::Pace::kMax : twinloop::drivers::Pace::kRealtime;
   auto& f = config.faults;
@@ -128,8 +144,12 @@ int main(int argc, char** argv) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     if (!quiet) {
-      std::printf("probe stream on %s\nstimulus endpoint on %s\n", server.probe_endpoint().c_str(),
-                  server.stimulus_endpoint().c_str());
+      std::printf("probe stream (%s format) on %s\n", probe_format.c_str(),
+                  server.probe_endpoint().c_str());
+      if (!server.heartbeat_endpoint().empty()) {
+        std::printf("heartbeats answered on %s\n", server.heartbeat_endpoint().c_str());
+      }
+      std::printf("stimulus endpoint on %s\n", server.stimulus_endpoint().c_str());
       std::fflush(stdout);
     }
     bool finished = false;

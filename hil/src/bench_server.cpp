@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "twinloop/drivers/openephys_zmq_emulator.hpp"
 #include "twinloop/drivers/wire_format.hpp"
 #include "twinloop/hil/details/random.hpp"
 
@@ -100,6 +101,7 @@ struct BenchServer::Impl {
   void* context = nullptr;
   void* pub = nullptr;     // owned by the stream thread once started
   void* router = nullptr;  // owned by the stimulus thread once started
+  std::unique_ptr<drivers::OpenEphysZmqEmulator> openephys;  // kOpenEphys: the stream thread's
   std::vector<std::byte> stream_info;
   std::thread stream_thread;
   std::thread stimulus_thread;
@@ -230,7 +232,7 @@ struct BenchServer::Impl {
       h.probe_id = config.probe_id;
       h.channel_count = static_cast<std::uint32_t>(channels);
       h.sequence = seq;
-      h.first_sample = block.first_sample;
+      h.first_sample = block.first_sample + config.sample_offset;
       h.sample_count = static_cast<std::uint32_t>(block.sample_count);
       h.send_time_ns = now_ns();
       const std::size_t size = wire::encode_block(h, block.samples.data(), tx);
@@ -264,7 +266,7 @@ struct BenchServer::Impl {
       std::array<std::byte, wire::kStreamEndBytes> end_message{};
       wire::StreamEnd end;
       end.probe_id = config.probe_id;
-      end.end_sample = end_sample.load(std::memory_order_relaxed);
+      end.end_sample = end_sample.load(std::memory_order_relaxed) + config.sample_offset;
       end.sequence = sequence;
       const std::size_t size = wire::encode_stream_end(end, end_message);
       (void)zmq_send(pub, end_message.data(), size, ZMQ_DONTWAIT);
@@ -283,6 +285,58 @@ struct BenchServer::Impl {
     }
     if (pub != nullptr) zmq_close(pub);
     pub = nullptr;
+  }
+
+  // The Open Ephys GUI's stream: one message per channel per block, neural channels only.
+  void run_stream_openephys() noexcept {
+    const SimulationConfig& sim = config.simulation;
+    const BenchFaults& faults = config.faults;
+    const std::size_t stored = sim.stored_channels();
+    const std::size_t neural = sim.channels;
+    drivers::SampleBlock block;
+    std::vector<std::int16_t> rows;
+    try {
+      block.allocate(sim.block_samples, stored);
+      rows.resize(sim.block_samples * neural);
+    } catch (const std::bad_alloc&) {
+      finished.store(true, std::memory_order_release);
+      return;
+    }
+    if (config.wait_for_subscriber) {
+      while (!stopping() && !openephys->wait_for_subscribers(1, std::chrono::milliseconds(10))) {
+      }
+    }
+    (void)rig.probe->start();
+    std::uint64_t sequence = 0;
+    while (!stopping()) {
+      if (rig.probe->read(block) != drivers::ReadStatus::kOk) break;
+      const std::uint64_t seq = sequence++;
+      bump(generated);
+      end_sample.store(block.first_sample + static_cast<std::int64_t>(block.sample_count),
+                       std::memory_order_relaxed);
+      if (faults.drop.hits(seq, config.simulation.seed, kDrop)) {
+        openephys->skip(block.sample_count);  // the GUI's message numbers move on regardless
+        bump(dropped);
+        continue;
+      }
+      for (std::size_t r = 0; r < block.sample_count; ++r) {
+        std::copy_n(block.samples.data() + r * stored, neural, rows.data() + r * neural);
+      }
+      try {
+        openephys->publish(std::span<const std::int16_t>(rows.data(), block.sample_count * neural));
+        bump(sent);
+        if (faults.duplicate.hits(seq, config.simulation.seed, kDuplicate)) {
+          openephys->repeat_last();
+          bump(sent);
+          bump(duplicated);
+        }
+      } catch (const std::exception&) {
+        break;  // the socket failed: the stream ends here, as a GUI that stopped would
+      }
+    }
+    finished.store(true, std::memory_order_release);
+    // The GUI's stream has no end message: it just stops; heartbeats are still answered.
+    while (!stopping()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 
   void reply(const std::array<std::byte, 256>& identity, std::size_t identity_size,
@@ -326,6 +380,7 @@ struct BenchServer::Impl {
       bump(malformed);  // its request id cannot be trusted, so there is no one to answer
       return;
     }
+    command.earliest_onset_sample -= config.sample_offset;  // to the simulation's clock
     const std::uint64_t index = commands.fetch_add(1, std::memory_order_relaxed);
     if (faults.missing_onsets.hits(index, sim.seed, kMissingOnset)) {
       bump(missing);
@@ -356,7 +411,7 @@ struct BenchServer::Impl {
       bump(refused);
     } else {
       r.status = wire::ReplyStatus::kDelivered;
-      r.onset_sample = onset.onset_sample;
+      r.onset_sample = onset.onset_sample + config.sample_offset;
       bump(delivered);
     }
     reply(identity, identity_size, r);
@@ -423,6 +478,18 @@ BenchServer::BenchServer(BenchServerConfig config) {
     throw std::invalid_argument("BenchServer: disconnect_for_s must be positive");
   }
   if (config.send_hwm < 0) throw std::invalid_argument("BenchServer: send_hwm < 0");
+  if (config.probe_format == ProbeFormat::kOpenEphys &&
+      (f.reorder.enabled() || f.corrupt.enabled() || f.disconnect_at_s >= 0.0)) {
+    throw std::invalid_argument(
+        "BenchServer: the Open Ephys stream injects dropped and duplicated blocks only (reordered "
+        "and corrupted blocks and disconnects belong to twinloop's own stream format)");
+  }
+  if (config.probe_format == ProbeFormat::kOpenEphys &&
+      config.probe_endpoint.find('*') != std::string::npos && config.heartbeat_endpoint.empty()) {
+    throw std::invalid_argument(
+        "BenchServer: an Open Ephys stream on a wildcard port needs an explicit heartbeat "
+        "endpoint (a client derives it as the data port + 1)");
+  }
   impl_ = std::make_unique<Impl>(std::move(config));
   wire::StreamInfo info;
   info.probe_id = impl_->config.probe_id;
@@ -443,11 +510,32 @@ bool BenchServer::start() {
     m.error = std::string("cannot create a ZeroMQ context: ") + zmq_strerror(errno);
     return false;
   }
-  m.pub = m.bind(ZMQ_XPUB, m.config.probe_endpoint, &m.probe_endpoint);
-  m.router = m.pub == nullptr
+  const bool openephys = m.config.probe_format == ProbeFormat::kOpenEphys;
+  if (openephys) {
+    drivers::OpenEphysZmqEmulatorConfig oe;
+    oe.data_endpoint = m.config.probe_endpoint;
+    oe.heartbeat_endpoint = m.config.heartbeat_endpoint;
+    oe.stream = m.config.simulation.name;
+    oe.channels = m.config.simulation.channels;
+    oe.sample_rate_hz = m.config.simulation.sample_rate_hz;
+    oe.first_sample = m.config.sample_offset;
+    try {
+      m.openephys = std::make_unique<drivers::OpenEphysZmqEmulator>(oe);
+      m.probe_endpoint = m.openephys->data_endpoint();
+    } catch (const std::exception& e) {
+      m.error = e.what();
+      zmq_ctx_term(m.context);
+      m.context = nullptr;
+      return false;
+    }
+  } else {
+    m.pub = m.bind(ZMQ_XPUB, m.config.probe_endpoint, &m.probe_endpoint);
+  }
+  m.router = m.pub == nullptr && !openephys
                  ? nullptr
                  : m.bind(ZMQ_ROUTER, m.config.stimulus_endpoint, &m.stimulus_endpoint);
-  if (m.pub == nullptr || m.router == nullptr) {
+  if ((m.pub == nullptr && !openephys) || m.router == nullptr) {
+    m.openephys.reset();
     if (m.pub != nullptr) zmq_close(m.pub);
     m.pub = nullptr;
     zmq_ctx_term(m.context);
@@ -455,7 +543,13 @@ bool BenchServer::start() {
     return false;
   }
   m.stop_requested.store(false);
-  m.stream_thread = std::thread([&m] { m.run_stream(); });
+  m.stream_thread = std::thread([&m, openephys] {
+    if (openephys) {
+      m.run_stream_openephys();
+    } else {
+      m.run_stream();
+    }
+  });
   m.stimulus_thread = std::thread([&m] { m.run_stimulus(); });
   return true;
 }
@@ -466,6 +560,7 @@ void BenchServer::stop() noexcept {
   m.stop_requested.store(true, std::memory_order_release);
   if (m.stream_thread.joinable()) m.stream_thread.join();
   if (m.stimulus_thread.joinable()) m.stimulus_thread.join();
+  m.openephys.reset();
   zmq_ctx_term(m.context);
   m.context = nullptr;
 }
@@ -481,6 +576,10 @@ bool BenchServer::wait_finished(std::chrono::milliseconds timeout) const {
 
 const std::string& BenchServer::probe_endpoint() const noexcept {
   return impl_->probe_endpoint;
+}
+const std::string& BenchServer::heartbeat_endpoint() const noexcept {
+  static const std::string none;
+  return impl_->openephys ? impl_->openephys->heartbeat_endpoint() : none;
 }
 const std::string& BenchServer::stimulus_endpoint() const noexcept {
   return impl_->stimulus_endpoint;

@@ -16,6 +16,7 @@
 #include "hil_test_helpers.hpp"
 #include "twinloop/drivers/network_probe_source.hpp"
 #include "twinloop/drivers/network_stimulus_sink.hpp"
+#include "twinloop/drivers/openephys_zmq_source.hpp"
 #include "twinloop/drivers/wire_format.hpp"
 #include "twinloop/hil/bench_server.hpp"
 
@@ -142,6 +143,72 @@ TEST(BenchServer, RefusesBadFaultSettings) {
   auto c = bench_config(0.1);
   c.faults.drop.rate = 2.0;
   EXPECT_THROW(BenchServer{c}, std::invalid_argument);
+}
+
+// The bench as a lab's Open Ephys GUI: its stream read back through the Open Ephys source is the
+// simulated probe's neural channels (no sync word, as the GUI streams them), on a clock shifted
+// by the offset, with a dropped block seen as a gap; onsets are acknowledged on that clock.
+TEST(BenchServer, OpenEphysStreamIsTheSimulatedProbeOnTheGuisClock) {
+  // Real-time pace and a stream longer than the test reads, so a stimulus can still be delivered.
+  auto config = bench_config(2.0, drivers::Pace::kRealtime);
+  config.probe_format = ProbeFormat::kOpenEphys;
+  config.heartbeat_endpoint = "tcp://127.0.0.1:*";
+  config.sample_offset = 1000000;
+  config.faults.drop.indices = {40};
+  BenchServer bench(config);
+  ASSERT_TRUE(bench.start()) << bench.error();
+  ASSERT_FALSE(bench.heartbeat_endpoint().empty());
+  drivers::OpenEphysZmqSourceConfig oe;
+  oe.endpoint = bench.probe_endpoint();
+  oe.heartbeat_endpoint = bench.heartbeat_endpoint();
+  oe.channel_count = 8;
+  drivers::OpenEphysZmqSource source(oe);
+  ASSERT_TRUE(source.start()) << source.last_error();
+  drivers::SampleBlock block;
+  block.allocate(kBlock, 8);
+  const auto reference = reference_samples(config);
+  const std::size_t stored = config.simulation.stored_channels();
+  std::size_t rows = 0;
+  const auto deadline = Clock::now() + kPatience;
+  while (rows < 199 * kBlock && Clock::now() < deadline) {
+    if (source.read(block) != drivers::ReadStatus::kOk) continue;
+    const std::int64_t sim_sample = block.first_sample - config.sample_offset;
+    ASSERT_GE(sim_sample, 0);
+    for (std::size_t r = 0; r < block.sample_count; ++r) {
+      for (std::size_t c = 0; c < 8; ++c) {
+        ASSERT_EQ(block.samples[r * 8 + c],
+                  reference[(static_cast<std::size_t>(sim_sample) + r) * stored + c])
+            << "sample " << block.first_sample + static_cast<std::int64_t>(r) << " channel " << c;
+      }
+    }
+    rows += block.sample_count;
+  }
+  EXPECT_EQ(rows, 199 * kBlock);
+  EXPECT_EQ(source.counters().gaps, 1u);
+  EXPECT_EQ(source.counters().missing_samples, kBlock);
+
+  drivers::NetworkStimulusSink sink({.endpoint = bench.stimulus_endpoint()});
+  ASSERT_TRUE(sink.start()) << sink.last_error();
+  drivers::StimulusCommand command;
+  command.trial = 0;
+  command.stimulus.dimension_count = 2;
+  command.stimulus.values = {90.0, 0.5};
+  command.earliest_onset_sample = config.sample_offset + 3000;
+  command.duration_samples = 300;
+  const drivers::StimulusOnset onset = sink.deliver(command);
+  ASSERT_TRUE(onset.delivered) << sink.last_error();
+  EXPECT_GE(onset.onset_sample, config.sample_offset + 3000);
+}
+
+TEST(BenchServer, OpenEphysStreamRefusesFaultsOfTheOtherFormat) {
+  auto config = bench_config(0.1);
+  config.probe_format = ProbeFormat::kOpenEphys;
+  config.heartbeat_endpoint = "tcp://127.0.0.1:*";
+  config.faults.reorder.indices = {3};
+  EXPECT_THROW(BenchServer{config}, std::invalid_argument);
+  config.faults.reorder.indices.clear();
+  config.heartbeat_endpoint.clear();  // a wildcard data port leaves nothing to derive it from
+  EXPECT_THROW(BenchServer{config}, std::invalid_argument);
 }
 
 TEST(BenchServer, StreamIsExactlyTheSimulatedProbe) {

@@ -50,6 +50,10 @@ struct AcquisitionCounters {
   std::int64_t missing_samples = 0;
   std::uint64_t gaps_dropped = 0;
   std::int64_t final_before_sample = 0;  ///< every event before this sample has been published
+  /// One past the newest sample read, in the source's sample numbers: the stream's clock now. Not
+  /// `samples` (a count), which lags it by the samples a gap lost and by the first sample number
+  /// of a stream that does not start at 0 (the Open Ephys GUI's, acquiring for an hour).
+  std::int64_t next_sample = 0;
   bool armed = false;
   bool finished = false;  ///< the source ended (or failed) and the thread left its loop
   bool failed = false;
@@ -100,7 +104,7 @@ class AcquisitionLoop {
 
   std::atomic<std::uint64_t> blocks_{0}, samples_{0}, events_published_{0}, events_dropped_{0};
   std::atomic<std::uint64_t> gaps_seen_{0}, gaps_dropped_{0};
-  std::atomic<std::int64_t> missing_samples_{0}, final_before_{0};
+  std::atomic<std::int64_t> missing_samples_{0}, final_before_{0}, next_sample_{0};
   std::atomic<bool> armed_{false}, finished_{false}, failed_{false};
 };
 

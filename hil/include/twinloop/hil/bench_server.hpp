@@ -14,6 +14,10 @@
 //   if (!bench.start()) fail(bench.error());
 //   connect to bench.probe_endpoint() / bench.stimulus_endpoint() (wildcards resolved)
 //
+// With ProbeFormat::kOpenEphys the probe stream is the Open Ephys GUI's ZMQ Interface instead
+// (drivers::OpenEphysZmqEmulator), for drivers::OpenEphysZmqSource; dropped and duplicated
+// blocks are the stream faults it injects (the others belong to twinloop's own format).
+//
 // Threads: the server runs two threads of its own (stream publisher; stimulus endpoint).
 // start()/stop()/wait_finished() from one controlling thread; counters() from any thread.
 // Not copyable or movable (its threads point into it).
@@ -70,9 +74,23 @@ struct BenchFaults {
   double disconnect_for_s = 1.0;        ///< wall-clock seconds before they are bound again
 };
 
+/// How the probe stream goes out.
+enum class ProbeFormat {
+  kTwinloop,   ///< twinloop's block messages (docs/wire-format.md), for NetworkProbeSource
+  kOpenEphys,  ///< the Open Ephys GUI's ZMQ Interface (neural channels only, float µV at 0.195
+               ///< µV/bit, heartbeats answered), for OpenEphysZmqSource: a lab's GUI stand-in
+};
+
 struct BenchServerConfig {
   SimulationConfig simulation;  ///< seed, units, seconds, pace, block_samples ...
-  std::string probe_endpoint = "tcp://127.0.0.1:5555";     ///< bind; '*' port allowed
+  ProbeFormat probe_format = ProbeFormat::kTwinloop;
+  std::string probe_endpoint = "tcp://127.0.0.1:5555";  ///< bind; '*' port allowed
+  /// kOpenEphys: where heartbeats are answered; empty: the data port + 1, as the GUI does.
+  std::string heartbeat_endpoint;
+  /// Added to every sample number the bench sends (blocks, onsets) and taken off those it
+  /// receives (commands): a stream whose clock did not start at 0, like a GUI acquiring for an
+  /// hour before the session.
+  std::int64_t sample_offset = 0;
   std::string stimulus_endpoint = "tcp://127.0.0.1:5556";  ///< bind; '*' port allowed
   std::uint32_t probe_id = 0;
   int send_hwm = 1000;  ///< blocks queued per subscriber before libzmq drops (1 s at 1 ms blocks)
@@ -124,6 +142,8 @@ class BenchServer {
 
   /// The bound endpoints, wildcards resolved (valid after start()).
   [[nodiscard]] const std::string& probe_endpoint() const noexcept;
+  /// kOpenEphys: where heartbeats are answered; empty otherwise.
+  [[nodiscard]] const std::string& heartbeat_endpoint() const noexcept;
   [[nodiscard]] const std::string& stimulus_endpoint() const noexcept;
   [[nodiscard]] BenchCounters counters() const noexcept;
   /// The simulated rig (ground truth: rig().subject->ground_truth()).
