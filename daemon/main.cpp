@@ -105,14 +105,22 @@ int main(int argc, char** argv) {
   run_cmd
       ->add_option("--rig", run.rig,
                    "Which rig: sim (the built-in simulated subject and probe, in this process), "
-                   "net (a rig served over ZeroMQ, e.g. by twinloop-hil; see docs/wire-format.md) "
-                   "or recorded (real neurons' recorded responses: --dataset)")
+                   "net (a rig served over ZeroMQ, e.g. by twinloop-hil; see docs/wire-format.md), "
+                   "openephys (the probe from the Open Ephys GUI's ZMQ Interface, stimuli to a "
+                   "twinloop stimulus endpoint; docs/openephys-zmq.md) or recorded (real "
+                   "neurons' recorded responses: --dataset)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"sim", "net", "recorded"}));
-  run_cmd->add_option("--probe-endpoint", run.probe_endpoint, "--rig net: the probe stream")
-      ->capture_default_str();
+      ->check(CLI::IsMember({"sim", "net", "openephys", "recorded"}));
   run_cmd
-      ->add_option("--stimulus-endpoint", run.stimulus_endpoint, "--rig net: the stimulus endpoint")
+      ->add_option("--probe-endpoint", run.probe_endpoint,
+                   "--rig net: the probe stream; --rig openephys: the GUI's data port (its ZMQ "
+                   "Interface binds tcp://*:5556)")
+      ->capture_default_str();
+  run_cmd->add_option("--heartbeat-endpoint", run.heartbeat_endpoint,
+                      "--rig openephys: the GUI's heartbeat port (default: the data port + 1)");
+  run_cmd
+      ->add_option("--stimulus-endpoint", run.stimulus_endpoint,
+                   "--rig net and openephys: the stimulus endpoint")
       ->capture_default_str();
   run_cmd->add_option("--dataset", run.dataset,
                       "--rig recorded: MATLAB v5 file of recorded responses, read unmodified "

@@ -150,14 +150,15 @@ std::filesystem::path resolve(const std::filesystem::path& base, const std::stri
 void read_rig(Reader& r, const YAML::Node& node, DaemonRigConfig& rig) {
   const std::string path = "rig";
   if (!r.map(node, path,
-             {"kind", "seed", "pace", "sim_model", "probe_endpoint", "stimulus_endpoint"},
-             "a map with kind (sim or net)")) {
+             {"kind", "seed", "pace", "sim_model", "probe_endpoint", "stimulus_endpoint",
+              "heartbeat_endpoint"},
+             "a map with kind (sim, net or openephys)")) {
     return;
   }
   if (const YAML::Node k = node["kind"]; k) {
-    if (auto v = r.choice(k, "rig.kind", {"sim", "net"})) rig.kind = *v;
+    if (auto v = r.choice(k, "rig.kind", {"sim", "net", "openephys"})) rig.kind = *v;
   } else {
-    r.missing(node, path, "kind", "sim or net");
+    r.missing(node, path, "kind", "sim, net or openephys");
   }
   if (const YAML::Node n = node["seed"]; n) {
     if (auto v = r.integer(n, "rig.seed", 0, std::numeric_limits<std::int64_t>::max())) {
@@ -180,9 +181,12 @@ void read_rig(Reader& r, const YAML::Node& node, DaemonRigConfig& rig) {
         (std::string_view(key) == "probe_endpoint" ? rig.probe_endpoint : rig.stimulus_endpoint) =
             *v;
       }
-    } else if (rig.kind == "net") {
-      r.missing(node, path, key, "a ZeroMQ endpoint (rig.kind is net)");
+    } else if (rig.kind == "net" || rig.kind == "openephys") {
+      r.missing(node, path, key, "a ZeroMQ endpoint (rig.kind is " + rig.kind + ")");
     }
+  }
+  if (const YAML::Node n = node["heartbeat_endpoint"]; n) {
+    if (auto v = r.text(n, "rig.heartbeat_endpoint")) rig.heartbeat_endpoint = *v;
   }
 }
 

@@ -1,5 +1,6 @@
 // `twinloop run` and `twinloop resume` on the simulated rig, in process (--rig sim) or served over
-// ZeroMQ by twinloop-hil or a networked real rig (--rig net). The acquisition thread detects spikes
+// ZeroMQ by twinloop-hil or a networked real rig (--rig net), or a rig whose probe is streamed by
+// the Open Ephys GUI's ZMQ Interface (--rig openephys). The acquisition thread detects spikes
 // live; the session thread runs a Boost.Asio event loop that, trial after trial, designs (with a
 // deadline), pre-registers every prediction durably, delivers through the safety gate, counts
 // the response window, scores and updates, while a 1 ms timer keeps draining what acquisition
@@ -40,6 +41,7 @@
 #include "twinloop/daemon/spike_files.hpp"
 #include "twinloop/drivers/network_probe_source.hpp"
 #include "twinloop/drivers/network_stimulus_sink.hpp"
+#include "twinloop/drivers/openephys_zmq_source.hpp"
 #include "twinloop/drivers/raw_recorder.hpp"
 #include "twinloop/drivers/safety_gate.hpp"
 #include "twinloop/hil/simulated_rig.hpp"
@@ -93,14 +95,14 @@ class SpikeRig final : public TrialRig {
         // Detection must be armed (noise estimated) before a trial is worth running.
         if (now.finished) return end("the recording ended before the trial could start");
         if (!now.armed) return false;
-        planned_ = static_cast<std::int64_t>(now.samples) + baseline_ + lead();
+        planned_ = now.next_sample + baseline_ + lead();
         if (last_onset_ >= 0) planned_ = std::max(planned_, last_onset_ + interval_);
         stage_ = Stage::kWaitingOnset;
         [[fallthrough]];
       }
       case Stage::kWaitingOnset: {
         if (now.finished) return end("the recording ended before the stimulus onset");
-        if (static_cast<std::int64_t>(now.samples) < planned_ - lead()) return false;
+        if (now.next_sample < planned_ - lead()) return false;
         const std::uint64_t commands_before =
             net_sink_ != nullptr ? net_sink_->fault_counters().commands : 0;
         const drivers::StimulusOnset onset =
@@ -632,16 +634,31 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
   }
 
   const bool networked = options.rig == "net";
+  const bool openephys = options.rig == "openephys";
+  const bool remote = networked || openephys;  // no simulated subject (and no truth) here
   hil::SimulatedRig rig;
   std::unique_ptr<drivers::NetworkProbeSource> net_probe;
+  std::unique_ptr<drivers::OpenEphysZmqSource> oe_probe;
   std::unique_ptr<drivers::NetworkStimulusSink> net_sink;
   drivers::ProbeSource* probe = nullptr;
   drivers::StimulusSink* stimulator = nullptr;
   try {
-    if (networked) {
-      drivers::NetworkProbeConfig probe_config;
-      probe_config.endpoint = options.probe_endpoint;
-      net_probe = std::make_unique<drivers::NetworkProbeSource>(probe_config);
+    if (remote) {
+      if (openephys) {
+        // The lab's GUI streams the probe; its channel numbers 0..channels-1 are the probe's
+        // bank-0 sites (the protocol says how many), at the protocol's rate.
+        drivers::OpenEphysZmqSourceConfig oe;
+        oe.endpoint = options.probe_endpoint;
+        oe.heartbeat_endpoint = options.heartbeat_endpoint;
+        oe.channel_count = static_cast<std::size_t>(probe_spec.channels);
+        oe.sample_rate_hz = probe_spec.sample_rate_hz;
+        oe.name = probe_spec.name;
+        oe_probe = std::make_unique<drivers::OpenEphysZmqSource>(oe);
+      } else {
+        drivers::NetworkProbeConfig probe_config;
+        probe_config.endpoint = options.probe_endpoint;
+        net_probe = std::make_unique<drivers::NetworkProbeSource>(probe_config);
+      }
       drivers::NetworkStimulusConfig sink_config;
       sink_config.endpoint = options.stimulus_endpoint;
       net_sink = std::make_unique<drivers::NetworkStimulusSink>(sink_config);
@@ -650,7 +667,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
                      options.stimulus_endpoint.c_str(), net_sink->last_error().c_str());
         return kExitRefused;
       }
-      probe = net_probe.get();
+      probe = openephys ? static_cast<drivers::ProbeSource*>(oe_probe.get()) : net_probe.get();
       stimulator = net_sink.get();
     } else {
       rig = hil::make_simulated_rig(sim);
@@ -658,15 +675,15 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
       stimulator = rig.stimulator.get();
     }
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "twinloop %s: %s rig: %s\n", command, networked ? "network" : "simulated",
-                 e.what());
+    std::fprintf(stderr, "twinloop %s: %s rig: %s\n", command,
+                 openephys ? "Open Ephys" : (networked ? "network" : "simulated"), e.what());
     return kExitRefused;
   }
   std::unique_ptr<drivers::RawRecorder> raw_recorder;
   if (record_raw) {
     drivers::RawRecorderConfig raw;
     raw.max_block_samples = sim.block_samples;
-    raw.wait_when_full = !networked && options.pace == drivers::Pace::kMax;
+    raw.wait_when_full = !remote && options.pace == drivers::Pace::kMax;
     raw_recorder = std::make_unique<drivers::RawRecorder>(*probe, raw);
     probe = raw_recorder.get();
   }
@@ -708,6 +725,9 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
                           {"designer", options.designer.value_or("")},
                           {"sim_model", options.sim_model},
                           {"probe", probe_spec.name},
+                          {"probe_endpoint", remote ? options.probe_endpoint : ""},
+                          {"stimulus_endpoint", remote ? options.stimulus_endpoint : ""},
+                          {"heartbeat_endpoint", openephys ? options.heartbeat_endpoint : ""},
                           {"units", "detection channels"}})
               .dump();
       setup.add_detection_channels(units);
@@ -729,7 +749,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
               .dump());
     }
     spike_rig = std::make_unique<SpikeRig>(loop, *gate, protocol.timing, rate);
-    if (networked) spike_rig->attach_network(net_probe.get(), net_sink.get(), record.get());
+    if (remote) spike_rig->attach_network(net_probe.get(), net_sink.get(), record.get());
     closed_loop =
         std::make_unique<ClosedLoop>(protocol, units, *spike_rig, record.get(), loop_options);
     if (resume) restored = closed_loop->restore();
@@ -740,12 +760,16 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
     return kExitRefused;
   }
 
-  if (networked) {
+  if (remote) {
     std::printf(
-        "twinloop %s: protocol '%s' (%zu candidates, %zu hypotheses), networked rig: probe '%s' "
+        "twinloop %s: protocol '%s' (%zu candidates, %zu hypotheses), %s rig: probe '%s' "
         "(%zu channels at %.0f Hz) from %s, stimuli to %s, up to %.0f s\n",
         command, protocol.name.c_str(), protocol.stimulus.candidate_count(),
-        protocol.hypotheses.size(), info.name.c_str(), units, rate, options.probe_endpoint.c_str(),
+        protocol.hypotheses.size(), openephys ? "Open Ephys" : "networked", info.name.c_str(),
+        units, rate,
+        (openephys ? "the Open Ephys GUI's ZMQ Interface at " + options.probe_endpoint
+                   : options.probe_endpoint)
+            .c_str(),
         options.stimulus_endpoint.c_str(), options.seconds);
   } else {
     std::printf(
@@ -949,7 +973,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
   // Detection against the simulated subject's ground truth, over the armed part of the session.
   acquisition::DetectionScore score{};
   std::size_t truth_unit_count = 0;
-  if (!networked) {
+  if (!remote) {
     const hil::GroundTruth truth = rig.subject->ground_truth();
     std::vector<acquisition::TruthUnit> truth_units;
     for (const hil::UnitTruth& u : truth.units) {
@@ -984,7 +1008,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
   std::printf("\n== session summary ==\n");
   std::printf("verdict      %s: %s\n", summary.verdict.name.c_str(),
               summary.verdict.reason.c_str());
-  if (!networked) {
+  if (!remote) {
     std::printf(
         "truth        simulated units are '%s' -> %s (units here are detection channels, "
         "each pooling the units near it)\n",
@@ -1026,6 +1050,24 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
         static_cast<unsigned long long>(g.commands), static_cast<unsigned long long>(g.late_onsets),
         static_cast<unsigned long long>(g.missing_onsets),
         static_cast<unsigned long long>(g.refused));
+  } else if (openephys) {
+    const drivers::OpenEphysZmqCounters f = oe_probe->counters();
+    const drivers::NetworkFaultCounters g = net_sink->fault_counters();
+    std::printf(
+        "open ephys   %llu buffers, %llu gaps (%llu samples), %llu lost messages, %llu "
+        "incomplete buffers, %llu duplicates, %llu malformed, %llu restarts, heartbeats %llu "
+        "sent / %llu answered; stimuli %llu sent, %llu late, %llu unacknowledged, %llu refused\n",
+        static_cast<unsigned long long>(f.blocks), static_cast<unsigned long long>(f.gaps),
+        static_cast<unsigned long long>(f.missing_samples),
+        static_cast<unsigned long long>(f.lost_messages),
+        static_cast<unsigned long long>(f.incomplete_blocks),
+        static_cast<unsigned long long>(f.duplicates), static_cast<unsigned long long>(f.malformed),
+        static_cast<unsigned long long>(f.restarts),
+        static_cast<unsigned long long>(f.heartbeats_sent),
+        static_cast<unsigned long long>(f.heartbeat_replies),
+        static_cast<unsigned long long>(g.commands), static_cast<unsigned long long>(g.late_onsets),
+        static_cast<unsigned long long>(g.missing_onsets),
+        static_cast<unsigned long long>(g.refused));
   } else {
     std::printf(
         "detection    %zu spikes, recall %.3f, precision %.3f against ground truth (SNR >= 5, "
@@ -1041,7 +1083,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
 
   try {
     write_detected_spikes(dir, events, info.geometry, loop.detector().noise_uv(), seconds);
-    if (!networked) rig.subject->write_ground_truth(dir / "ground_truth");
+    if (!remote) rig.subject->write_ground_truth(dir / "ground_truth");
     nlohmann::json out = internal::summary_json(summary, stop_reason);
     out.update(
         {{"protocol", protocol.name},
@@ -1056,7 +1098,20 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
           {{"p50", percentile(latency, 0.5) / 1e3}, {"p99", percentile(latency, 0.99) / 1e3}}},
          {"faults_recorded", spike_rig->faults_recorded()}});
     if (raw_recorder) out["raw_recording"] = raw_summary;
-    if (!networked) {
+    if (openephys) {
+      const drivers::OpenEphysZmqCounters f = oe_probe->counters();
+      out["openephys_stream"] = {{"buffers", f.blocks},
+                                 {"gaps", f.gaps},
+                                 {"missing_samples", f.missing_samples},
+                                 {"lost_messages", f.lost_messages},
+                                 {"incomplete_buffers", f.incomplete_blocks},
+                                 {"duplicates", f.duplicates},
+                                 {"malformed", f.malformed},
+                                 {"restarts", f.restarts},
+                                 {"heartbeats_sent", f.heartbeats_sent},
+                                 {"heartbeats_answered", f.heartbeat_replies}};
+    }
+    if (!remote) {
       out["truth"] = {{"model", truth_model},
                       {"verdict_matches", verdict_matches},
                       {"units", truth_unit_count},
@@ -1067,7 +1122,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
     std::printf(
         "session files in %s (session.sqlite, summary.json, spikes in Phy layout%s); check it "
         "with: twinloop verify %s\n",
-        dir.string().c_str(), networked ? "" : ", ground_truth/", dir.string().c_str());
+        dir.string().c_str(), remote ? "" : ", ground_truth/", dir.string().c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "twinloop %s: writing the session files failed: %s\n", command, e.what());
     return kExitRefused;
@@ -1102,6 +1157,7 @@ int resume_session(const ResumeOptions& resume) {
     options.sim_model = config.value("sim_model", std::string("direction_tuning"));
     options.probe_endpoint = config.value("probe_endpoint", options.probe_endpoint);
     options.stimulus_endpoint = config.value("stimulus_endpoint", options.stimulus_endpoint);
+    options.heartbeat_endpoint = config.value("heartbeat_endpoint", options.heartbeat_endpoint);
     if (const std::string d = config.value("designer", std::string()); !d.empty()) {
       options.designer = d;
     }
@@ -1112,7 +1168,7 @@ int resume_session(const ResumeOptions& resume) {
     std::fprintf(stderr, "twinloop resume: %s\n", e.what());
     return kExitRefused;
   }
-  if (options.rig != "sim" && options.rig != "net") {
+  if (options.rig != "sim" && options.rig != "net" && options.rig != "openephys") {
     std::fprintf(stderr, "twinloop resume: %s: rig '%s' cannot be resumed by this build\n",
                  resume.dir.string().c_str(), options.rig.c_str());
     return kExitRefused;

@@ -214,6 +214,7 @@ int run_daemon(const DaemonOptions& options) {
   run.rig = config.rig.kind;
   run.probe_endpoint = config.rig.probe_endpoint;
   run.stimulus_endpoint = config.rig.stimulus_endpoint;
+  run.heartbeat_endpoint = config.rig.heartbeat_endpoint;
   run.seed = config.rig.seed;
   run.pace = config.rig.pace;
   run.sim_model = config.rig.sim_model;

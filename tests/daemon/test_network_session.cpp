@@ -129,4 +129,80 @@ TEST(NetworkSession, EveryBenchFaultIsRecordedAndItsTrialsAreNeverScored) {
   fs::remove_all(dir);
 }
 
+// A lab's rig that runs the Open Ephys GUI: twinloop-hil stands in for the GUI's ZMQ Interface
+// (its three-part messages, heartbeats) on a clock an hour into acquisition, and `twinloop run
+// --rig openephys` reads it through the Open Ephys source, with stimuli to the bench's endpoint.
+TEST(OpenEphysSession, TheGuiStreamDrivesASessionOnItsOwnClock) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("twinloop_oesession_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const fs::path protocol = dir / "short.yaml";
+  std::ofstream(protocol) << twinloop::test_support::short_trials_protocol("short_trials_oe", 14);
+  const std::string data = "ipc://" + (dir / "data").string();
+  const std::string heartbeat = "ipc://" + (dir / "heartbeat").string();
+  const std::string stimulus = "ipc://" + (dir / "stimulus").string();
+  constexpr long long kHourOfSamples = 108000000;  // 1 h at 30 kHz
+  const std::string bench =
+      std::string(TWINLOOP_HIL_BINARY) +
+      " --seed 4 --units 24 --channels 64 --seconds 30 --probe-format openephys" +
+      " --probe-endpoint " + data + " --heartbeat-endpoint " + heartbeat + " --stimulus-endpoint " +
+      stimulus + " --sample-offset " + std::to_string(kHourOfSamples) +
+      " --wait-for-subscriber --quiet --drop-blocks @1500,2450 --duplicate-blocks @1700";
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + bench + " > " + (dir / "bench.log").string()).c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const fs::path session = dir / "session";
+  const twinloop::test_support::ShellResult run = twinloop::test_support::shell(
+      std::string(TWINLOOP_BINARY) + " run " + protocol.string() +
+      " --rig openephys --probe-endpoint " + data + " --heartbeat-endpoint " + heartbeat +
+      " --stimulus-endpoint " + stimulus + " --seconds 20 --quiet --out " + session.string());
+  const std::string& output = run.output;
+  ::kill(child, SIGTERM);
+  int raw = 0;
+  ::waitpid(child, &raw, 0);
+  ASSERT_EQ(run.status, 0) << output;
+  EXPECT_NE(output.find("Open Ephys rig"), std::string::npos) << output;
+
+  const Record record = read_record(session);
+  EXPECT_EQ(record.trial_status.size(), 14u) << output;
+  std::size_t scored = 0;
+  for (const auto& [t, s] : record.trial_status) scored += s == "scored" ? 1 : 0;
+  EXPECT_GE(scored, 10u) << output;
+
+  const nlohmann::json summary = nlohmann::json::parse(std::ifstream(session / "summary.json"));
+  EXPECT_EQ(summary["rig"], "openephys");
+  EXPECT_FALSE(summary.contains("truth"));
+  const nlohmann::json& stream = summary.at("openephys_stream");
+  // Both dropped buffers are gaps of one 1 ms block each; the repeated one is dropped as such.
+  EXPECT_EQ(stream.at("gaps").get<int>(), 2) << stream.dump();
+  EXPECT_EQ(stream.at("missing_samples").get<int>(), 60) << stream.dump();
+  EXPECT_GE(stream.at("duplicates").get<int>(), 1) << stream.dump();
+  EXPECT_GE(stream.at("heartbeats_answered").get<int>(), 1) << stream.dump();
+  EXPECT_EQ(summary.at("gaps").get<int>(), 2) << output;
+
+  // Onsets are on the GUI's clock, as the bench acknowledged them.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(
+      sqlite3_open_v2((session / "session.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
+      SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  sqlite3_prepare_v2(db, "SELECT min(onset_sample), max(onset_sample) FROM deliveries", -1, &s,
+                     nullptr);
+  ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+  EXPECT_GE(sqlite3_column_int64(s, 0), kHourOfSamples);
+  EXPECT_LT(sqlite3_column_int64(s, 1), kHourOfSamples + 30 * 30000);
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+
+  const twinloop::test_support::ShellResult verified =
+      twinloop::test_support::shell(std::string(TWINLOOP_BINARY) + " verify " + session.string());
+  EXPECT_EQ(verified.status, 0) << verified.output;
+  fs::remove_all(dir);
+}
+
 }  // namespace

@@ -74,8 +74,9 @@ threads:
   realtime: {sched_fifo: maybe, priority: 200}
 limits: {max_session_seconds: [1]}
 )");
-  EXPECT_NE(many.find("d.yaml:1:13: error: rig.kind: found 'fpga', expected one of sim, net"),
-            std::string::npos)
+  EXPECT_NE(
+      many.find("d.yaml:1:13: error: rig.kind: found 'fpga', expected one of sim, net, openephys"),
+      std::string::npos)
       << many;
   EXPECT_NE(many.find("d.yaml:3:61: error: control.queue: found '-1', expected an integer in"),
             std::string::npos)
@@ -94,6 +95,9 @@ limits: {max_session_seconds: [1]}
   const std::string missing = refused("rig: {kind: net}\nsessions_dir: s\n");
   EXPECT_NE(missing.find("error: control: found nothing"), std::string::npos) << missing;
   EXPECT_NE(missing.find("error: rig.probe_endpoint: found nothing"), std::string::npos) << missing;
+  const std::string gui = refused("rig: {kind: openephys, probe_endpoint: tcp://gui:5556}\n");
+  EXPECT_NE(gui.find("error: rig.stimulus_endpoint: found nothing"), std::string::npos) << gui;
+  EXPECT_NE(gui.find("(rig.kind is openephys)"), std::string::npos) << gui;
   // Broken YAML still gets a position.
   EXPECT_NE(refused("rig: {kind: sim\n").find("d.yaml:2:"), std::string::npos);
 }

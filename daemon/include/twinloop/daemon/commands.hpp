@@ -47,12 +47,15 @@ int detect(const DetectOptions& options);
 
 struct RunOptions {
   std::filesystem::path protocol;
-  std::string rig = "sim";  ///< "sim" (in process) or "net" (twinloop-hil or a networked rig)
+  /// "sim" (in process), "net" (twinloop-hil or a networked rig), "openephys" (the Open Ephys
+  /// GUI's ZMQ Interface for the probe, a twinloop stimulus endpoint) or "recorded"
+  std::string rig = "sim";
   std::string probe_endpoint = "tcp://127.0.0.1:5555";     ///< --rig net: the probe stream
   std::string stimulus_endpoint = "tcp://127.0.0.1:5556";  ///< --rig net: the stimulus endpoint
-  std::string publish_endpoint;         ///< monitoring stream (docs/monitoring.md); empty: none
-  std::string control_endpoint;         ///< control socket (docs/control.md); empty: none
-  std::filesystem::path control_key;    ///< the server's secret key file (twinloop keygen)
+  std::string heartbeat_endpoint;     ///< --rig openephys: the GUI's REP port; empty: data port + 1
+  std::string publish_endpoint;       ///< monitoring stream (docs/monitoring.md); empty: none
+  std::string control_endpoint;       ///< control socket (docs/control.md); empty: none
+  std::filesystem::path control_key;  ///< the server's secret key file (twinloop keygen)
   std::filesystem::path control_allow;  ///< allow-list of client public keys
   double seconds = 30.0;  ///< longest session; the protocol's stop rules may end it sooner
   std::uint64_t seed = 1;

@@ -19,12 +19,15 @@ namespace twinloop::daemon {
 
 /// Which rig sessions run on, and how it is reached.
 struct DaemonRigConfig {
-  std::string kind = "sim";  ///< "sim" (simulated subject and probe in process) or "net"
-  std::string probe_endpoint = "tcp://127.0.0.1:5555";     ///< net: the probe stream
-  std::string stimulus_endpoint = "tcp://127.0.0.1:5556";  ///< net: the stimulus endpoint
-  std::uint64_t seed = 1;                                  ///< sim: subject and random choices
-  drivers::Pace pace = drivers::Pace::kRealtime;           ///< sim: realtime or max
-  std::string sim_model = "direction_tuning";              ///< sim: direction_tuning, null, mixed
+  /// "sim" (simulated subject and probe in process), "net" (a rig over ZeroMQ) or "openephys"
+  /// (the probe from the Open Ephys GUI's ZMQ Interface, stimuli to a twinloop endpoint)
+  std::string kind = "sim";
+  std::string probe_endpoint = "tcp://127.0.0.1:5555";     ///< net, openephys: the probe stream
+  std::string stimulus_endpoint = "tcp://127.0.0.1:5556";  ///< net, openephys: the stimuli
+  std::string heartbeat_endpoint;  ///< openephys: the GUI's REP port; empty: data port + 1
+  std::uint64_t seed = 1;          ///< sim: subject and random choices
+  drivers::Pace pace = drivers::Pace::kRealtime;  ///< sim: realtime or max
+  std::string sim_model = "direction_tuning";     ///< sim: direction_tuning, null, mixed
 };
 
 /// Optional real-time settings. Each is attempted only when asked for; when the system does not
