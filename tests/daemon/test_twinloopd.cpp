@@ -256,4 +256,97 @@ TEST(Twinloopd, RunsSubmittedSessionsOneAtATimeAndStopsCleanlyOnSigterm) {
   fs::remove_all(dir);
 }
 
+// The daemon on a lab's rig rather than its own simulation: rig.kind openephys, the probe
+// streamed by the Open Ephys GUI (twinloop-hil playing it) and stimuli to the bench's endpoint.
+TEST(Twinloopd, RunsASubmittedSessionOnAnOpenEphysRig) {
+  const fs::path dir = fs::temp_directory_path() / ("twinloopd_oe_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const char* who : {"server", "operator"}) {
+    const Result r = shell(kTwinloop + " keygen --out " + (dir / who).string());
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  fs::copy_file(dir / "operator.key", dir / "allow");
+  const std::string control = "ipc://" + (dir / "ctl").string();
+  const std::string data = "ipc://" + (dir / "data").string();
+  const std::string heartbeat = "ipc://" + (dir / "heartbeat").string();
+  const std::string stimulus = "ipc://" + (dir / "stimulus").string();
+  std::ofstream(dir / "twinloopd.yaml")
+      << "rig: {kind: openephys, probe_endpoint: '" << data << "', heartbeat_endpoint: '"
+      << heartbeat << "', stimulus_endpoint: '" << stimulus << "'}\n"
+      << "sessions_dir: sessions\ncontrol: {endpoint: '" << control
+      << "', secret_key: server.key_secret, allow_list: allow}\n"
+      << "limits: {max_session_seconds: 40}\n";
+  std::ofstream(dir / "short.yaml") << protocol_text("daemon_gui", 14);
+
+  const auto spawn = [](const std::string& command) {
+    const pid_t child = fork();
+    if (child == 0) {
+      execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    return child;
+  };
+  const pid_t bench =
+      spawn(std::string(TWINLOOP_HIL_BINARY) +
+            " --seed 3 --units 24 --channels 64 --seconds 45 --probe-format openephys" +
+            " --probe-endpoint " + data + " --heartbeat-endpoint " + heartbeat +
+            " --stimulus-endpoint " + stimulus + " --sample-offset 5000000 --wait-for-subscriber" +
+            " --quiet > " + (dir / "bench.log").string() + " 2>&1");
+  const pid_t daemon = spawn(kTwinloop + " daemon --config " + (dir / "twinloopd.yaml").string() +
+                             " > " + (dir / "daemon.log").string() + " 2>&1");
+  ASSERT_GT(bench, 0);
+  ASSERT_GT(daemon, 0);
+  const auto stop_all = [&] {
+    for (const pid_t child : {daemon, bench}) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, nullptr, 0);
+    }
+  };
+  const auto log = [&] {
+    std::ifstream in(dir / "daemon.log");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string keys = " --server-key " + (dir / "server.key").string() + " --key " +
+                           (dir / "operator.key_secret").string();
+  const auto status = [&]() -> nlohmann::json {
+    const Result r = shell(kTwinloop + " control " + control + " status" + keys + " --timeout 2");
+    const auto brace = r.output.find('{');
+    if (r.status != 0 || brace == std::string::npos) return nullptr;
+    return nlohmann::json::parse(r.output.substr(brace), nullptr, false);
+  };
+  const auto wait_for = [&](const auto& done, int seconds) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const nlohmann::json s = status();
+      if (s.is_object() && done(s)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  };
+  if (!wait_for([](const nlohmann::json& s) { return s.value("state", "") == "idle"; }, 20)) {
+    stop_all();
+    FAIL() << "the daemon did not answer\n" << log();
+  }
+  const Result submitted =
+      shell(kTwinloop + " run --daemon " + control + " " + (dir / "short.yaml").string() + keys);
+  ASSERT_EQ(submitted.status, 0) << submitted.output;
+  const fs::path session = accepted_dir(submitted.output);
+  const bool done = wait_for(
+      [](const nlohmann::json& s) {
+        return s.value("state", "") == "idle" && s.value("sessions_run", 0) == 1;
+      },
+      40);
+  stop_all();
+  ASSERT_TRUE(done) << "the session did not end\n" << log();
+  const nlohmann::json summary = nlohmann::json::parse(std::ifstream(session / "summary.json"));
+  EXPECT_EQ(summary["rig"], "openephys");
+  EXPECT_EQ(summary["trials"].get<int>(), 14) << summary.dump();
+  EXPECT_EQ(summary["openephys_stream"]["gaps"].get<int>(), 0) << summary.dump();
+  EXPECT_GE(summary["openephys_stream"]["heartbeats_answered"].get<int>(), 1) << summary.dump();
+  const Result verified = shell(kTwinloop + " verify " + session.string());
+  EXPECT_EQ(verified.status, 0) << verified.output;
+  fs::remove_all(dir);
+}
+
 }  // namespace
