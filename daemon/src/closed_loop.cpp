@@ -2,9 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
+#include <functional>
 #include <limits>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <thread>
 
 namespace twinloop::daemon {
 namespace {
@@ -28,6 +32,95 @@ std::string stimulus_json(const protocols::StimulusSpace& space, const protocols
 }
 
 }  // namespace
+
+std::vector<twin::PredictionBatch> prior_predictions(const protocols::Protocol& protocol,
+                                                     std::size_t units,
+                                                     const twin::TwinOptions& options) {
+  std::vector<protocols::Stimulus> candidates;
+  for (std::size_t c = 0; c < protocol.stimulus.candidate_count(); ++c) {
+    candidates.push_back(protocol.stimulus.stimulus(c));
+  }
+  std::vector<twin::PredictionBatch> prior(protocol.hypotheses.size());
+  for (std::size_t k = 0; k < protocol.hypotheses.size(); ++k) {
+    auto twin = twin::make_hypothesis(protocol.hypotheses[k], protocol.stimulus, units, options);
+    prior[k].resize(candidates.size(), units);
+    twin->predict(candidates, prior[k]);
+  }
+  return prior;
+}
+
+bool predicted_by_prior(std::span<const twin::PredictionBatch> prior, std::size_t candidate,
+                        const std::vector<std::vector<double>>& mean,
+                        const std::vector<std::vector<double>>& dispersion) noexcept {
+  if (mean.size() != prior.size() || dispersion.size() != prior.size()) return false;
+  for (std::size_t k = 0; k < prior.size(); ++k) {
+    const std::size_t units = prior[k].units;
+    if (candidate >= prior[k].candidates || mean[k].size() != units ||
+        dispersion[k].size() != units ||
+        !std::equal(mean[k].begin(), mean[k].end(), prior[k].mean.begin() + candidate * units) ||
+        !std::equal(dispersion[k].begin(), dispersion[k].end(),
+                    prior[k].dispersion.begin() + candidate * units)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// One job at a time on a thread of its own: the session thread hands a refit over and later
+// waits for it (usually long done) before adopting what it computed.
+class ClosedLoop::RefitWorker {
+ public:
+  RefitWorker() : thread_([this] { run(); }) {}
+  ~RefitWorker() {
+    {
+      const std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  RefitWorker(const RefitWorker&) = delete;
+  RefitWorker& operator=(const RefitWorker&) = delete;
+
+  void submit(std::function<void()> job) {
+    {
+      const std::lock_guard lock(mutex_);
+      job_ = std::move(job);
+      done_ = false;
+    }
+    wake_.notify_all();
+  }
+  /// Blocks until the submitted job has run; returns whether it had to wait.
+  bool wait() {
+    std::unique_lock lock(mutex_);
+    const bool waited = !done_;
+    finished_.wait(lock, [this] { return done_; });
+    return waited;
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [this] { return stopping_ || job_ != nullptr; });
+      if (job_ == nullptr) return;  // stopping with nothing left to do
+      std::function<void()> job = std::move(job_);
+      job_ = nullptr;
+      lock.unlock();
+      job();
+      lock.lock();
+      done_ = true;
+      finished_.notify_all();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_, finished_;
+  std::function<void()> job_;
+  bool done_ = true;
+  bool stopping_ = false;
+  std::thread thread_;
+};
 
 ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, TrialRig& rig,
                        SessionRecord* record, const ClosedLoopOptions& options)
@@ -72,6 +165,21 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
     discriminate_ = std::make_unique<designer::DiscriminateStrategy>(candidate_count, units,
                                                                      hypotheses_.size(), config);
   }
+  if (options.background_refit) {
+    if (discriminate_) {
+      // The live and the spare designer trade places at each adoption. They share the Monte
+      // Carlo samples (so a choice does not depend on which one is live), not the validation
+      // coin (so neither repeats the other's draws).
+      designer::DiscriminateConfig spare = config;
+      spare.draw_seed = config.seed ^ 0x5a5a5a5a5a5a5a5aULL;
+      spare_discriminate_ = std::make_unique<designer::DiscriminateStrategy>(
+          candidate_count, units, hypotheses_.size(), spare);
+    }
+    for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
+      pending_predictions_.emplace_back().resize(candidate_count, units);
+    }
+    worker_ = std::make_unique<RefitWorker>();
+  }
   counts_.assign(units, 0);
   log_likelihoods_.assign(hypotheses_.size(), 0.0);
   stop_ = protocol.stop;
@@ -80,7 +188,9 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
   score_row_.resize(hypotheses_.size());
 }
 
-ClosedLoop::~ClosedLoop() = default;
+ClosedLoop::~ClosedLoop() {
+  worker_.reset();  // joins: a refit in flight uses the twins and buffers below
+}
 
 designer::StopDecision ClosedLoop::stop_decision() const noexcept {
   designer::StopInputs inputs;
@@ -263,6 +373,7 @@ void ClosedLoop::complete(const PlannedTrial& planned, const TrialRig::Result& r
     }
     // mark_trial records the abort, with its reason, as an event of its own.
     if (record_) record_->mark_trial(trial, TrialStatus::kAborted, reason);
+    if (worker_) adopt_background_refit();
     return;
   }
   if (counts.size() != units_) {
@@ -283,6 +394,7 @@ void ClosedLoop::complete(const PlannedTrial& planned, const TrialRig::Result& r
       record_->mark_trial(trial, TrialStatus::kFlagged,
                           nlohmann::json({{"reason", result.problem}}).dump());
     }
+    if (worker_) adopt_background_refit();
     return;
   }
 
@@ -300,11 +412,58 @@ void ClosedLoop::complete(const PlannedTrial& planned, const TrialRig::Result& r
     score_row_[k] = {predictions_[k].mean.data() + planned.candidate * units_,
                      predictions_[k].dispersion.data() + planned.candidate * units_};
   }
-  learn(planned.stimulus, planned.validation, counts);
-  if (++scored_since_refit_ >= std::max<std::size_t>(options_.refit_every, 1) &&
-      history_stimuli_.size() >= options_.min_trials_to_fit) {
+  learn(planned.stimulus, planned.validation, predictions_fitted_, counts);
+  ++scored_since_refit_;
+  if (worker_) {
+    adopt_background_refit();
+    launch_background_refit();
+  } else if (scored_since_refit_ >= std::max<std::size_t>(options_.refit_every, 1) &&
+             history_stimuli_.size() >= options_.min_trials_to_fit) {
     refit();
   }
+}
+
+void ClosedLoop::adopt_background_refit() {
+  if (!refit_pending_) return;
+  const auto started = std::chrono::steady_clock::now();
+  if (worker_->wait()) {
+    ++refit_stats_.waits;
+    refit_stats_.session_wait_ms +=
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
+            .count();
+  }
+  refit_pending_ = false;
+  ++refit_stats_.refits;
+  refit_stats_.total_ms += pending_refit_ms_;
+  refit_stats_.max_ms = std::max(refit_stats_.max_ms, pending_refit_ms_);
+  predictions_.swap(pending_predictions_);
+  if (discriminate_) discriminate_.swap(spare_discriminate_);
+  predictions_changed_ = false;
+  predictions_fitted_ = true;
+  ++predictions_version_;
+}
+
+void ClosedLoop::launch_background_refit() {
+  if (refit_pending_ || scored_since_refit_ < std::max<std::size_t>(options_.refit_every, 1) ||
+      history_stimuli_.size() < options_.min_trials_to_fit) {
+    return;
+  }
+  scored_since_refit_ = 0;
+  refit_pending_ = true;
+  twins_fitted_ = true;
+  // The worker gets its own copy of the history; the twins, the pending predictions and the
+  // spare designer are its alone until the adoption has waited for it.
+  worker_->submit([this, stimuli = history_stimuli_, counts = history_counts_] {
+    const auto started = std::chrono::steady_clock::now();
+    for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
+      hypotheses_[k]->update(stimuli, counts);
+      hypotheses_[k]->predict(candidates_, pending_predictions_[k]);
+    }
+    if (spare_discriminate_) (void)spare_discriminate_->set_predictions(pending_predictions_);
+    pending_refit_ms_ =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
+            .count();
+  });
 }
 
 void ClosedLoop::delivered(const PlannedTrial& planned, const TrialRig::Result& result) {
@@ -313,13 +472,12 @@ void ClosedLoop::delivered(const PlannedTrial& planned, const TrialRig::Result& 
   delivery_recorded_ = planned.trial;
 }
 
-void ClosedLoop::learn(const protocols::Stimulus& stimulus, bool validation,
+void ClosedLoop::learn(const protocols::Stimulus& stimulus, bool validation, bool fitted,
                        std::span<const std::uint32_t> counts) {
   posterior_trace_.emplace_back(posterior_.probabilities().begin(),
                                 posterior_.probabilities().end());
   // The check judges fitted twins: validation trials whose predictions still came from the prior
   // say nothing about whether the family can describe this subject.
-  const bool fitted = history_stimuli_.size() >= options_.min_trials_to_fit;
   if (validation && fitted) {
     ++validation_trials_;
     for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
@@ -343,6 +501,8 @@ RestoreReport ClosedLoop::restore() {
   }
   RestoreReport report;
   const std::vector<RecordedTrial> recorded = record_->trials();
+  // The twins' prior predictions: a recorded trial predicted exactly so came before any fit.
+  refresh_predictions();
   report.trials = recorded.size();
   std::vector<double> rescored(hypotheses_.size());
   for (const RecordedTrial& t : recorded) {
@@ -397,7 +557,9 @@ RestoreReport ClosedLoop::restore() {
       }
     }
     ++report.scored;
-    learn(candidates_[static_cast<std::size_t>(t.candidate)], t.is_validation, t.counts);
+    const auto c = static_cast<std::size_t>(t.candidate);
+    learn(candidates_[c], t.is_validation,
+          !predicted_by_prior(predictions_, c, t.mean, t.dispersion), t.counts);
   }
   // Fresh random streams for the continuation, so it does not repeat the first trials' draws.
   random_ = designer::RandomStrategy((protocol_.designer.seed ^ options_.seed) + 0x9e37 * trial_);
@@ -438,6 +600,7 @@ void ClosedLoop::refresh_predictions() {
   }
   if (discriminate_) discriminate_->set_predictions(predictions_);
   predictions_changed_ = false;
+  predictions_fitted_ = twins_fitted_;
   ++predictions_version_;
 }
 
@@ -477,8 +640,10 @@ std::optional<AlternativeChoice> ClosedLoop::alternative(protocols::DesignerStra
 }
 
 void ClosedLoop::refit() {
+  if (worker_ && refit_pending_) adopt_background_refit();  // the twins are the worker's till then
   scored_since_refit_ = 0;
   predictions_changed_ = true;
+  twins_fitted_ = true;
   for (auto& h : hypotheses_) h->update(history_stimuli_, history_counts_);
 }
 

@@ -508,16 +508,46 @@ Analysis analyse(const Session& s) {
       break;
     }
   }
-  // The session's model check judges fitted twins only: a validation trial counts once at least
-  // min_trials_to_fit trials had been scored before it (ClosedLoop::learn).
+  // The session's model check judges fitted twins only: a validation trial counts when its
+  // predictions are not the twins' priors (ClosedLoop::learn), which no trial can be before
+  // min_trials_to_fit trials were scored (a record claiming otherwise is not a session's). Where
+  // the priors cannot be rebuilt (a TorchScript file gone), the rule is the schedule's: from the
+  // second trial after the one that made min_trials_to_fit scored trials (a refit is adopted one
+  // trial after its launch).
   a.fit_after = ClosedLoopOptions{}.min_trials_to_fit;
-  for (const Trial& t : s.trials) {
+  std::vector<twin::PredictionBatch> prior;
+  if (s.protocol && s.units > 0) {
+    try {
+      twin::TwinOptions options;
+      options.window_seconds =
+          (s.protocol->timing.response_end_ms - s.protocol->timing.response_start_ms) * 1e-3;
+      prior = prior_predictions(*s.protocol, s.units, options);
+    } catch (const std::exception&) {
+      prior.clear();
+    }
+  }
+  bool first_fit_launched = false;
+  std::size_t schedule_fitted_from = std::numeric_limits<std::size_t>::max();
+  for (std::size_t i = 0; i < s.trials.size(); ++i) {
+    const Trial& t = s.trials[i];
     if (!scoreable(s, t)) continue;
+    bool fitted = false;
+    if (!prior.empty()) {
+      fitted =
+          a.scored.size() >= a.fit_after && t.candidate >= 0 &&
+          !predicted_by_prior(prior, static_cast<std::size_t>(t.candidate), t.mean, t.dispersion);
+    } else {
+      fitted = i >= schedule_fitted_from;
+    }
     if (t.validation) {
       a.validation.push_back(&t);
-      if (a.scored.size() >= a.fit_after) a.checked.insert(t.trial);
+      if (fitted) a.checked.insert(t.trial);
     }
     a.scored.push_back(&t);
+    if (!first_fit_launched && a.scored.size() >= a.fit_after) {
+      first_fit_launched = true;
+      schedule_fitted_from = i + 2;
+    }
   }
 
   // Model checks with the session's options and seed, so the numbers are the session's own.

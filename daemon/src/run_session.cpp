@@ -1081,6 +1081,15 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
       latency.empty() ? 0.0 : *std::max_element(latency.begin(), latency.end()) / 1e3,
       latency.size());
 
+  const RefitStats& refits = closed_loop->refit_stats();
+  if (refits.refits > 0) {
+    std::printf(
+        "refits       %zu on the refit thread, mean %.0f ms, max %.0f ms; the session thread "
+        "waited for %zu of them, %.0f ms in all\n",
+        refits.refits, refits.total_ms / static_cast<double>(refits.refits), refits.max_ms,
+        refits.waits, refits.session_wait_ms);
+  }
+
   try {
     write_detected_spikes(dir, events, info.geometry, loop.detector().noise_uv(), seconds);
     if (!remote) rig.subject->write_ground_truth(dir / "ground_truth");
@@ -1096,7 +1105,13 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
          {"spikes_detected", events.size()},
          {"latency_us",
           {{"p50", percentile(latency, 0.5) / 1e3}, {"p99", percentile(latency, 0.99) / 1e3}}},
-         {"faults_recorded", spike_rig->faults_recorded()}});
+         {"faults_recorded", spike_rig->faults_recorded()},
+         {"refits",
+          {{"count", refits.refits},
+           {"total_ms", refits.total_ms},
+           {"max_ms", refits.max_ms},
+           {"session_waits", refits.waits},
+           {"session_wait_ms", refits.session_wait_ms}}}});
     if (raw_recorder) out["raw_recording"] = raw_summary;
     if (openephys) {
       const drivers::OpenEphysZmqCounters f = oe_probe->counters();

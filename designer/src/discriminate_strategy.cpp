@@ -315,8 +315,8 @@ DiscriminateStrategy::DiscriminateStrategy(std::size_t candidates, std::size_t u
       units_(units),
       hypotheses_(hypotheses),
       samples_(config.samples_per_hypothesis),
-      coin_(mix64(config.seed ^ 0x636f696eULL)),
-      validation_(mix64(config.seed ^ 0x76616c69ULL)) {
+      coin_(mix64(config.draw_seed.value_or(config.seed) ^ 0x636f696eULL)),
+      validation_(mix64(config.draw_seed.value_or(config.seed) ^ 0x76616c69ULL)) {
   if (candidates == 0 || units == 0 || hypotheses == 0) {
     throw std::invalid_argument(
         "DiscriminateStrategy: candidates, units and hypotheses must be > 0");

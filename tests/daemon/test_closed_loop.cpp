@@ -3,9 +3,11 @@
 // run verifies.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "twinloop/daemon/closed_loop.hpp"
@@ -132,6 +134,40 @@ TEST(ClosedLoop, AskingAnotherDesignerLeavesTheSessionAsItWas) {
   for (std::size_t h = 0; h < 2; ++h) {
     EXPECT_EQ(asked.posterior().probability(h), plain.posterior().probability(h));
   }
+}
+
+// Refits run on a worker thread and are adopted at a fixed point (the completion after the one
+// that launched them), so two runs of one session design and score exactly alike however the
+// threads are scheduled: what replay relies on.
+TEST(ClosedLoop, BackgroundRefitsGiveTheSameSessionEveryTime) {
+  const protocols::Protocol protocol = load();
+  std::vector<std::vector<std::uint32_t>> designs(2);
+  std::vector<std::vector<double>> posteriors(2);
+  std::vector<RefitStats> stats(2);
+  for (int run = 0; run < 2; ++run) {
+    hil::CountSubject subject(subject_config({1, 0, 0, 0, 0}, 8));
+    CountRig rig(subject);
+    ClosedLoopOptions o = options();
+    o.refit_every = 1;
+    ASSERT_TRUE(o.background_refit);
+    ClosedLoop loop(protocol, 16, rig, nullptr, o);
+    std::vector<std::uint32_t> counts(16);
+    while (const std::optional<PlannedTrial> p = loop.plan()) {
+      designs[run].push_back(p->candidate);
+      const TrialRig::Result result = rig.run_trial(p->trial, p->stimulus, counts);
+      if (run == 1) std::this_thread::sleep_for(std::chrono::milliseconds(p->trial % 3));
+      loop.complete(*p, result, counts);
+      posteriors[run].push_back(loop.posterior().probability(0));
+    }
+    stats[run] = loop.refit_stats();
+    EXPECT_EQ(loop.summary().verdict.name, "tuned") << loop.summary().verdict.reason;
+  }
+  EXPECT_EQ(designs[0], designs[1]);
+  EXPECT_EQ(posteriors[0], posteriors[1]);
+  // One refit per scored trial from the eighth on, each adopted (the last one may be in flight).
+  EXPECT_GE(stats[0].refits + 1, designs[0].size() - 8);
+  EXPECT_GT(stats[0].total_ms, 0.0);
+  EXPECT_EQ(stats[0].refits, stats[1].refits);
 }
 
 TEST(ClosedLoop, FlatSubjectIsFoundFlat) {

@@ -234,6 +234,37 @@ TEST(DiscriminateStrategy, DisallowedCandidatesAreNeverChosen) {
   EXPECT_FALSE(s.decide(b, w, none.span()).has_value());
 }
 
+// Two strategies that share `seed` but not `draw_seed` make the same informed choices (the same
+// Monte Carlo samples) and different validation draws: how a session's live and spare designers
+// trade places without either choice depending on which one is live.
+TEST(DiscriminateStrategy, DrawSeedChangesTheValidationDrawsOnly) {
+  constexpr std::size_t kC = 12, kU = 5;
+  const auto b = make_batches(2, kC, kU, [](auto h, auto c, auto u) {
+    return 1.0 + 0.3 * static_cast<double>(u) +
+           (h == 1 ? 0.2 * static_cast<double>((c * 7) % kC) : 0.0);
+  });
+  const std::vector<double> w{0.6, 0.4};
+  const Mask mask(kC);
+  DiscriminateConfig first;
+  first.seed = 5;
+  first.validation_fraction = 0.3;
+  DiscriminateConfig second = first;
+  second.draw_seed = 77;
+  DiscriminateStrategy a(kC, kU, 2, first), b2(kC, kU, 2, second);
+  int validation_differs = 0;
+  for (int i = 0; i < 200; ++i) {
+    const auto da = a.decide(b, w, mask.span());
+    const auto db = b2.decide(b, w, mask.span());
+    ASSERT_TRUE(da && db);
+    validation_differs += da->validation != db->validation ? 1 : 0;
+    if (!da->validation && !db->validation) {
+      EXPECT_EQ(da->candidate, db->candidate);
+      EXPECT_EQ(da->eig, db->eig);
+    }
+  }
+  EXPECT_GT(validation_differs, 0);
+}
+
 TEST(DiscriminateStrategy, ValidationShareMatchesRequestedFraction) {
   constexpr std::size_t kC = 6, kU = 3;
   const auto b = make_batches(

@@ -86,6 +86,23 @@ struct ClosedLoopOptions {
   std::size_t min_trials_to_fit = 8;
   /// No posterior stop before this many trials.
   std::size_t min_trials_before_stop = 20;
+  /// Refit on a thread of its own. A refit (LibTorch fits of every twin, their predictions for
+  /// every candidate, the designer's tables) takes 200-360 ms for 384 units and three twins on one
+  /// core, which on the session thread would stall the event loop (acquisition draining,
+  /// control, monitoring) every trial. In the background, the refit launched when trial t
+  /// completes is adopted when trial t+1 completes (waiting for it there if it is not done), so
+  /// trial t+2 is the first designed on it: one trial later than a refit in place, and the same
+  /// for every run of the same session, so replay stays exact. false: in place (trial t+1).
+  bool background_refit = true;
+};
+
+/// Where refit time went (ClosedLoop::refit_stats).
+struct RefitStats {
+  std::size_t refits = 0;
+  double total_ms = 0.0;  ///< fit + predictions + designer tables, wherever they ran
+  double max_ms = 0.0;
+  double session_wait_ms = 0.0;  ///< of that, what the session thread spent waiting for it
+  std::size_t waits = 0;         ///< adoptions that found the refit still running
 };
 
 /// The session's outcome for one hypothesis.
@@ -134,6 +151,22 @@ struct RestoreReport {
   std::size_t in_flight = 0;   ///< designed, pre-registered or delivered but never scored: aborted
   std::size_t mismatches = 0;  ///< rescored posteriors that differ from the recorded ones
 };
+
+/// Every hypothesis's predictions before any fit (its prior) for every candidate of the protocol:
+/// what a session predicts until its first refit is adopted. The model check judges only trials
+/// predicted by fitted twins; restore() and `twinloop report` tell those apart by comparing a
+/// recorded prediction with these, which is exact (the same code on the same inputs).
+/// \throws std::invalid_argument when a hypothesis cannot be built (e.g. its TorchScript file
+///         is gone)
+[[nodiscard]] std::vector<twin::PredictionBatch> prior_predictions(
+    const protocols::Protocol& protocol, std::size_t units, const twin::TwinOptions& options);
+
+/// Whether a trial's recorded predictions (per hypothesis: mean and dispersion per unit) for
+/// `candidate` are exactly the priors.
+[[nodiscard]] bool predicted_by_prior(std::span<const twin::PredictionBatch> prior,
+                                      std::size_t candidate,
+                                      const std::vector<std::vector<double>>& mean,
+                                      const std::vector<std::vector<double>>& dispersion) noexcept;
 
 class ClosedLoop {
  public:
@@ -185,6 +218,7 @@ class ClosedLoop {
   [[nodiscard]] const protocols::StopRules& stop_rules() const noexcept { return stop_; }
 
   [[nodiscard]] const twin::Posterior& posterior() const noexcept { return posterior_; }
+  [[nodiscard]] const RefitStats& refit_stats() const noexcept { return refit_stats_; }
   [[nodiscard]] std::size_t trials() const noexcept { return trial_; }
   /// The stop rule that holds now, if any. Exhausted data (no candidate available at the last
   /// plan()) is a hard stop after the operator, posterior and budgets; designer::StopReason has no
@@ -204,7 +238,13 @@ class ClosedLoop {
                                                            double threshold) const noexcept;
 
  private:
+  class RefitWorker;
+  // In place: refits the twins now; the next plan() recomputes the predictions.
   void refit();
+  // Background: adopts the finished refit (waiting for it if needed), then starts the next one
+  // when due.
+  void adopt_background_refit();
+  void launch_background_refit();
   void refresh_predictions();
   // Asks the rig which candidates are still available, into allowed_; records those that ran
   // out since the last call and, once none is left, that the data are exhausted.
@@ -214,7 +254,8 @@ class ClosedLoop {
   [[nodiscard]] designer::StopDecision hard_stop_decision(const designer::StopInputs& inputs)
       const noexcept;  // every twin predicts every candidate; the designer's tables
   // After the posterior took a scored trial: trace, model checks (from score_row_), history.
-  void learn(const protocols::Stimulus& stimulus, bool validation,
+  // `fitted`: the trial was predicted by fitted twins (the model check judges only those).
+  void learn(const protocols::Stimulus& stimulus, bool validation, bool fitted,
              std::span<const std::uint32_t> counts);
 
   const protocols::Protocol& protocol_;
@@ -231,6 +272,13 @@ class ClosedLoop {
   twin::Posterior posterior_;
   std::vector<twin::ModelCheck> checks_;
   std::unique_ptr<designer::DiscriminateStrategy> discriminate_;
+  // Background refits: the worker fills these; adoption swaps them with the live ones.
+  std::unique_ptr<RefitWorker> worker_;
+  std::unique_ptr<designer::DiscriminateStrategy> spare_discriminate_;
+  std::vector<twin::PredictionBatch> pending_predictions_;
+  bool refit_pending_ = false;     // launched and not yet adopted
+  double pending_refit_ms_ = 0.0;  // written by the worker, read after it is done
+  RefitStats refit_stats_;
   // alternative(): a designer beside the session's, built on first use.
   std::unique_ptr<designer::DiscriminateStrategy> shadow_;
   std::optional<designer::RandomStrategy> shadow_random_;
@@ -252,6 +300,8 @@ class ClosedLoop {
   bool operator_stop_ = false;
   protocols::StopRules stop_;  // the protocol's, changed by the operator
   bool predictions_changed_ = true;
+  bool twins_fitted_ = false;        // a fit has run (the next refresh gives fitted predictions)
+  bool predictions_fitted_ = false;  // the live predictions came from a fit, not the prior
   std::optional<std::uint64_t> delivery_recorded_;  // trial whose onset is already on record
   std::size_t available_ = 0;  // candidates the rig could deliver at the last plan()
   bool exhausted_ = false;     // none could

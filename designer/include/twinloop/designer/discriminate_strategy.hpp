@@ -69,8 +69,11 @@ struct DiscriminateConfig {
   std::uint32_t samples_per_hypothesis = 32;  ///< Monte Carlo response vectors per hypothesis
   double validation_fraction = 0.0;           ///< [0, 1): share of random validation trials
   std::uint64_t seed = 1;                     ///< Monte Carlo and validation draws
-  double min_mean = 1e-6;                     ///< > 0: floor on predicted means
-  double max_mean = 1000.0;                   ///< >= min_mean: ceiling on predicted means
+  /// Seed of the validation draws alone, when they must differ from another strategy's that
+  /// shares `seed` (and so its Monte Carlo samples and its choices). Default: `seed`.
+  std::optional<std::uint64_t> draw_seed;
+  double min_mean = 1e-6;    ///< > 0: floor on predicted means
+  double max_mean = 1000.0;  ///< >= min_mean: ceiling on predicted means
   /// set_predictions() builds the Monte Carlo tables of the top candidates under the last
   /// decision's posterior and allowed set, so that the next decision usually finds them cached
   bool prebuild_tables = true;
