@@ -70,7 +70,11 @@ bool predicted_by_prior(std::span<const twin::PredictionBatch> prior, std::size_
 // waits for it (usually long done) before adopting what it computed.
 class ClosedLoop::RefitWorker {
  public:
-  RefitWorker() : thread_([this] { run(); }) {}
+  explicit RefitWorker(const std::function<void()>& on_start)
+      : thread_([this, on_start] {
+          if (on_start) on_start();
+          run();
+        }) {}
   ~RefitWorker() {
     {
       const std::lock_guard lock(mutex_);
@@ -178,7 +182,7 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
     for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
       pending_predictions_.emplace_back().resize(candidate_count, units);
     }
-    worker_ = std::make_unique<RefitWorker>();
+    worker_ = std::make_unique<RefitWorker>(options.on_refit_thread_start);
   }
   counts_.assign(units, 0);
   log_likelihoods_.assign(hypotheses_.size(), 0.0);

@@ -239,12 +239,18 @@ void read_publish(Reader& r, const YAML::Node& node, DaemonConfig& c) {
 }
 
 void read_threads(Reader& r, const YAML::Node& node, DaemonThreadsConfig& t) {
-  if (!r.map(node, "threads", {"acquisition_cpu", "session_cpu", "realtime"}, "a map")) return;
+  if (!r.map(node, "threads", {"acquisition_cpu", "session_cpu", "refit_cpu", "realtime"},
+             "a map")) {
+    return;
+  }
   if (const YAML::Node n = node["acquisition_cpu"]; n) {
     if (auto v = r.integer(n, "threads.acquisition_cpu", 0, 1023)) t.acquisition_cpu = *v;
   }
   if (const YAML::Node n = node["session_cpu"]; n) {
     if (auto v = r.integer(n, "threads.session_cpu", 0, 1023)) t.session_cpu = *v;
+  }
+  if (const YAML::Node n = node["refit_cpu"]; n) {
+    if (auto v = r.integer(n, "threads.refit_cpu", 0, 1023)) t.refit_cpu = *v;
   }
   if (const YAML::Node rt = node["realtime"]; rt) {
     if (!r.map(rt, "threads.realtime", {"sched_fifo", "priority", "mlockall"},

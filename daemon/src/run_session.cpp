@@ -586,6 +586,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
   }
   ClosedLoopOptions loop_options;
   loop_options.seed = options.seed;
+  loop_options.on_refit_thread_start = services.on_refit_thread;
   loop_options.twin.window_seconds =
       (protocol.timing.response_end_ms - protocol.timing.response_start_ms) * 1e-3;
   if (options.designer) {

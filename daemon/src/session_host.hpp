@@ -53,6 +53,8 @@ struct SessionServices {
   /// inherits the caller's CPU affinity and scheduling policy), e.g. to place it.
   std::function<void()> before_acquisition;
   std::function<void()> after_acquisition;
+  /// Called on the twins' refit thread when it starts (ClosedLoopOptions::on_refit_thread_start).
+  std::function<void()> on_refit_thread;
   /// Set to true when a SIGINT/SIGTERM ended the session.
   bool* interrupted = nullptr;
 };

@@ -82,6 +82,20 @@ class ThreadPlacement {
     }
   }
 
+  // On the refit thread: off the session's CPU (it inherited its pinning), to the one configured
+  // or back to every CPU the daemon started with.
+  void place_refit_thread() const {
+    if (config_.refit_cpu) {
+      if (!pin_to(*config_.refit_cpu)) {
+        warn("cannot pin the refit thread to CPU " + std::to_string(*config_.refit_cpu) +
+             "; it runs on any CPU");
+        (void)pthread_setaffinity_np(pthread_self(), sizeof original_, &original_);
+      }
+    } else if (config_.session_cpu) {
+      (void)pthread_setaffinity_np(pthread_self(), sizeof original_, &original_);
+    }
+  }
+
   void after_acquisition() {
     if (config_.realtime.sched_fifo) {
       sched_param param{};
@@ -265,6 +279,7 @@ int run_daemon(const DaemonOptions& options) {
     services.relay = &relay;
     services.before_acquisition = [&placement] { placement.before_acquisition(); };
     services.after_acquisition = [&placement] { placement.after_acquisition(); };
+    services.on_refit_thread = [&placement] { placement.place_refit_thread(); };
     bool interrupted = false;
     services.interrupted = &interrupted;
     const int rc =

@@ -3,6 +3,7 @@
 // run verifies.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -168,6 +169,28 @@ TEST(ClosedLoop, BackgroundRefitsGiveTheSameSessionEveryTime) {
   EXPECT_GE(stats[0].refits + 1, designs[0].size() - 8);
   EXPECT_GT(stats[0].total_ms, 0.0);
   EXPECT_EQ(stats[0].refits, stats[1].refits);
+}
+
+// A host places the refit thread (off a pinned session CPU) through a hook run on that thread.
+TEST(ClosedLoop, TheRefitThreadIsPlacedByItsHostOnItsOwnThread) {
+  const protocols::Protocol protocol = load();
+  hil::CountSubject subject(subject_config({1, 0, 0, 0, 0}, 9));
+  CountRig rig(subject);
+  ClosedLoopOptions o = options();
+  std::atomic<int> calls{0};
+  std::thread::id placed;
+  o.on_refit_thread_start = [&] {
+    placed = std::this_thread::get_id();
+    calls.fetch_add(1);
+  };
+  {
+    ClosedLoop loop(protocol, 16, rig, nullptr, o);
+    for (int i = 0; i < 12 && loop.step(); ++i) {
+    }
+    EXPECT_GT(loop.refit_stats().refits, 0u);
+  }  // joins the refit thread, so `placed` is safe to read
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_NE(placed, std::this_thread::get_id());
 }
 
 TEST(ClosedLoop, FlatSubjectIsFoundFlat) {

@@ -53,6 +53,12 @@ TEST(DaemonConfig, AcceptsAMinimalConfigAndResolvesPathsAgainstItsFolder) {
   EXPECT_EQ(result.config->sessions_dir, fs::path("/etc/twinloop/sessions"));
   EXPECT_EQ(result.config->control_key, fs::path("/etc/twinloop/server.key_secret"));
   EXPECT_FALSE(result.config->threads.realtime.sched_fifo);
+  EXPECT_FALSE(result.config->threads.refit_cpu.has_value());
+  const auto placed = load_daemon_config_text(
+      std::string(kGoodConfig) + "threads: {session_cpu: 3, refit_cpu: 1}\n", "d.yaml", "/etc");
+  ASSERT_TRUE(placed.ok()) << format_diagnostics(placed.diagnostics);
+  EXPECT_EQ(placed.config->threads.refit_cpu, 1);
+  EXPECT_EQ(placed.config->threads.session_cpu, 3);
 }
 
 TEST(DaemonConfig, TheShippedExampleIsValid) {

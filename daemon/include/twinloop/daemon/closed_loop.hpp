@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -94,6 +95,9 @@ struct ClosedLoopOptions {
   /// trial t+2 is the first designed on it: one trial later than a refit in place, and the same
   /// for every run of the same session, so replay stays exact. false: in place (trial t+1).
   bool background_refit = true;
+  /// Called first on the refit thread when it starts, e.g. to place it: it is created by the
+  /// session thread and inherits its CPU pinning, on which it would compete with it.
+  std::function<void()> on_refit_thread_start;
 };
 
 /// Where refit time went (ClosedLoop::refit_stats).

@@ -41,6 +41,9 @@ struct RealtimeConfig {
 struct DaemonThreadsConfig {
   std::optional<int> acquisition_cpu;  ///< pin the acquisition thread to this CPU
   std::optional<int> session_cpu;      ///< pin the session (event loop) thread to this CPU
+  /// pin the twins' refit thread to this CPU; default: every CPU the daemon started with (never
+  /// the session's pinned one alone, where a refit would hold the event loop back)
+  std::optional<int> refit_cpu;
   RealtimeConfig realtime;
 };
 
