@@ -1,6 +1,7 @@
 #include "twinloop/daemon/closed_loop.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <functional>
@@ -91,9 +92,11 @@ class ClosedLoop::RefitWorker {
       const std::lock_guard lock(mutex_);
       job_ = std::move(job);
       done_ = false;
+      done_flag_.store(false, std::memory_order_release);
     }
     wake_.notify_all();
   }
+  [[nodiscard]] bool done() const noexcept { return done_flag_.load(std::memory_order_acquire); }
   /// Blocks until the submitted job has run; returns whether it had to wait.
   bool wait() {
     std::unique_lock lock(mutex_);
@@ -114,6 +117,7 @@ class ClosedLoop::RefitWorker {
       job();
       lock.lock();
       done_ = true;
+      done_flag_.store(true, std::memory_order_release);
       finished_.notify_all();
     }
   }
@@ -122,6 +126,7 @@ class ClosedLoop::RefitWorker {
   std::condition_variable wake_, finished_;
   std::function<void()> job_;
   bool done_ = true;
+  std::atomic<bool> done_flag_{true};  // done_, readable without the lock
   bool stopping_ = false;
   std::thread thread_;
 };
@@ -288,6 +293,9 @@ std::uint32_t ClosedLoop::draw_allowed() noexcept {
 }
 
 std::optional<PlannedTrial> ClosedLoop::plan() {
+  // The refit launched when the last trial was scored designs this one (refit_ready() says
+  // whether this waits).
+  if (refit_pending_) adopt_background_refit();
   // Only candidates the rig can still deliver are designed; with none left the session stops.
   refresh_allowed();
   const bool force_validation = needs_validation();
@@ -377,7 +385,6 @@ void ClosedLoop::complete(const PlannedTrial& planned, const TrialRig::Result& r
     }
     // mark_trial records the abort, with its reason, as an event of its own.
     if (record_) record_->mark_trial(trial, TrialStatus::kAborted, reason);
-    if (worker_) adopt_background_refit();
     return;
   }
   if (counts.size() != units_) {
@@ -398,7 +405,6 @@ void ClosedLoop::complete(const PlannedTrial& planned, const TrialRig::Result& r
       record_->mark_trial(trial, TrialStatus::kFlagged,
                           nlohmann::json({{"reason", result.problem}}).dump());
     }
-    if (worker_) adopt_background_refit();
     return;
   }
 
@@ -419,7 +425,6 @@ void ClosedLoop::complete(const PlannedTrial& planned, const TrialRig::Result& r
   learn(planned.stimulus, planned.validation, predictions_fitted_, counts);
   ++scored_since_refit_;
   if (worker_) {
-    adopt_background_refit();
     launch_background_refit();
   } else if (scored_since_refit_ >= std::max<std::size_t>(options_.refit_every, 1) &&
              history_stimuli_.size() >= options_.min_trials_to_fit) {
@@ -447,8 +452,13 @@ void ClosedLoop::adopt_background_refit() {
   ++predictions_version_;
 }
 
+bool ClosedLoop::refit_ready() const noexcept {
+  return !refit_pending_ || worker_->done();
+}
+
 void ClosedLoop::launch_background_refit() {
-  if (refit_pending_ || scored_since_refit_ < std::max<std::size_t>(options_.refit_every, 1) ||
+  if (refit_pending_) adopt_background_refit();  // plan() was not called in between
+  if (scored_since_refit_ < std::max<std::size_t>(options_.refit_every, 1) ||
       history_stimuli_.size() < options_.min_trials_to_fit) {
     return;
   }

@@ -512,8 +512,7 @@ Analysis analyse(const Session& s) {
   // predictions are not the twins' priors (ClosedLoop::learn), which no trial can be before
   // min_trials_to_fit trials were scored (a record claiming otherwise is not a session's). Where
   // the priors cannot be rebuilt (a TorchScript file gone), the rule is the schedule's: from the
-  // second trial after the one that made min_trials_to_fit scored trials (a refit is adopted one
-  // trial after its launch).
+  // trial after the one that made min_trials_to_fit scored trials.
   a.fit_after = ClosedLoopOptions{}.min_trials_to_fit;
   std::vector<twin::PredictionBatch> prior;
   if (s.protocol && s.units > 0) {
@@ -546,7 +545,7 @@ Analysis analyse(const Session& s) {
     a.scored.push_back(&t);
     if (!first_fit_launched && a.scored.size() >= a.fit_after) {
       first_fit_launched = true;
-      schedule_fitted_from = i + 2;
+      schedule_fitted_from = i + 1;
     }
   }
 

@@ -26,8 +26,10 @@
 //
 //   bench_real_v1 [--dataset FILE.mat] [--protocol FILE.yaml] [--seeds N (3)]
 //                 [--sessions a,b,... (all)] [--max-trials T (protocol's)] [--jobs J (1)]
-//                 [--refit-every N (1)] [--min-trials N (20)]
+//                 [--refit-every N (1)] [--min-trials N (20)] [--in-place-refit]
 //
+// --in-place-refit refits the twins on the calling thread instead of their own (the same
+// schedule: a refit designs the next trial; only the validation coin's stream differs).
 // --min-trials holds off the posterior stop (ClosedLoopOptions::min_trials_before_stop): with a
 // budget above a session's recorded trials, e.g. --min-trials 400, every session runs until its
 // data are exhausted or the budget is spent, and the verdict rests on many validation trials.
@@ -69,6 +71,7 @@ struct Settings {
   std::size_t jobs = 1;
   std::size_t refit_every = 1;
   std::optional<std::size_t> min_trials;  // no posterior stop before this many trials
+  bool in_place_refit = false;
 };
 
 // Logs every delivered trial (candidate, counts) on its way through the recorded rig.
@@ -129,6 +132,7 @@ Run run_one(const protocols::Protocol& protocol, const hil::RecordedResponses& d
         (protocol.timing.response_end_ms - protocol.timing.response_start_ms) * 1e-3;
     options.refit_every = settings.refit_every;
     if (settings.min_trials) options.min_trials_before_stop = *settings.min_trials;
+    options.background_refit = !settings.in_place_refit;
     if (settings.max_trials > 0) options.max_trials = settings.max_trials;
     const std::size_t units = data.unit_count();
     daemon::ClosedLoop loop(protocol, units, rig, nullptr, options);
@@ -242,11 +246,14 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
       s.refit_every = std::strtoul(argv[++i], nullptr, 10);
     else if (arg == "--min-trials" && has_value)
       s.min_trials = std::strtoul(argv[++i], nullptr, 10);
+    else if (arg == "--in-place-refit")
+      s.in_place_refit = true;
     else {
       std::printf(
           "usage: bench_real_v1 [--dataset FILE.mat] [--protocol FILE.yaml] [--seeds N (3)]\n"
           "                     [--sessions a,b,... (all)] [--max-trials T (protocol's)]\n"
-          "                     [--jobs J (1)] [--refit-every N (1)] [--min-trials N (20)]\n");
+          "                     [--jobs J (1)] [--refit-every N (1)] [--min-trials N (20)]\n"
+          "                     [--in-place-refit]\n");
       exit_code = arg == "--help" ? 0 : 2;
       return false;
     }

@@ -137,8 +137,8 @@ TEST(ClosedLoop, AskingAnotherDesignerLeavesTheSessionAsItWas) {
   }
 }
 
-// Refits run on a worker thread and are adopted at a fixed point (the completion after the one
-// that launched them), so two runs of one session design and score exactly alike however the
+// Refits run on a worker thread and are adopted at a fixed point (the next plan(), waiting for
+// the refit if need be), so two runs of one session design and score exactly alike however the
 // threads are scheduled: what replay relies on.
 TEST(ClosedLoop, BackgroundRefitsGiveTheSameSessionEveryTime) {
   const protocols::Protocol protocol = load();

@@ -90,10 +90,11 @@ struct ClosedLoopOptions {
   /// Refit on a thread of its own. A refit (LibTorch fits of every twin, their predictions for
   /// every candidate, the designer's tables) takes 200-360 ms for 384 units and three twins on one
   /// core, which on the session thread would stall the event loop (acquisition draining,
-  /// control, monitoring) every trial. In the background, the refit launched when trial t
-  /// completes is adopted when trial t+1 completes (waiting for it there if it is not done), so
-  /// trial t+2 is the first designed on it: one trial later than a refit in place, and the same
-  /// for every run of the same session, so replay stays exact. false: in place (trial t+1).
+  /// control, monitoring) every trial. In the background, the refit launched when trial t is
+  /// scored is adopted by the next plan(), which waits for it if it is still running: trial t+1
+  /// is designed on it, as with a refit in place, and every run of a session is alike, so replay
+  /// stays exact. An event loop that must not block asks refit_ready() before calling plan().
+  /// false: in place, on the calling thread.
   bool background_refit = true;
   /// Called first on the refit thread when it starts, e.g. to place it: it is created by the
   /// session thread and inherits its CPU pinning, on which it would compete with it.
@@ -105,8 +106,8 @@ struct RefitStats {
   std::size_t refits = 0;
   double total_ms = 0.0;  ///< fit + predictions + designer tables, wherever they ran
   double max_ms = 0.0;
-  double session_wait_ms = 0.0;  ///< of that, what the session thread spent waiting for it
-  std::size_t waits = 0;         ///< adoptions that found the refit still running
+  double session_wait_ms = 0.0;  ///< what plan() spent waiting for one (0 with refit_ready())
+  std::size_t waits = 0;         ///< plan() calls that found the refit still running
 };
 
 /// The session's outcome for one hypothesis.
@@ -223,6 +224,9 @@ class ClosedLoop {
 
   [[nodiscard]] const twin::Posterior& posterior() const noexcept { return posterior_; }
   [[nodiscard]] const RefitStats& refit_stats() const noexcept { return refit_stats_; }
+  /// False while a background refit that the next plan() must adopt is still running: plan()
+  /// would wait for it. Never blocks.
+  [[nodiscard]] bool refit_ready() const noexcept;
   [[nodiscard]] std::size_t trials() const noexcept { return trial_; }
   /// The stop rule that holds now, if any. Exhausted data (no candidate available at the last
   /// plan()) is a hard stop after the operator, posterior and budgets; designer::StopReason has no
@@ -245,8 +249,8 @@ class ClosedLoop {
   class RefitWorker;
   // In place: refits the twins now; the next plan() recomputes the predictions.
   void refit();
-  // Background: adopts the finished refit (waiting for it if needed), then starts the next one
-  // when due.
+  // Background: adopts the finished refit (waiting for it if needed); starts the next one when
+  // due.
   void adopt_background_refit();
   void launch_background_refit();
   void refresh_predictions();
