@@ -59,6 +59,17 @@ Record read_record(const fs::path& session) {
   return r;
 }
 
+// twinloop-hil (its command line in `bench`) in a child process, its output in `log`.
+pid_t start_bench(const std::string& bench, const fs::path& log) {
+  const pid_t child = fork();
+  if (child == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + bench + " > " + log.string()).c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return child;
+}
+
 TEST(NetworkSession, EveryBenchFaultIsRecordedAndItsTrialsAreNeverScored) {
   const fs::path dir =
       fs::temp_directory_path() / ("twinloop_netsession_" + std::to_string(::getpid()));
@@ -77,13 +88,8 @@ TEST(NetworkSession, EveryBenchFaultIsRecordedAndItsTrialsAreNeverScored) {
       " --wait-for-subscriber --quiet --drop-blocks @1500,2450 --duplicate-blocks @1700" +
       " --reorder-blocks @1900 --corrupt @2100,2700 --late-onset-ms 40 --late-onsets @3" +
       " --missing-onset @5 --disconnect-at 3.2 --disconnect-for 0.3";
-  const pid_t child = fork();
+  const pid_t child = start_bench(bench, dir / "bench.log");
   ASSERT_GE(child, 0);
-  if (child == 0) {
-    execl("/bin/sh", "sh", "-c", ("exec " + bench + " > " + (dir / "bench.log").string()).c_str(),
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
   const fs::path session = dir / "session";
   const twinloop::test_support::ShellResult run = twinloop::test_support::shell(
       std::string(TWINLOOP_BINARY) + " run " + protocol.string() + " --rig net --probe-endpoint " +
@@ -149,13 +155,8 @@ TEST(OpenEphysSession, TheGuiStreamDrivesASessionOnItsOwnClock) {
       " --probe-endpoint " + data + " --heartbeat-endpoint " + heartbeat + " --stimulus-endpoint " +
       stimulus + " --sample-offset " + std::to_string(kHourOfSamples) +
       " --wait-for-subscriber --quiet --drop-blocks @1500,2450 --duplicate-blocks @1700";
-  const pid_t child = fork();
+  const pid_t child = start_bench(bench, dir / "bench.log");
   ASSERT_GE(child, 0);
-  if (child == 0) {
-    execl("/bin/sh", "sh", "-c", ("exec " + bench + " > " + (dir / "bench.log").string()).c_str(),
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
   const fs::path session = dir / "session";
   const twinloop::test_support::ShellResult run = twinloop::test_support::shell(
       std::string(TWINLOOP_BINARY) + " run " + protocol.string() +

@@ -134,46 +134,56 @@ fs::path accepted_dir(const std::string& output) {
   return output.substr(start, output.find('\n', start) - start);
 }
 
-TEST(Twinloopd, RunsSubmittedSessionsOneAtATimeAndStopsCleanlyOnSigterm) {
-  const fs::path dir = fs::temp_directory_path() / ("twinloopd_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  for (const char* who : {"server", "operator"}) {
-    const Result r = shell(kTwinloop + " keygen --out " + (dir / who).string());
-    ASSERT_EQ(r.status, 0) << r.output;
-  }
-  fs::copy_file(dir / "operator.key", dir / "allow");
-  const std::string control = "ipc://" + (dir / "ctl").string();
-  std::ofstream(dir / "twinloopd.yaml")
-      << "rig: {kind: sim, seed: 2, pace: realtime}\n"
-      << "sessions_dir: sessions\n"
-      << "publish: {endpoint: 'ipc://" << (dir / "pub").string() << "'}\ncontrol: {endpoint: '"
-      << control << "', secret_key: server.key_secret, allow_list: allow}\n"
-      << "limits: {max_session_seconds: 60}\n";
-  std::ofstream(dir / "short.yaml") << protocol_text("daemon_short", 30);
-  std::ofstream(dir / "long.yaml") << protocol_text("daemon_long", 500);
-  std::ofstream(dir / "bad.yaml") << "twinloop_protocol: 1\nname: bad\nstop: {max_trials: -3}\n";
-
-  const std::string daemon = kTwinloop + " daemon --config " + (dir / "twinloopd.yaml").string() +
-                             " > " + (dir / "daemon.log").string() + " 2>&1";
+// Runs `command` under sh in a child process; its pid.
+pid_t spawn(const std::string& command) {
   const pid_t child = fork();
-  ASSERT_GE(child, 0);
   if (child == 0) {
-    execl("/bin/sh", "sh", "-c", ("exec " + daemon).c_str(), static_cast<char*>(nullptr));
+    execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
-  const std::string keys = " --server-key " + (dir / "server.key").string() + " --key " +
-                           (dir / "operator.key_secret").string();
-  const auto submit = [&](const char* file) {
-    return shell(kTwinloop + " run --daemon " + control + " " + (dir / file).string() + keys);
-  };
-  const auto status = [&]() -> nlohmann::json {
-    const Result r = shell(kTwinloop + " control " + control + " status" + keys + " --timeout 2");
+  return child;
+}
+
+// A daemon's folder with a server key and an operator key on its allow-list, and the operator's
+// side of it: submit, status, waiting for a state.
+class DaemonFolder {
+ public:
+  explicit DaemonFolder(const std::string& stem)
+      : dir_(fs::temp_directory_path() / (stem + "_" + std::to_string(::getpid()))),
+        control_("ipc://" + (dir_ / "ctl").string()),
+        keys_(" --server-key " + (dir_ / "server.key").string() + " --key " +
+              (dir_ / "operator.key_secret").string()) {
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    for (const char* who : {"server", "operator"}) {
+      const Result r = shell(kTwinloop + " keygen --out " + (dir_ / who).string());
+      EXPECT_EQ(r.status, 0) << r.output;
+    }
+    fs::copy_file(dir_ / "operator.key", dir_ / "allow");
+  }
+  [[nodiscard]] const fs::path& dir() const { return dir_; }
+  /// The config's control section, for this folder's keys.
+  [[nodiscard]] std::string control_yaml() const {
+    return "control: {endpoint: '" + control_ +
+           "', secret_key: server.key_secret, allow_list: allow}\n";
+  }
+  /// `twinloop daemon` on dir/twinloopd.yaml, its output in dir/daemon.log.
+  [[nodiscard]] pid_t start_daemon() const {
+    return spawn(kTwinloop + " daemon --config " + (dir_ / "twinloopd.yaml").string() + " > " +
+                 (dir_ / "daemon.log").string() + " 2>&1");
+  }
+  [[nodiscard]] Result submit(const std::string& file) const {
+    return shell(kTwinloop + " run --daemon " + control_ + " " + (dir_ / file).string() + keys_);
+  }
+  [[nodiscard]] nlohmann::json status() const {
+    const Result r = shell(kTwinloop + " control " + control_ + " status" + keys_ + " --timeout 2");
     const auto brace = r.output.find('{');
     if (r.status != 0 || brace == std::string::npos) return nullptr;
     return nlohmann::json::parse(r.output.substr(brace), nullptr, false);
-  };
-  const auto wait_for = [&](const auto& done, int seconds) {
+  }
+  /// Polls status() until `done` holds (true) or `seconds` pass (false).
+  template <class Done>
+  [[nodiscard]] bool wait_for(const Done& done, int seconds) const {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
     while (std::chrono::steady_clock::now() < deadline) {
       const nlohmann::json s = status();
@@ -181,17 +191,47 @@ TEST(Twinloopd, RunsSubmittedSessionsOneAtATimeAndStopsCleanlyOnSigterm) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     return false;
-  };
-  const auto log = [&] {
-    std::ifstream in(dir / "daemon.log");
+  }
+  [[nodiscard]] std::string log() const {
+    std::ifstream in(dir_ / "daemon.log");
     return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+ private:
+  fs::path dir_;
+  std::string control_;
+  std::string keys_;
+};
+
+bool idle(const nlohmann::json& s) {
+  return s.value("state", "") == "idle";
+}
+
+TEST(Twinloopd, RunsSubmittedSessionsOneAtATimeAndStopsCleanlyOnSigterm) {
+  const DaemonFolder folder("twinloopd");
+  const fs::path& dir = folder.dir();
+  std::ofstream(dir / "twinloopd.yaml")
+      << "rig: {kind: sim, seed: 2, pace: realtime}\n"
+      << "sessions_dir: sessions\n"
+      << "publish: {endpoint: 'ipc://" << (dir / "pub").string() << "'}\n"
+      << folder.control_yaml() << "limits: {max_session_seconds: 60}\n";
+  std::ofstream(dir / "short.yaml") << protocol_text("daemon_short", 30);
+  std::ofstream(dir / "long.yaml") << protocol_text("daemon_long", 500);
+  std::ofstream(dir / "bad.yaml") << "twinloop_protocol: 1\nname: bad\nstop: {max_trials: -3}\n";
+
+  const pid_t child = folder.start_daemon();
+  ASSERT_GE(child, 0);
+  const auto submit = [&](const char* file) { return folder.submit(file); };
+  const auto wait_for = [&](const auto& done, int seconds) {
+    return folder.wait_for(done, seconds);
   };
+  const auto log = [&] { return folder.log(); };
   const auto stop_daemon = [&] {
     ::kill(child, SIGKILL);
     ::waitpid(child, nullptr, 0);
   };
 
-  if (!wait_for([](const nlohmann::json& s) { return s.value("state", "") == "idle"; }, 20)) {
+  if (!wait_for(idle, 20)) {
     stop_daemon();
     FAIL() << "the daemon did not answer\n" << log();
   }
@@ -265,42 +305,25 @@ TEST(Twinloopd, RunsSubmittedSessionsOneAtATimeAndStopsCleanlyOnSigterm) {
 // The daemon on a lab's rig rather than its own simulation: rig.kind openephys, the probe
 // streamed by the Open Ephys GUI (twinloop-hil playing it) and stimuli to the bench's endpoint.
 TEST(Twinloopd, RunsASubmittedSessionOnAnOpenEphysRig) {
-  const fs::path dir = fs::temp_directory_path() / ("twinloopd_oe_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  for (const char* who : {"server", "operator"}) {
-    const Result r = shell(kTwinloop + " keygen --out " + (dir / who).string());
-    ASSERT_EQ(r.status, 0) << r.output;
-  }
-  fs::copy_file(dir / "operator.key", dir / "allow");
-  const std::string control = "ipc://" + (dir / "ctl").string();
+  const DaemonFolder folder("twinloopd_oe");
+  const fs::path& dir = folder.dir();
   const std::string data = "ipc://" + (dir / "data").string();
   const std::string heartbeat = "ipc://" + (dir / "heartbeat").string();
   const std::string stimulus = "ipc://" + (dir / "stimulus").string();
   std::ofstream(dir / "twinloopd.yaml")
       << "rig: {kind: openephys, probe_endpoint: '" << data << "', heartbeat_endpoint: '"
       << heartbeat << "', stimulus_endpoint: '" << stimulus << "'}\n"
-      << "sessions_dir: sessions\ncontrol: {endpoint: '" << control
-      << "', secret_key: server.key_secret, allow_list: allow}\n"
-      << "limits: {max_session_seconds: 40}\n";
+      << "sessions_dir: sessions\n"
+      << folder.control_yaml() << "limits: {max_session_seconds: 40}\n";
   std::ofstream(dir / "short.yaml") << protocol_text("daemon_gui", 14);
 
-  const auto spawn = [](const std::string& command) {
-    const pid_t child = fork();
-    if (child == 0) {
-      execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    return child;
-  };
   const pid_t bench =
       spawn(std::string(TWINLOOP_HIL_BINARY) +
             " --seed 3 --units 24 --channels 64 --seconds 45 --probe-format openephys" +
             " --probe-endpoint " + data + " --heartbeat-endpoint " + heartbeat +
             " --stimulus-endpoint " + stimulus + " --sample-offset 5000000 --wait-for-subscriber" +
             " --quiet > " + (dir / "bench.log").string() + " 2>&1");
-  const pid_t daemon = spawn(kTwinloop + " daemon --config " + (dir / "twinloopd.yaml").string() +
-                             " > " + (dir / "daemon.log").string() + " 2>&1");
+  const pid_t daemon = folder.start_daemon();
   ASSERT_GT(bench, 0);
   ASSERT_GT(daemon, 0);
   const auto stop_all = [&] {
@@ -309,42 +332,17 @@ TEST(Twinloopd, RunsASubmittedSessionOnAnOpenEphysRig) {
       ::waitpid(child, nullptr, 0);
     }
   };
-  const auto log = [&] {
-    std::ifstream in(dir / "daemon.log");
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  };
-  const std::string keys = " --server-key " + (dir / "server.key").string() + " --key " +
-                           (dir / "operator.key_secret").string();
-  const auto status = [&]() -> nlohmann::json {
-    const Result r = shell(kTwinloop + " control " + control + " status" + keys + " --timeout 2");
-    const auto brace = r.output.find('{');
-    if (r.status != 0 || brace == std::string::npos) return nullptr;
-    return nlohmann::json::parse(r.output.substr(brace), nullptr, false);
-  };
-  const auto wait_for = [&](const auto& done, int seconds) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-    while (std::chrono::steady_clock::now() < deadline) {
-      const nlohmann::json s = status();
-      if (s.is_object() && done(s)) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
-  };
-  if (!wait_for([](const nlohmann::json& s) { return s.value("state", "") == "idle"; }, 20)) {
+  if (!folder.wait_for(idle, 20)) {
     stop_all();
-    FAIL() << "the daemon did not answer\n" << log();
+    FAIL() << "the daemon did not answer\n" << folder.log();
   }
-  const Result submitted =
-      shell(kTwinloop + " run --daemon " + control + " " + (dir / "short.yaml").string() + keys);
+  const Result submitted = folder.submit("short.yaml");
   ASSERT_EQ(submitted.status, 0) << submitted.output;
   const fs::path session = accepted_dir(submitted.output);
-  const bool done = wait_for(
-      [](const nlohmann::json& s) {
-        return s.value("state", "") == "idle" && s.value("sessions_run", 0) == 1;
-      },
-      40);
+  const bool done = folder.wait_for(
+      [](const nlohmann::json& s) { return idle(s) && s.value("sessions_run", 0) == 1; }, 40);
   stop_all();
-  ASSERT_TRUE(done) << "the session did not end\n" << log();
+  ASSERT_TRUE(done) << "the session did not end\n" << folder.log();
   const nlohmann::json summary = nlohmann::json::parse(std::ifstream(session / "summary.json"));
   EXPECT_EQ(summary["rig"], "openephys");
   EXPECT_EQ(summary["trials"].get<int>(), 14) << summary.dump();
