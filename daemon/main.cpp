@@ -268,13 +268,16 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"realtime", "max"}));
   replay_cmd->add_option("--out", replay_out,
-                         "Folder for the replay's own record (default SESSION_DIR/replay-N)");
+                         "Folder for the replay's own record (default SESSION_DIR/replay-N); for "
+                         "a bare recording, where to write its detected spikes (default: none)");
   std::string replay_designer;
   replay_cmd
       ->add_option("--designer", replay_designer,
-                   "Also ask whether this designer would have reached the verdict sooner: both "
-                   "designers run where recorded responses answer the stimuli they cover and a "
-                   "twin fitted to the session answers the rest; the report says which is which")
+                   "Also ask, at each recorded trial, what this designer would have chosen given "
+                   "the real history (with both choices' expected information gain), and whether "
+                   "it would have reached the verdict sooner: both designers run where recorded "
+                   "responses answer the stimuli they cover and a twin fitted to the session "
+                   "answers the rest; the report says which is which")
       ->check(CLI::IsMember({"random", "discriminate"}));
   replay_cmd
       ->add_option("--counterfactual-runs", replay_options.counterfactual_runs,
