@@ -223,15 +223,7 @@ int run_recorded_session(const protocols::Protocol& protocol, const RunOptions& 
       stopped       ? summary.stop_reason.c_str()
       : signal != 0 ? "by a signal"
                     : "for no stop rule");
-  for (const HypothesisSummary& h : summary.hypotheses) {
-    std::printf(
-        "  %-16s %-17s posterior %.3f  log BF %+8.1f vs %-14s bits/spike %+.3f  "
-        "Spearman rho %.2f [%.2f, %.2f]  fits %s\n",
-        h.name.c_str(), h.family.c_str(), h.posterior, h.log_bayes_factor,
-        h.bayes_factor_against.c_str(), h.check.bits_per_spike, h.check.spearman,
-        h.check.spearman_ci_low, h.check.spearman_ci_high,
-        !h.check.enough_data ? "too few validation data" : (h.check.fits ? "yes" : "no"));
-  }
+  internal::print_hypothesis_rows(summary);
   std::printf(
       "data         %zu of %zu recorded repeats used; %zu of %zu conditions exhausted%s; %.1f s "
       "wall\n",

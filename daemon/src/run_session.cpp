@@ -551,6 +551,18 @@ class SessionControl final : public ControlHandler {
 
 }  // namespace
 
+void internal::print_hypothesis_rows(const SessionSummary& summary) {
+  for (const HypothesisSummary& h : summary.hypotheses) {
+    std::printf(
+        "  %-16s %-17s posterior %.3f  log BF %+8.1f vs %-14s bits/spike %+.3f  "
+        "Spearman rho %.2f [%.2f, %.2f]  fits %s\n",
+        h.name.c_str(), h.family.c_str(), h.posterior, h.log_bayes_factor,
+        h.bayes_factor_against.c_str(), h.check.bits_per_spike, h.check.spearman,
+        h.check.spearman_ci_low, h.check.spearman_ci_high,
+        !h.check.enough_data ? "too few validation data" : (h.check.fits ? "yes" : "no"));
+  }
+}
+
 nlohmann::json internal::summary_json(const SessionSummary& summary,
                                       const std::string& stop_reason) {
   const auto number = [](double v) {
@@ -1033,15 +1045,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
       "misses); stopped: %s\n",
       summary.trials, summary.validation_trials, summary.flagged_trials, summary.refused_trials,
       summary.aborted_trials, summary.deadline_misses, stop_reason.c_str());
-  for (const HypothesisSummary& h : summary.hypotheses) {
-    std::printf(
-        "  %-16s %-17s posterior %.3f  log BF %+8.1f vs %-14s bits/spike %+.3f  "
-        "Spearman rho %.2f [%.2f, %.2f]  fits %s\n",
-        h.name.c_str(), h.family.c_str(), h.posterior, h.log_bayes_factor,
-        h.bayes_factor_against.c_str(), h.check.bits_per_spike, h.check.spearman,
-        h.check.spearman_ci_low, h.check.spearman_ci_high,
-        !h.check.enough_data ? "too few validation data" : (h.check.fits ? "yes" : "no"));
-  }
+  internal::print_hypothesis_rows(summary);
   std::printf("recorded     %.1f s in %.1f s wall; gaps %llu, events dropped %llu\n", seconds, wall,
               static_cast<unsigned long long>(spike_rig->gaps()),
               static_cast<unsigned long long>(counters.events_dropped));

@@ -26,6 +26,10 @@ namespace twinloop::daemon::internal {
 [[nodiscard]] nlohmann::json summary_json(const SessionSummary& summary,
                                           const std::string& stop_reason);
 
+/// The summary's table of hypotheses, one line each (posterior, log Bayes factor, bits per spike,
+/// Spearman rho with its interval, whether it fits), on stdout.
+void print_hypothesis_rows(const SessionSummary& summary);
+
 /// Routes a ControlServer's "a request is waiting" notice (called on the server thread) to
 /// whoever serves requests now: the idle daemon or the running session's event loop. Thread safe.
 class RequestRelay {
