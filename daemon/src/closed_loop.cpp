@@ -34,6 +34,19 @@ std::string stimulus_json(const protocols::StimulusSpace& space, const protocols
 
 }  // namespace
 
+ClosedLoopOptions session_loop_options(const protocols::Protocol& protocol, std::uint64_t seed,
+                                       std::string_view designer) {
+  ClosedLoopOptions options;
+  options.seed = seed;
+  options.twin.window_seconds =
+      (protocol.timing.response_end_ms - protocol.timing.response_start_ms) * 1e-3;
+  if (!designer.empty()) {
+    options.strategy = designer == "random" ? protocols::DesignerStrategy::kRandom
+                                            : protocols::DesignerStrategy::kDiscriminate;
+  }
+  return options;
+}
+
 std::vector<twin::PredictionBatch> prior_predictions(const protocols::Protocol& protocol,
                                                      std::size_t units,
                                                      const twin::TwinOptions& options) {

@@ -106,15 +106,8 @@ int run_recorded_session(const protocols::Protocol& protocol, const RunOptions& 
   const hil::RecordedResponses& data = subject->data();
   const std::size_t units = data.unit_count();
 
-  ClosedLoopOptions loop_options;
-  loop_options.seed = options.seed;
-  loop_options.twin.window_seconds =
-      (protocol.timing.response_end_ms - protocol.timing.response_start_ms) * 1e-3;
-  if (options.designer) {
-    loop_options.strategy = *options.designer == "random"
-                                ? protocols::DesignerStrategy::kRandom
-                                : protocols::DesignerStrategy::kDiscriminate;
-  }
+  const ClosedLoopOptions loop_options =
+      session_loop_options(protocol, options.seed, options.designer.value_or(""));
   const std::string designer =
       options.designer.value_or(std::string(protocols::to_string(protocol.designer.strategy)));
   const std::filesystem::path dataset = std::filesystem::absolute(options.dataset);

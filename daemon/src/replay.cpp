@@ -662,15 +662,8 @@ int replay_session(const ReplayOptions& options) {
     return kExitRefused;
   }
 
-  ClosedLoopOptions loop_options;
-  loop_options.seed = config.value("seed", std::uint64_t{1});
-  loop_options.twin.window_seconds =
-      (protocol.timing.response_end_ms - protocol.timing.response_start_ms) * 1e-3;
-  const std::string designer = config.value("designer", std::string());
-  if (!designer.empty()) {
-    loop_options.strategy = designer == "random" ? protocols::DesignerStrategy::kRandom
-                                                 : protocols::DesignerStrategy::kDiscriminate;
-  }
+  const ClosedLoopOptions loop_options = session_loop_options(
+      protocol, config.value("seed", std::uint64_t{1}), config.value("designer", std::string()));
   const std::filesystem::path out = options.out.value_or(next_free(dir, "replay"));
   std::unique_ptr<SessionRecord> replay_record;
   std::vector<RecordedTrial> replayed;

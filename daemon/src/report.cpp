@@ -517,10 +517,7 @@ Analysis analyse(const Session& s) {
   std::vector<twin::PredictionBatch> prior;
   if (s.protocol && s.units > 0) {
     try {
-      twin::TwinOptions options;
-      options.window_seconds =
-          (s.protocol->timing.response_end_ms - s.protocol->timing.response_start_ms) * 1e-3;
-      prior = prior_predictions(*s.protocol, s.units, options);
+      prior = prior_predictions(*s.protocol, s.units, session_loop_options(*s.protocol, 0).twin);
     } catch (const std::exception&) {
       prior.clear();
     }

@@ -606,16 +606,9 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
     std::fprintf(stderr, "twinloop %s: the simulated rig drives one probe; using '%s'\n", command,
                  probe_spec.name.c_str());
   }
-  ClosedLoopOptions loop_options;
-  loop_options.seed = options.seed;
+  ClosedLoopOptions loop_options =
+      session_loop_options(protocol, options.seed, options.designer.value_or(""));
   loop_options.on_refit_thread_start = services.on_refit_thread;
-  loop_options.twin.window_seconds =
-      (protocol.timing.response_end_ms - protocol.timing.response_start_ms) * 1e-3;
-  if (options.designer) {
-    loop_options.strategy = *options.designer == "random"
-                                ? protocols::DesignerStrategy::kRandom
-                                : protocols::DesignerStrategy::kDiscriminate;
-  }
 
   hil::SimulationConfig sim;
   sim.seed = options.seed;

@@ -125,11 +125,8 @@ Run run_one(const protocols::Protocol& protocol, const hil::RecordedResponses& d
     hil::RecordedSubject subject(data, {.seed = seed});
     daemon::RecordedRig recorded(subject, protocol.stimulus, protocol.timing);
     LoggingRig rig(recorded);
-    daemon::ClosedLoopOptions options;
-    options.strategy = strategy;
-    options.seed = seed;
-    options.twin.window_seconds =
-        (protocol.timing.response_end_ms - protocol.timing.response_start_ms) * 1e-3;
+    daemon::ClosedLoopOptions options =
+        daemon::session_loop_options(protocol, seed, protocols::to_string(strategy));
     options.refit_every = settings.refit_every;
     if (settings.min_trials) options.min_trials_before_stop = *settings.min_trials;
     options.background_refit = !settings.in_place_refit;

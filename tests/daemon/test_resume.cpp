@@ -167,15 +167,15 @@ void kill_and_resume(const std::string& point, int trial) {
 }
 
 TEST(Resume, AfterAKillWhileTheStimulusWaitsForItsOnset) {
-  kill_and_resume("after_preregister", 2);
+  ASSERT_NO_FATAL_FAILURE(kill_and_resume("after_preregister", 2));
 }
 
 TEST(Resume, AfterAKillWhileTheResponseWindowIsCounted) {
-  kill_and_resume("after_delivery", 4);
+  ASSERT_NO_FATAL_FAILURE(kill_and_resume("after_delivery", 4));
 }
 
 TEST(Resume, AfterAKillBetweenTrials) {
-  kill_and_resume("after_score", 7);
+  ASSERT_NO_FATAL_FAILURE(kill_and_resume("after_score", 7));
 }
 
 TEST(Resume, AfterAKillFromOutsideAtAnUnchosenMoment) {

@@ -157,6 +157,14 @@ struct RestoreReport {
   std::size_t mismatches = 0;  ///< rescored posteriors that differ from the recorded ones
 };
 
+/// The options a session of `protocol` runs with: the twins' response window from its timing,
+/// `seed`, and the designer named on the command line ("random" or "discriminate"; empty: the
+/// protocol's). Every path that runs a session (run, resume, the recorded rig, the daemon) and
+/// replay build their loops here, so a replay runs as the session did.
+[[nodiscard]] ClosedLoopOptions session_loop_options(const protocols::Protocol& protocol,
+                                                     std::uint64_t seed,
+                                                     std::string_view designer = {});
+
 /// Every hypothesis's predictions before any fit (its prior) for every candidate of the protocol:
 /// what a session predicts until its first refit is adopted. The model check judges only trials
 /// predicted by fitted twins; restore() and `twinloop report` tell those apart by comparing a
