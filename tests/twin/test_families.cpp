@@ -333,6 +333,57 @@ TEST_F(Fitted, ComputedPathAgreesWithTheCandidateCache) {
   }
 }
 
+// Predictive distributions carry the uncertainty of parameters fitted from few trials (Laplace
+// draws for the tuned families and LNP, the sample mean's variance for null): the fitted means
+// are the plug-in ones, the spread is wider, by much after 24 trials and little after 480, and
+// with few trials the wider distributions score held-out trials better (the log score is a
+// proper scoring rule: it rewards calibration, not width).
+TEST_F(Fitted, PredictionsCarryTheUncertaintyOfFewTrialFits) {
+  const auto first = [&](std::size_t n) {
+    Trials t;
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::size_t k = (i * 17) % train.stimuli.size();  // spread over the candidates
+      t.stimuli.push_back(train.stimuli[k]);
+      t.counts.insert(t.counts.end(), train.counts.begin() + static_cast<long>(k * truth.size()),
+                      train.counts.begin() + static_cast<long>((k + 1) * truth.size()));
+    }
+    return t;
+  };
+  const Trials few = first(24);
+  for (const auto family :
+       {HypothesisFamily::kNull, HypothesisFamily::kLnp, HypothesisFamily::kDirectionTuning}) {
+    double excess[2] = {0.0, 0.0};
+    for (int pass = 0; pass < 2; ++pass) {
+      const Trials& data = pass == 0 ? few : train;
+      auto uncertain = make_hypothesis(spec(family), space, truth.size(), options);
+      auto plug_in_spec = spec(family);
+      plug_in_spec.params["parameter_uncertainty"] = 0.0;
+      auto plug_in = make_hypothesis(plug_in_spec, space, truth.size(), options);
+      uncertain->update(data.stimuli, data.counts);
+      plug_in->update(data.stimuli, data.counts);
+      const auto a = predict_all(*uncertain, test.stimuli);
+      const auto b = predict_all(*plug_in, test.stimuli);
+      for (std::size_t i = 0; i < a.mean.size(); ++i) {
+        ASSERT_DOUBLE_EQ(a.mean[i], b.mean[i]) << uncertain->family();
+        // Predictive variance m + alpha m^2, the plug-in's subtracted.
+        excess[pass] += (a.dispersion[i] - b.dispersion[i]) * a.mean[i] * a.mean[i];
+      }
+      if (pass == 0 && family != HypothesisFamily::kNull) {
+        const double ll = log_likelihood(*uncertain, test, 0, truth.size());
+        const double plug_ll = log_likelihood(*plug_in, test, 0, truth.size());
+        std::cout << uncertain->family() << " held-out log-likelihood after 24 trials: with "
+                  << "parameter uncertainty " << ll << ", plug-in " << plug_ll << "\n";
+        EXPECT_GT(ll, plug_ll) << uncertain->family();
+      }
+    }
+    std::cout << protocols::to_string(family) << " predictive variance beyond the plug-in's, "
+              << "summed over the held-out predictions: " << excess[0] << " after 24 trials, "
+              << excess[1] << " after 480\n";
+    EXPECT_GT(excess[0], 0.0) << protocols::to_string(family);
+    EXPECT_GT(excess[0], 5.0 * std::abs(excess[1])) << protocols::to_string(family);
+  }
+}
+
 // Orientation-tuned units (two equal lobes 180 deg apart) and direction-tuned units with the same
 // preferences: each tuning family must describe its own kind and lose on the other kind, since
 // that is the question a session holding both asks.
