@@ -14,7 +14,7 @@
 // opposite), which neither tuning family can describe, or adapt to recent stimulation.
 //
 //   bench_efficiency [--subjects N (20)] [--max-trials T (300)] [--units U (2)]
-//                    [--spread DEG (15)] [--min-fit N (8)] [--refit-every N (4)]
+//                    [--spread DEG (15)] [--min-fit N (8)] [--refit-every N (1)]
 //                    [--window S (0.25)] [--misspecified N (10 of each kind)] [--verbose]
 //
 // Two units and a 250 ms response window keep the evidence per trial modest, so that reaching
@@ -67,7 +67,7 @@ struct Settings {
   std::size_t units = 2;
   double spread_deg = 15.0;
   std::size_t min_trials_to_fit = 8;
-  std::size_t refit_every = 4;
+  std::size_t refit_every = 1;  // as sessions do (ClosedLoopOptions), now that refits run aside
   double window_s = 0.25;
   bool verbose = false;
 };
@@ -159,7 +159,7 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
     else {
       std::printf(
           "usage: bench_efficiency [--subjects N (20)] [--max-trials T (300)] [--units U (2)]\n"
-          "                        [--spread DEG (15)] [--min-fit N (8)] [--refit-every N (4)]\n"
+          "                        [--spread DEG (15)] [--min-fit N (8)] [--refit-every N (1)]\n"
           "                        [--window S (0.25)] [--misspecified N (10)]\n"
           "                        [--verbose]\n");
       exit_code = arg == "--help" ? 0 : 2;
