@@ -334,10 +334,11 @@ TEST_F(Fitted, ComputedPathAgreesWithTheCandidateCache) {
 }
 
 // Predictive distributions carry the uncertainty of parameters fitted from few trials (Laplace
-// draws for the tuned families and LNP, the sample mean's variance for null): the fitted means
-// are the plug-in ones, the spread is wider, by much after 24 trials and little after 480, and
-// with few trials the wider distributions score held-out trials better (the log score is a
-// proper scoring rule: it rewards calibration, not width).
+// draws for the tuned families and LNP, the sample mean's variance for null): the spread is
+// wider than the plug-in's, by much after 24 trials and little after 480, when the predictive
+// means (the draws' mean) are also within a few percent of the fit's; and with few trials the
+// predictive distributions score held-out trials better (the log score is a proper scoring rule:
+// it rewards calibration, not width).
 TEST_F(Fitted, PredictionsCarryTheUncertaintyOfFewTrialFits) {
   const auto first = [&](std::size_t n) {
     Trials t;
@@ -363,10 +364,16 @@ TEST_F(Fitted, PredictionsCarryTheUncertaintyOfFewTrialFits) {
       plug_in->update(data.stimuli, data.counts);
       const auto a = predict_all(*uncertain, test.stimuli);
       const auto b = predict_all(*plug_in, test.stimuli);
+      double largest_shift = 0.0;
       for (std::size_t i = 0; i < a.mean.size(); ++i) {
-        ASSERT_DOUBLE_EQ(a.mean[i], b.mean[i]) << uncertain->family();
         // Predictive variance m + alpha m^2, the plug-in's subtracted.
-        excess[pass] += (a.dispersion[i] - b.dispersion[i]) * a.mean[i] * a.mean[i];
+        const auto variance = [](double m, double alpha) { return m + alpha * m * m; };
+        excess[pass] += variance(a.mean[i], a.dispersion[i]) - variance(b.mean[i], b.dispersion[i]);
+        largest_shift =
+            std::max(largest_shift, std::abs(a.mean[i] - b.mean[i]) / (b.mean[i] + 0.1));
+      }
+      if (pass == 1) {
+        EXPECT_LT(largest_shift, 0.05) << uncertain->family();
       }
       if (pass == 0 && family != HypothesisFamily::kNull) {
         const double ll = log_likelihood(*uncertain, test, 0, truth.size());
