@@ -81,8 +81,11 @@ constexpr double kDispersionPseudoTrials = 16.0;
 /// The same prior's weight beside parameter draws (see the file comment).
 constexpr double kDispersionPseudoTrialsWithDraws = 4.0;
 
-torch::Tensor shrunk_dispersion(const torch::Tensor& moment, double trials,
-                                double pseudo_trials = kDispersionPseudoTrials) {
+double dispersion_pseudo_trials(bool with_parameter_draws) {
+  return with_parameter_draws ? kDispersionPseudoTrialsWithDraws : kDispersionPseudoTrials;
+}
+
+torch::Tensor shrunk_dispersion(const torch::Tensor& moment, double trials, double pseudo_trials) {
   return (moment * trials + kDispersionPrior * pseudo_trials) / (trials + pseudo_trials);
 }
 
@@ -399,17 +402,10 @@ class AngularTuning final : public TorchTwin {
   }
 
   Evaluation evaluate(const torch::Tensor& x) override {
-    auto m = mean(x, current());
-    if (draws_.empty()) return {m, dispersion_};
-    // Second moment of the draws about the fitted mean, one draw at a time so that memory stays
-    // at one [N x U] table whatever the number of draws.
+    if (draws_.empty()) return {mean(x, current()), dispersion_};
     auto [predicted, dispersion] = predictive_from_draws(
         dispersion_, draws_.size(), [&](std::size_t s) { return mean(x, draws_[s]); });
     return {predicted, dispersion};
-  }
-
-  [[nodiscard]] double pseudo_trials() const noexcept {
-    return parameter_uncertainty_ ? kDispersionPseudoTrialsWithDraws : kDispersionPseudoTrials;
   }
 
   /// Laplace draws of every unit's parameters at the fit (see laplace_draws).
@@ -523,10 +519,12 @@ class AngularTuning final : public TorchTwin {
     raw_n_ = pick(all.n);
     fitted_ = true;
     const double fitted_params = contrast_ ? 6.0 : 4.0;
-    dispersion_ = poisson_ ? torch::zeros({u}, real())
-                           : shrunk_dispersion(moment_dispersion(mean(x, current()), y,
-                                                                 fitted_params, kMaxDispersion),
-                                               static_cast<double>(y.size(0)), pseudo_trials());
+    dispersion_ =
+        poisson_
+            ? torch::zeros({u}, real())
+            : shrunk_dispersion(
+                  moment_dispersion(mean(x, current()), y, fitted_params, kMaxDispersion),
+                  static_cast<double>(y.size(0)), dispersion_pseudo_trials(parameter_uncertainty_));
     draw_parameters(x, y, overall);
   }
 
@@ -676,8 +674,7 @@ class Lnp final : public TorchTwin {
 
   Evaluation evaluate(const torch::Tensor& x) override {
     const auto f = features(x);
-    auto m = mean(f);
-    if (draws_.empty()) return {m, dispersion_};
+    if (draws_.empty()) return {mean(f), dispersion_};
     auto [predicted, dispersion] =
         predictive_from_draws(dispersion_, draws_.size(),
                               [&](std::size_t s) { return mean(f, draws_[s][0], draws_[s][1]); });
@@ -709,9 +706,7 @@ class Lnp final : public TorchTwin {
             ? torch::zeros_like(dispersion_)
             : shrunk_dispersion(
                   moment_dispersion(mean(f), y, static_cast<double>(f.size(1) + 1), kMaxDispersion),
-                  static_cast<double>(y.size(0)),
-                  parameter_uncertainty_ ? kDispersionPseudoTrialsWithDraws
-                                         : kDispersionPseudoTrials);
+                  static_cast<double>(y.size(0)), dispersion_pseudo_trials(parameter_uncertainty_));
     draws_.clear();
     if (!parameter_uncertainty_) return;
     // The per-trial ridge is part of what was minimised (times the trial count, as minimise()
