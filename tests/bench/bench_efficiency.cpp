@@ -15,7 +15,12 @@
 //
 //   bench_efficiency [--subjects N (20)] [--max-trials T (300)] [--units U (2)]
 //                    [--spread DEG (15)] [--min-fit N (8)] [--refit-every N (1)]
-//                    [--window S (0.25)] [--misspecified N (10 of each kind)] [--verbose]
+//                    [--window S (0.25)] [--misspecified N (10 of each kind)]
+//                    [--directions N (16)] [--verbose]
+//
+// --directions sets how finely the direction space is sampled (8 contrasts each): the share of
+// candidates that can tell the hypotheses apart shrinks as it grows, which is where a designer
+// should gain most over random choice.
 //
 // Two units and a 250 ms response window keep the evidence per trial modest, so that reaching
 // 0.99 takes several informative trials and the designer's choice of them shows; with 4 units and
@@ -46,7 +51,7 @@ probes:
 stimulus:
   kind: grating
   space:
-    direction: {unit: deg, grid: {start: 0, stop: 337.5, step: 22.5}}
+    direction: {unit: deg, grid: {start: 0, stop: @STOP@, step: @STEP@}}
     contrast: {unit: fraction, values: [0.02, 0.035, 0.0612, 0.107, 0.187, 0.327, 0.572, 1.0]}
 timing: {baseline_ms: 200, stimulus_ms: 500, response_start_ms: 0, response_end_ms: 500,
          inter_trial_ms: 1000}
@@ -60,8 +65,23 @@ hypotheses:
   - {name: flat, family: "null"}
 )";
 
+/// The protocol with `directions` equally spaced directions (16 in the text above).
+std::string protocol_text(std::size_t directions) {
+  std::string text = kProtocol;
+  const double step = 360.0 / static_cast<double>(directions);
+  const auto put = [&](const std::string& key, double value) {
+    char number[32];
+    std::snprintf(number, sizeof number, "%.6g", value);
+    text.replace(text.find(key), key.size(), number);
+  };
+  put("@STOP@", 360.0 - step);
+  put("@STEP@", step);
+  return text;
+}
+
 struct Settings {
   std::size_t subjects = 20;
+  std::size_t directions = 16;
   long misspecified = 10;
   std::uint32_t max_trials = 300;
   std::size_t units = 2;
@@ -154,6 +174,8 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
       s.refit_every = std::strtoul(argv[++i], nullptr, 10);
     else if (arg == "--window" && has_value)
       s.window_s = std::strtod(argv[++i], nullptr);
+    else if (arg == "--directions" && has_value)
+      s.directions = std::strtoul(argv[++i], nullptr, 10);
     else if (arg == "--verbose")
       s.verbose = true;
     else {
@@ -161,13 +183,18 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
           "usage: bench_efficiency [--subjects N (20)] [--max-trials T (300)] [--units U (2)]\n"
           "                        [--spread DEG (15)] [--min-fit N (8)] [--refit-every N (1)]\n"
           "                        [--window S (0.25)] [--misspecified N (10)]\n"
+          "                        [--directions N (16)]\n"
           "                        [--verbose]\n");
       exit_code = arg == "--help" ? 0 : 2;
       return false;
     }
   }
-  if (s.subjects == 0 || s.units == 0 || s.max_trials == 0) {
-    std::fputs("bench_efficiency: --subjects, --units and --max-trials must be >= 1\n", stderr);
+  if (s.subjects == 0 || s.units == 0 || s.max_trials == 0 || s.directions < 4 ||
+      s.directions > 360) {
+    std::fputs(
+        "bench_efficiency: --subjects, --units and --max-trials must be >= 1, --directions "
+        "4..360\n",
+        stderr);
     exit_code = 2;
     return false;
   }
@@ -186,7 +213,8 @@ int main(int argc, char** argv) {
   Settings settings;
   int exit_code = 0;
   if (!parse(argc, argv, settings, exit_code)) return exit_code;
-  auto loaded = protocols::load_protocol_text(kProtocol, "direction_vs_orientation.yaml");
+  auto loaded = protocols::load_protocol_text(protocol_text(settings.directions),
+                                              "direction_vs_orientation.yaml");
   if (!loaded.ok()) {
     std::fputs(protocols::format_diagnostics(loaded.diagnostics).c_str(), stderr);
     return 1;
@@ -200,11 +228,11 @@ int main(int argc, char** argv) {
 
   std::printf(
       "%zu subjects (alternately direction- and orientation-tuned columns) x %zu units, "
-      "preferences within +-%.0f deg; %zu candidates (16 directions x 8 contrasts 0.02..1); "
+      "preferences within +-%.0f deg; %zu candidates (%zu directions x 8 contrasts 0.02..1); "
       "hypotheses direction / orientation / flat; budget %u trials; twins fit from trial %zu, "
       "refit every %zu:\n",
       settings.subjects, settings.units, settings.spread_deg, protocol.stimulus.candidate_count(),
-      budget, settings.min_trials_to_fit, settings.refit_every);
+      settings.directions, budget, settings.min_trials_to_fit, settings.refit_every);
   std::vector<double> ratio, discriminate_trials, random_trials, session_trials;
   std::size_t wrong[2] = {0, 0}, unreached[2] = {0, 0}, none[2] = {0, 0}, undecided[2] = {0, 0};
   for (std::size_t s = 0; s < settings.subjects; ++s) {
