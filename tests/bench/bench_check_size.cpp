@@ -7,9 +7,10 @@
 // true hypothesis's PIT values (uniform when its predictions are calibrated) and how many
 // sessions had check p < 0.05.
 //
-// The session: 16 direction-tuned units with independent preferences and Poisson counts
-// (hil::CountSubject), 8 directions x 2 contrasts, hypotheses direction_tuning and null, 20%
-// validation trials, a 60-trial budget, refits after every trial from the eighth.
+// The session is the closed-loop tests' (tests/fixtures/closed_loop_test.yaml: 8 directions x 2
+// contrasts, hypotheses direction_tuning and null, 20% validation trials, a 60-trial budget) on
+// 16 direction-tuned units with independent preferences and Poisson counts (hil::CountSubject),
+// refitting after every trial from the eighth.
 //
 //   bench_check_size [--sessions N (100)]
 #include <cstdio>
@@ -24,31 +25,6 @@
 namespace {
 
 using namespace twinloop;
-
-std::string protocol_text(bool plug_in) {
-  std::string text = R"(twinloop_protocol: 1
-name: check_size
-subject: {id: SIM, species: Mus musculus}
-probes:
-  - {name: imec0, type: sim, channels: 16, sample_rate_hz: 30000, source: sim}
-stimulus:
-  kind: grating
-  space:
-    direction: {unit: deg, grid: {start: 0, stop: 315, step: 45}}
-    contrast: {unit: fraction, values: [0.25, 1.0]}
-timing: {baseline_ms: 200, stimulus_ms: 500, response_start_ms: 0, response_end_ms: 500,
-         inter_trial_ms: 1000}
-safety: {amplitude_dimension: contrast, max_amplitude: 1.0, max_duty_cycle: 0.5,
-         min_interval_ms: 1000}
-designer: {strategy: discriminate, validation_fraction: 0.2, decision_deadline_ms: 1000, seed: 7}
-stop: {posterior_threshold: 0.99, max_trials: 60}
-hypotheses:
-)";
-  const std::string params = plug_in ? ", params: {parameter_uncertainty: 0}" : "";
-  text += "  - {name: tuned, family: direction_tuning" + params + "}\n";
-  text += "  - {name: flat, family: \"null\"" + params + "}\n";
-  return text;
-}
 
 }  // namespace
 
@@ -73,10 +49,14 @@ int main(int argc, char** argv) {
       "(true) and null; the check rejects a hypothesis at p < 0.01\n",
       sessions);
   for (const bool plug_in : {false, true}) {
-    auto loaded = protocols::load_protocol_text(protocol_text(plug_in), "check_size.yaml");
+    auto loaded =
+        protocols::load_protocol_file(TWINLOOP_SOURCE_DIR "/tests/fixtures/closed_loop_test.yaml");
     if (!loaded.ok()) {
       std::fputs(protocols::format_diagnostics(loaded.diagnostics).c_str(), stderr);
       return 1;
+    }
+    if (plug_in) {
+      for (auto& h : loaded.protocol->hypotheses) h.params["parameter_uncertainty"] = 0.0;
     }
     int winner = 0, none = 0, wrong = 0, undecided = 0, low_p = 0;
     std::vector<std::size_t> histogram;

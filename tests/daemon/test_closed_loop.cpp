@@ -19,29 +19,9 @@
 namespace twinloop::daemon {
 namespace {
 
-constexpr const char* kProtocol = R"(twinloop_protocol: 1
-name: closed_loop_test
-subject: {id: SIM, species: Mus musculus}
-probes:
-  - {name: imec0, type: sim, channels: 16, sample_rate_hz: 30000, source: sim}
-stimulus:
-  kind: grating
-  space:
-    direction: {unit: deg, grid: {start: 0, stop: 315, step: 45}}
-    contrast: {unit: fraction, values: [0.25, 1.0]}
-timing: {baseline_ms: 200, stimulus_ms: 500, response_start_ms: 0, response_end_ms: 500,
-         inter_trial_ms: 1000}
-safety: {amplitude_dimension: contrast, max_amplitude: 1.0, max_duty_cycle: 0.5,
-         min_interval_ms: 1000}
-designer: {strategy: discriminate, validation_fraction: 0.2, decision_deadline_ms: 1000, seed: 7}
-stop: {posterior_threshold: 0.99, max_trials: 60}
-hypotheses:
-  - {name: tuned, family: direction_tuning}
-  - {name: flat, family: "null"}
-)";
-
 protocols::Protocol load() {
-  auto result = protocols::load_protocol_text(kProtocol, "closed_loop_test.yaml");
+  auto result =
+      protocols::load_protocol_file(TWINLOOP_SOURCE_DIR "/tests/fixtures/closed_loop_test.yaml");
   if (!result.ok()) ADD_FAILURE() << protocols::format_diagnostics(result.diagnostics);
   return *result.protocol;
 }
