@@ -20,6 +20,8 @@ constexpr std::uint64_t kCountStreamBase = 5000;
 // The column direction of clustered preferences: a stream of its own, so that clustering draws
 // nothing from the layout stream and every other parameter stays the same.
 constexpr std::uint64_t kColumnStream = 4999;
+// Spatial-frequency preferences: another stream of their own, for the same reason.
+constexpr std::uint64_t kSpatialFrequencyStream = 4998;
 // SimulatedSubject draws position, SNR and waveform numbers (7 of them) before each unit's model
 // parameters; skipping as many keeps the parameters identical for the same seed.
 constexpr int kLayoutDrawsBeforeModel = 7;
@@ -51,6 +53,16 @@ std::string CountSubjectConfig::validate() const {
   }
   if (contrast_dimension < -1 || contrast_dimension >= dims) {
     return bad("contrast_dimension", "-1 or a stimulus value index");
+  }
+  if (spatial_frequency_dimension < -1 || spatial_frequency_dimension >= dims) {
+    return bad("spatial_frequency_dimension", "-1 or a stimulus value index");
+  }
+  if (spatial_frequency_dimension >= 0 &&
+      (!(sf_sigma_octaves > 0.0) || !std::isfinite(sf_sigma_octaves) ||
+       !(min_preferred_sf_cpd > 0.0) || !(max_preferred_sf_cpd >= min_preferred_sf_cpd) ||
+       !std::isfinite(max_preferred_sf_cpd))) {
+    return bad("sf_sigma_octaves/min_preferred_sf_cpd/max_preferred_sf_cpd",
+               "sigma > 0 and 0 < min <= max, finite");
   }
   if (!(window_seconds > 0.0) || !std::isfinite(window_seconds)) {
     return bad("window_seconds", "> 0, finite");
@@ -130,6 +142,16 @@ CountSubject::CountSubject(CountSubjectConfig config)
       p.preferred_deg = moved;
     }
   }
+  if (config_.spatial_frequency_dimension >= 0) {
+    Xoshiro256pp sf(details::derive_seed(config_.seed, kSpatialFrequencyStream));
+    const double lo = std::log2(config_.min_preferred_sf_cpd);
+    const double hi = std::log2(config_.max_preferred_sf_cpd);
+    column_preferred_sf_ = std::exp2(sf.uniform(lo, hi));
+    for (ResponseParams& p : units_) {
+      p.preferred_sf_cpd = column_preferred_sf_ * std::exp2(sf.uniform(-0.25, 0.25));
+      p.sf_sigma_octaves = config_.sf_sigma_octaves;
+    }
+  }
   states_.resize(units_.size());
   rngs_.resize(units_.size());
   reset();
@@ -150,6 +172,10 @@ StimulusFeatures CountSubject::features(const protocols::Stimulus& stimulus) con
   }
   if (config_.contrast_dimension >= 0) {
     f.contrast = stimulus.values[static_cast<std::size_t>(config_.contrast_dimension)];
+  }
+  if (config_.spatial_frequency_dimension >= 0) {
+    f.spatial_frequency_cpd =
+        stimulus.values[static_cast<std::size_t>(config_.spatial_frequency_dimension)];
   }
   return f;
 }

@@ -30,6 +30,15 @@ double von_mises_factor(double direction_deg, double preferred_deg, double kappa
   return std::exp(kappa * (std::cos(delta) - 1.0));
 }
 
+double spatial_frequency_factor(double sf_cpd, double preferred_cpd,
+                                double sigma_octaves) noexcept {
+  if (std::isnan(sf_cpd) || !(sigma_octaves > 0.0) || !(sf_cpd > 0.0) || !(preferred_cpd > 0.0)) {
+    return 1.0;
+  }
+  const double octaves = std::log2(sf_cpd / preferred_cpd);
+  return std::exp(-octaves * octaves / (2.0 * sigma_octaves * sigma_octaves));
+}
+
 double naka_rushton(double contrast, double c50, double exponent) noexcept {
   const double c = std::clamp(contrast, 0.0, 1.0);
   if (c <= 0.0) return 0.0;
@@ -40,7 +49,10 @@ double naka_rushton(double contrast, double c50, double exponent) noexcept {
 double tuned_evoked_hz(const ResponseParams& p, const StimulusFeatures& s) noexcept {
   if (p.kind == ResponseKind::kUntuned) return 0.0;
   const double contrast = std::isnan(s.contrast) ? 1.0 : s.contrast;
-  const double nr = naka_rushton(contrast, p.c50, p.nr_exponent);
+  // Spatial frequency scales the evoked drive like contrast does (separable tuning).
+  const double nr =
+      naka_rushton(contrast, p.c50, p.nr_exponent) *
+      spatial_frequency_factor(s.spatial_frequency_cpd, p.preferred_sf_cpd, p.sf_sigma_octaves);
   if (p.kind == ResponseKind::kOrientationTuned) {
     // Doubling both angles makes the von Mises period 180 deg: equal lobes at pref and pref + 180.
     const double factor =

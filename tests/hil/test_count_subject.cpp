@@ -188,6 +188,55 @@ TEST(CountSubject, ClusteredPreferencesStayWithinTheSpreadAndMoveNothingElse) {
   EXPECT_NE(CountSubject(clustered).column_preferred_deg(), column);
 }
 
+TEST(CountSubject, SpatialFrequencyTuningSharesAColumnPreferenceAndMovesNothingElse) {
+  auto plain = config_with(ResponseMix{}, 24, 31);
+  plain.preference_spread_deg = 15.0;
+  auto tuned = plain;
+  tuned.spatial_frequency_dimension = 2;
+  const CountSubject a(plain), b(tuned);
+  EXPECT_TRUE(std::isnan(a.column_preferred_sf_cpd()));
+  const double column = b.column_preferred_sf_cpd();
+  ASSERT_GE(column, tuned.min_preferred_sf_cpd);
+  ASSERT_LE(column, tuned.max_preferred_sf_cpd);
+  for (std::size_t u = 0; u < a.unit_count(); ++u) {
+    const ResponseParams& x = a.units()[u];
+    const ResponseParams& y = b.units()[u];
+    EXPECT_EQ(x.sf_sigma_octaves, 0.0) << u;  // without the dimension: not tuned
+    EXPECT_EQ(y.sf_sigma_octaves, tuned.sf_sigma_octaves) << u;
+    EXPECT_LE(std::abs(std::log2(y.preferred_sf_cpd / column)), 0.25 + 1e-12) << u;
+    EXPECT_EQ(x.preferred_deg, y.preferred_deg) << u;
+    EXPECT_EQ(x.peak_evoked_hz, y.peak_evoked_hz) << u;
+    EXPECT_EQ(x.baseline_hz, y.baseline_hz) << u;
+    EXPECT_EQ(x.kind, y.kind) << u;
+  }
+  // The stimulus's third value is read as cycles/deg: a tuned unit answers its preferred
+  // frequency far more than one 3 octaves away, an untuned one alike.
+  auto at = [](double direction, double sf) {
+    protocols::Stimulus s = grating(direction);
+    s.dimension_count = 3;
+    s.values[2] = sf;
+    return s;
+  };
+  for (std::size_t u = 0; u < b.unit_count(); ++u) {
+    const ResponseParams& y = b.units()[u];
+    const double near = b.fresh_expected_counts(at(y.preferred_deg, y.preferred_sf_cpd))[u];
+    const double far = b.fresh_expected_counts(at(y.preferred_deg, 8.0 * y.preferred_sf_cpd))[u];
+    const double floor = y.baseline_hz * tuned.window_seconds;
+    if (y.kind == ResponseKind::kUntuned) {
+      EXPECT_DOUBLE_EQ(near, far) << u;
+    } else {
+      EXPECT_LT(far - floor, 0.01 * (near - floor)) << u;
+    }
+  }
+  tuned.sf_sigma_octaves = 0.0;
+  EXPECT_NE(tuned.validate().find("sf_sigma_octaves"), std::string::npos);
+  tuned.sf_sigma_octaves = 0.6;
+  tuned.max_preferred_sf_cpd = 0.01;  // below the minimum
+  EXPECT_NE(tuned.validate().find("max_preferred_sf_cpd"), std::string::npos);
+  tuned.spatial_frequency_dimension = 9;
+  EXPECT_NE(tuned.validate().find("spatial_frequency_dimension"), std::string::npos);
+}
+
 TEST(CountSubject, OrientationTunedUnitsAnswerADirectionAndItsOppositeAlike) {
   auto c = config_with(only(ResponseKind::kOrientationTuned), 8, 13);
   c.window_seconds = 1.0;

@@ -45,6 +45,29 @@ TEST(ResponseModels, DirectionTunedIsVonMisesTimesNakaRushton) {
   EXPECT_DOUBLE_EQ(mean_window_rate_hz(p, {90.0, 0.0}), 5.0);  // no contrast: baseline
 }
 
+TEST(ResponseModels, SpatialFrequencyTuningIsALogGaussianOnTheEvokedPart) {
+  EXPECT_DOUBLE_EQ(spatial_frequency_factor(0.04, 0.04, 0.6), 1.0);
+  // Half height at sqrt(2 ln 2) sigma octaves either side, symmetric on the log axis.
+  const double half = std::sqrt(2.0 * std::log(2.0)) * 0.6;
+  EXPECT_NEAR(spatial_frequency_factor(0.04 * std::exp2(half), 0.04, 0.6), 0.5, 1e-12);
+  EXPECT_NEAR(spatial_frequency_factor(0.04 * std::exp2(-half), 0.04, 0.6), 0.5, 1e-12);
+  // Not tuned: no frequency, no width, or a frequency that is not positive.
+  EXPECT_DOUBLE_EQ(spatial_frequency_factor(std::nan(""), 0.04, 0.6), 1.0);
+  EXPECT_DOUBLE_EQ(spatial_frequency_factor(0.32, 0.04, 0.0), 1.0);
+  EXPECT_DOUBLE_EQ(spatial_frequency_factor(0.0, 0.04, 0.6), 1.0);
+
+  auto p = tuned(ResponseKind::kDirectionTuned);
+  p.preferred_sf_cpd = 0.04;
+  p.sf_sigma_octaves = 0.6;
+  const double full = mean_window_rate_hz(p, {90.0, 1.0, 0.04});
+  EXPECT_NEAR(mean_window_rate_hz(p, {90.0, 1.0}), full, 1e-12);  // no SF given: the preferred
+  const double two_octaves_off = mean_window_rate_hz(p, {90.0, 1.0, 0.16});
+  EXPECT_NEAR(two_octaves_off - 5.0, (full - 5.0) * spatial_frequency_factor(0.16, 0.04, 0.6),
+              1e-9);
+  EXPECT_LT(two_octaves_off - 5.0, 0.01 * (full - 5.0));  // the baseline stays
+  EXPECT_GE(two_octaves_off, 5.0);
+}
+
 TEST(ResponseModels, BimodalHasTwoLobesWithTheirOwnGains) {
   auto p = tuned(ResponseKind::kBimodal);
   p.second_preferred_deg = 270.0;

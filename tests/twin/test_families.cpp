@@ -460,6 +460,109 @@ TEST_F(OrientationVsDirection, EachTuningFamilyWinsOnItsOwnKind) {
   EXPECT_GT(d_on_d, o_on_d + 50.0);
 }
 
+// A grating space with a spatial-frequency dimension: direction x contrast 1 x SF (cycles/deg).
+StimulusSpace gratings_with_sf(std::size_t directions, const std::vector<double>& sfs) {
+  StimulusSpace s = gratings(directions, {1.0});
+  s.dimensions.push_back({"spatial_frequency", "cpd", sfs});
+  s.candidate_values.clear();
+  for (const double d : s.dimensions[0].values) {
+    for (const double f : sfs) {
+      s.candidate_values.insert(s.candidate_values.end(), {d, 1.0, f});
+    }
+  }
+  return s;
+}
+
+TEST(SpatialFrequency, TunedFamiliesFindEachUnitsPreferredFrequency) {
+  // Units tuned to direction and to spatial frequency (a Gaussian on log2 frequency, 0.6
+  // octaves wide), preferences spread over the grid's middle three values.
+  const std::vector<double> sfs = {0.01, 0.02, 0.04, 0.08, 0.16};
+  const StimulusSpace space = gratings_with_sf(8, sfs);
+  constexpr double kWindow = 0.5;
+  constexpr std::size_t kUnits = 6;
+  const TwinOptions options{.device = "cpu", .window_seconds = kWindow};
+  struct SfUnit {
+    double preferred_deg, preferred_sf;
+    [[nodiscard]] double rate(const Stimulus& s) const {
+      const double d = (s.value(0) - preferred_deg) * std::numbers::pi / 180.0;
+      const double octaves = std::log2(s.value(2) / preferred_sf);
+      return 3.0 + 30.0 * std::exp(2.0 * (std::cos(d) - 1.0)) *
+                       std::exp(-octaves * octaves / (2.0 * 0.36));
+    }
+  };
+  std::vector<SfUnit> truth;
+  for (std::size_t u = 0; u < kUnits; ++u) {
+    truth.push_back({45.0 * static_cast<double>(u), sfs[1 + u % 3]});
+  }
+  auto draw = [&](std::size_t repeats, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    Trials t;
+    for (std::size_t r = 0; r < repeats; ++r) {
+      for (std::size_t c = 0; c < space.candidate_count(); ++c) {
+        t.stimuli.push_back(space.stimulus(c));
+        for (const SfUnit& u : truth) {
+          std::poisson_distribution<std::uint32_t> p(u.rate(t.stimuli.back()) * kWindow);
+          t.counts.push_back(p(rng));
+        }
+      }
+    }
+    return t;
+  };
+  const Trials train = draw(4, 31);  // 160 trials
+  const Trials test = draw(3, 32);
+  auto tuned = make_hypothesis(spec(HypothesisFamily::kDirectionTuning), space, kUnits, options);
+  tuned->update(train.stimuli, train.counts);
+  // At each unit's preferred direction, the fitted curve over the grid peaks at its frequency.
+  for (std::size_t u = 0; u < kUnits; ++u) {
+    std::vector<Stimulus> probe;
+    for (const double f : sfs) {
+      Stimulus s;
+      s.dimension_count = 3;
+      s.values = {truth[u].preferred_deg, 1.0, f};
+      probe.push_back(s);
+    }
+    const auto b = predict_all(*tuned, probe);
+    std::size_t best = 0;
+    for (std::size_t k = 1; k < sfs.size(); ++k) {
+      if (b.at(k, u).mean > b.at(best, u).mean) best = k;
+    }
+    EXPECT_EQ(sfs[best], truth[u].preferred_sf) << "unit " << u;
+    const double peak = truth[u].rate(probe[best]) * kWindow;
+    EXPECT_NEAR(b.at(best, u).mean, peak, 0.25 * peak) << "unit " << u;
+  }
+  // Modelling the frequency pays on held-out trials: the same family on the same trials with
+  // the frequency hidden from it (a space without that dimension) predicts worse.
+  StimulusSpace blind = gratings(8, {1.0});
+  auto untuned_sf =
+      make_hypothesis(spec(HypothesisFamily::kDirectionTuning), blind, kUnits, options);
+  auto without_sf = [](const Trials& t) {
+    Trials out = t;
+    for (Stimulus& s : out.stimuli) s.dimension_count = 2;
+    return out;
+  };
+  const Trials blind_train = without_sf(train), blind_test = without_sf(test);
+  untuned_sf->update(blind_train.stimuli, blind_train.counts);
+  const double with = log_likelihood(*tuned, test, 0, kUnits);
+  const double without = log_likelihood(*untuned_sf, blind_test, 0, kUnits);
+  std::cout << "held-out log-likelihood: with the SF dimension " << with << ", without " << without
+            << "\n";
+  EXPECT_GT(with, without + 50.0);
+}
+
+TEST(SpatialFrequency, RefusesFrequenciesThatAreNotPositive) {
+  const StimulusSpace space = gratings_with_sf(4, {0.0, 0.04});
+  try {
+    (void)make_hypothesis(spec(HypothesisFamily::kOrientationTuning, "ori"), space, 2, {});
+    FAIL() << "a zero spatial frequency accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("spatial_frequency"), std::string::npos) << e.what();
+  }
+  auto bad_width = spec(HypothesisFamily::kDirectionTuning, "narrow");
+  bad_width.params = {{"sf_sigma_octaves", 0.0}};
+  EXPECT_THROW((void)make_hypothesis(bad_width, gratings_with_sf(4, {0.02, 0.04}), 2, {}),
+               std::invalid_argument);
+}
+
 TEST(Families, PriorBeforeAnyTrialIsFiveHertz) {
   const auto space = gratings(8, {0.5, 1.0});
   const TwinOptions options{.device = "cpu", .window_seconds = 0.5};

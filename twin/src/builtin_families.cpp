@@ -246,7 +246,11 @@ torch::Tensor minimise(std::vector<torch::Tensor> params,
 
 // ------------------------------------------------------------------------------------------
 // direction_tuning: rate = baseline + amplitude * exp(kappa (cos(theta - pref) - 1)) * NR(c),
-// NR(c) = c^n / (c^n + c50^n), 1 without a contrast dimension.
+// NR(c) = c^n / (c^n + c50^n), 1 without a contrast dimension. With a stimulus dimension named
+// "spatial_frequency" (cycles/deg, all > 0) the evoked term is also scaled by
+// G(sf) = exp(-(log2 sf - mu)^2 / (2 sigma^2)), a Gaussian on a log frequency axis, the usual
+// description of V1 spatial-frequency tuning (De Valois, Albrecht & Thorell 1982); direction,
+// contrast and spatial frequency act separably.
 // orientation_tuning: the same with cos(2 (theta - pref)): a von Mises function of twice the
 // direction, i.e. two equal lobes 180 deg apart, so a grating and its reverse drive the unit
 // equally (Swindale 1998, Biol. Cybern. 78:45, reviews such orientation tuning functions). The
@@ -274,6 +278,11 @@ torch::Tensor minimise(std::vector<torch::Tensor> params,
 //    semi-saturation contrasts mostly 0.1-0.4 and exponents around 2 (1-4) (Albrecht & Hamilton
 //    1982; Sclar, Maunsell & Lennie 1990).
 //  - preferred direction (orientation): uniform on the circle (no prior).
+//  - spatial frequency: mu ~ N(log2 sf0, max(1, half the log2 range of the protocol's values)),
+//    sf0 = "preferred_sf_cpd" (default the values' geometric centre), so the preference may sit
+//    anywhere among the values offered; log sigma ~ N(log sigma0, 0.5), sigma0 =
+//    "sf_sigma_octaves" (default 0.6: a full width at half height of 1.4 octaves, the median of
+//    macaque V1 cells in De Valois et al. 1982; most lie within 0.7-2.6 octaves).
 // The prior is added once per fit while the likelihood grows with the trials, so after a few
 // hundred trials it moves the estimates by a small fraction of their standard errors.
 
@@ -285,6 +294,8 @@ class AngularTuning final : public TorchTwin {
   static constexpr double kLogitC50Sd = 1.0;
   static constexpr double kLogNSd = 0.5;
   static constexpr double kMinKappa = 0.05;
+  static constexpr double kLogSfSigmaSd = 0.5;
+  static constexpr double kMinSfSigma = 0.05;  // octaves: keeps G smooth between grid values
 
  public:
   /// `cycles` 1: direction tuning; 2: orientation tuning (the harmonic of the direction).
@@ -295,7 +306,7 @@ class AngularTuning final : public TorchTwin {
         family_(cycles == 2 ? "orientation_tuning" : "direction_tuning") {
     check_params(spec, {"preferred_deg", "kappa", "baseline_hz", "amplitude_hz", "c50", "n",
                         "max_iterations", "poisson", "prior_amplitude_ratio", "prior_width",
-                        "parameter_uncertainty"});
+                        "parameter_uncertainty", "preferred_sf_cpd", "sf_sigma_octaves"});
     direction_ = space.dimension_index("direction");
     if (!direction_) {
       for (std::size_t d = 0; d < space.dimension_count(); ++d) {
@@ -318,6 +329,25 @@ class AngularTuning final : public TorchTwin {
       }
       if (!(max_contrast_ > 0.0)) max_contrast_ = 1.0;
     }
+    spatial_frequency_ = space.dimension_index("spatial_frequency");
+    if (spatial_frequency_) {
+      const auto& values = space.dimensions[*spatial_frequency_].values;
+      double lo = std::numeric_limits<double>::infinity(), hi = -lo, sum = 0.0;
+      for (const double v : values) {
+        if (!(v > 0.0) || !std::isfinite(v)) {
+          throw std::invalid_argument("hypothesis '" + spec.name + "': family " +
+                                      std::string(family_) +
+                                      " reads 'spatial_frequency' as cycles/deg, so every value "
+                                      "must be > 0; it has " +
+                                      std::to_string(v));
+        }
+        lo = std::min(lo, std::log2(v));
+        hi = std::max(hi, std::log2(v));
+        sum += std::log2(v);
+      }
+      sf_prior_sd_ = std::max(1.0, 0.5 * (hi - lo));
+      log2_sf0_ = sum / static_cast<double>(values.size());
+    }
     const double w = options.window_seconds;
     floor_ = kMinRateHz * w;
     kappa0_ = param_or(spec, "kappa", 2.0);
@@ -328,6 +358,20 @@ class AngularTuning final : public TorchTwin {
     amplitude_ratio_ = param_or(spec, "prior_amplitude_ratio", kAmplitudeRatio);
     prior_width_ = param_or(spec, "prior_width", 1.0);
     parameter_uncertainty_ = param_or(spec, "parameter_uncertainty", 1.0) != 0.0;
+    if (spec.params.contains("preferred_sf_cpd")) {
+      const double sf0 = param_or(spec, "preferred_sf_cpd", 1.0);
+      if (!(sf0 > 0.0)) {
+        throw std::invalid_argument("hypothesis '" + spec.name +
+                                    "': preferred_sf_cpd must be > 0 (cycles/deg)");
+      }
+      log2_sf0_ = std::log2(sf0);
+    }
+    sf_sigma0_ = param_or(spec, "sf_sigma_octaves", 0.6);
+    if (!(sf_sigma0_ > kMinSfSigma)) {
+      throw std::invalid_argument("hypothesis '" + spec.name + "': sf_sigma_octaves must be > " +
+                                  std::to_string(kMinSfSigma));
+    }
+    log_sf_sigma0_ = std::log(sf_sigma0_);
     if (!(kappa0_ >= 0.0) || !(c500_ > 0.0) || !(n0_ > 0.0) || max_iterations_ < 1 ||
         !(amplitude_ratio_ > 0.0) || !(prior_width_ > 0.0)) {
       throw std::invalid_argument(
@@ -354,6 +398,8 @@ class AngularTuning final : public TorchTwin {
     raw_kappa_ = inverse_softplus(torch::full({u}, std::max(kappa0_, 1e-6), real()));
     raw_c50_ = torch::full({u}, logit(c500_ / max_contrast_), real());
     raw_n_ = inverse_softplus(torch::full({u}, std::max(n0_ - 0.5, 1e-6), real()));
+    sf_ = torch::full({u}, log2_sf0_, real());
+    raw_sf_sigma_ = inverse_softplus(torch::full({u}, sf_sigma0_ - kMinSfSigma, real()));
     dispersion_ = torch::zeros({u}, real());
     refresh_cache();
   }
@@ -362,7 +408,8 @@ class AngularTuning final : public TorchTwin {
 
  private:
   struct Params {
-    torch::Tensor baseline, amplitude, preferred, kappa, c50, n;  // raw, each [K]
+    // raw, each [K]; sf is the preferred log2 spatial frequency, sf_sigma its width (raw)
+    torch::Tensor baseline, amplitude, preferred, kappa, c50, n, sf, sf_sigma;
   };
 
   /// An angle (radians) into one period of the tuning curve, centred on 0: (-pi, pi] for
@@ -378,7 +425,8 @@ class AngularTuning final : public TorchTwin {
   }
 
   [[nodiscard]] Params current() const {
-    return {raw_baseline_, raw_amplitude_, preferred_, raw_kappa_, raw_c50_, raw_n_};
+    return {raw_baseline_, raw_amplitude_, preferred_, raw_kappa_,
+            raw_c50_,      raw_n_,         sf_,        raw_sf_sigma_};
   }
 
   /// NR(c) for every trial and column: [N x K] (or [N x 1] / 1 when it does not vary).
@@ -391,6 +439,17 @@ class AngularTuning final : public TorchTwin {
     return torch::sigmoid(n.unsqueeze(0) * (c.log().unsqueeze(1) - c50.log().unsqueeze(0)));
   }
 
+  /// G(sf) for every trial and column: [N x K] (or 1 without a spatial-frequency dimension).
+  [[nodiscard]] torch::Tensor spatial_frequency_gain(const torch::Tensor& x,
+                                                     const Params& p) const {
+    if (!spatial_frequency_) return torch::ones({1, 1}, real());
+    const auto log2_sf =
+        x.select(1, static_cast<std::int64_t>(*spatial_frequency_)).clamp_min(1e-12).log2();
+    const auto sigma = torch::nn::functional::softplus(p.sf_sigma) + kMinSfSigma;
+    const auto octaves = log2_sf.unsqueeze(1) - p.sf.unsqueeze(0);
+    return torch::exp(-octaves.square() / (2.0 * sigma.square()).unsqueeze(0));
+  }
+
   [[nodiscard]] torch::Tensor mean(const torch::Tensor& x, const Params& p) const {
     namespace F = torch::nn::functional;
     const auto theta = x.select(1, static_cast<std::int64_t>(*direction_)).unsqueeze(1) * kDegToRad;
@@ -398,7 +457,8 @@ class AngularTuning final : public TorchTwin {
     const auto shape = torch::exp(
         kappa * (torch::cos(double(cycles_) * (theta - p.preferred.unsqueeze(0))) - 1.0));
     return floor_ + F::softplus(p.baseline).unsqueeze(0) +
-           F::softplus(p.amplitude).unsqueeze(0) * shape * contrast_gain(x, p);
+           F::softplus(p.amplitude).unsqueeze(0) * shape * contrast_gain(x, p) *
+               spatial_frequency_gain(x, p);
   }
 
   Evaluation evaluate(const torch::Tensor& x) override {
@@ -413,13 +473,32 @@ class AngularTuning final : public TorchTwin {
                        const torch::Tensor& overall) {
     draws_.clear();
     if (!parameter_uncertainty_) return;
+    // Only the parameters the stimulus space gives a meaning to: the others have no curvature.
     std::vector<torch::Tensor> theta = {raw_baseline_, raw_amplitude_, preferred_, raw_kappa_};
     if (contrast_) {
       theta.push_back(raw_c50_);
       theta.push_back(raw_n_);
     }
+    if (spatial_frequency_) {
+      theta.push_back(sf_);
+      theta.push_back(raw_sf_sigma_);
+    }
     auto as_params = [&](const std::vector<torch::Tensor>& t) {
-      return Params{t[0], t[1], t[2], t[3], contrast_ ? t[4] : raw_c50_, contrast_ ? t[5] : raw_n_};
+      Params p = current();
+      p.baseline = t[0];
+      p.amplitude = t[1];
+      p.preferred = t[2];
+      p.kappa = t[3];
+      std::size_t next = 4;
+      if (contrast_) {
+        p.c50 = t[next++];
+        p.n = t[next++];
+      }
+      if (spatial_frequency_) {
+        p.sf = t[next++];
+        p.sf_sigma = t[next++];
+      }
+      return p;
     };
     for (const auto& draw : laplace_draws(theta, [&](const std::vector<torch::Tensor>& t) {
            const Params p = as_params(t);
@@ -427,6 +506,21 @@ class AngularTuning final : public TorchTwin {
          })) {
       draws_.push_back(as_params(draw));
     }
+  }
+
+  /// Each unit's value of dimension `d` (one of the space's values) with the highest mean count
+  /// over the trials that had it: [U].
+  [[nodiscard]] torch::Tensor best_level(const torch::Tensor& x, const torch::Tensor& y,
+                                         std::size_t d) const {
+    const auto levels = torch::tensor(space().dimensions[d].values, real());  // [L]
+    const auto value = x.select(1, static_cast<std::int64_t>(d));
+    const auto onehot =
+        ((value.unsqueeze(1) - levels.unsqueeze(0)).abs() < 1e-9).to(torch::kDouble);  // [N x L]
+    const auto trials = onehot.sum(0);
+    const auto means = onehot.t().matmul(y) / trials.clamp_min(1.0).unsqueeze(1);  // [L x U]
+    const auto seen = (trials > 0).unsqueeze(1);
+    const auto best = torch::where(seen, means, torch::full_like(means, -1.0)).argmax(0);
+    return levels.index_select(0, best);
   }
 
   /// Starts read from the data: preferred direction at the arg-max (`vector_sum` false) or at
@@ -460,7 +554,10 @@ class AngularTuning final : public TorchTwin {
     Params p;
     p.c50 = torch::full({u}, logit(c500_ / max_contrast_), real());
     p.n = inverse_softplus(torch::full({u}, std::max(n0_ - 0.5, 1e-6), real()));
-    const double gain = contrast_gain(x, p).mean().item<double>();
+    p.sf = spatial_frequency_ ? best_level(x, y, *spatial_frequency_).log2()
+                              : torch::full({u}, log2_sf0_, real());
+    p.sf_sigma = inverse_softplus(torch::full({u}, sf_sigma0_ - kMinSfSigma, real()));
+    const double gain = (contrast_gain(x, p) * spatial_frequency_gain(x, p)).mean().item<double>();
     const auto overall = y.mean(0);
     p.baseline = inverse_softplus(torch::where(torch::isfinite(lo), lo, overall).clamp_min(1e-3));
     p.amplitude = inverse_softplus(
@@ -495,7 +592,8 @@ class AngularTuning final : public TorchTwin {
       return torch::cat(parts).detach().clone();
     };
     Params all{stack(&Params::baseline), stack(&Params::amplitude), stack(&Params::preferred),
-               stack(&Params::kappa),    stack(&Params::c50),       stack(&Params::n)};
+               stack(&Params::kappa),    stack(&Params::c50),       stack(&Params::n),
+               stack(&Params::sf),       stack(&Params::sf_sigma)};
     const auto y_all = y.repeat({1, s});
     const auto alpha_all = dispersion_.repeat({s});
     const auto overall_all = overall.repeat({s});
@@ -503,7 +601,8 @@ class AngularTuning final : public TorchTwin {
     auto per_unit = [&] {
       return count_nll_per_unit(mean(x, all), y_all, alpha_all) + prior_nll(all, overall_all);
     };
-    auto loss = minimise({all.baseline, all.amplitude, all.preferred, all.kappa, all.c50, all.n},
+    auto loss = minimise({all.baseline, all.amplitude, all.preferred, all.kappa, all.c50, all.n,
+                          all.sf, all.sf_sigma},
                          per_unit, static_cast<double>(y.size(0)), max_iterations_);
 
     torch::NoGradGuard no_grad;
@@ -517,8 +616,10 @@ class AngularTuning final : public TorchTwin {
     raw_kappa_ = pick(all.kappa);
     raw_c50_ = pick(all.c50);
     raw_n_ = pick(all.n);
+    sf_ = pick(all.sf);
+    raw_sf_sigma_ = pick(all.sf_sigma);
     fitted_ = true;
-    const double fitted_params = contrast_ ? 6.0 : 4.0;
+    const double fitted_params = 4.0 + (contrast_ ? 2.0 : 0.0) + (spatial_frequency_ ? 2.0 : 0.0);
     dispersion_ =
         poisson_
             ? torch::zeros({u}, real())
@@ -546,6 +647,11 @@ class AngularTuning final : public TorchTwin {
       nll = nll + gaussian_nll(p.c50, logit_c500_, kLogitC50Sd * w) +
             gaussian_nll((F::softplus(p.n) + 0.5).log(), log_n0_, kLogNSd * w);
     }
+    if (spatial_frequency_) {
+      nll = nll + gaussian_nll(p.sf, log2_sf0_, sf_prior_sd_ * w) +
+            gaussian_nll((F::softplus(p.sf_sigma) + kMinSfSigma).log(), log_sf_sigma0_,
+                         kLogSfSigmaSd * w);
+    }
     return nll;
   }
 
@@ -560,6 +666,8 @@ class AngularTuning final : public TorchTwin {
     p.kappa = inverse_softplus(torch::full({u}, std::max(kappa0_, kMinKappa), real()));
     p.c50 = torch::full({u}, logit_c500_, real());
     p.n = inverse_softplus(torch::full({u}, std::max(n0_ - 0.5, 1e-6), real()));
+    p.sf = torch::full({u}, log2_sf0_, real());
+    p.sf_sigma = inverse_softplus(torch::full({u}, sf_sigma0_ - kMinSfSigma, real()));
     return p;
   }
 
@@ -567,7 +675,9 @@ class AngularTuning final : public TorchTwin {
   std::string_view family_;
   std::optional<std::size_t> direction_;
   std::optional<std::size_t> contrast_;
+  std::optional<std::size_t> spatial_frequency_;
   double max_contrast_ = 1.0;
+  double log2_sf0_ = 0.0, sf_prior_sd_ = 1.0, sf_sigma0_ = 0.6, log_sf_sigma0_ = 0.0;
   double floor_ = 0.0;
   double kappa0_ = 2.0;
   double c500_ = 0.3;
@@ -581,6 +691,7 @@ class AngularTuning final : public TorchTwin {
   std::vector<Params> draws_;  ///< Laplace draws of the parameters (raw), empty for plug-in
   double log_kappa0_ = 0.0, logit_c500_ = 0.0, log_n0_ = 0.0;
   torch::Tensor raw_baseline_, raw_amplitude_, preferred_, raw_kappa_, raw_c50_, raw_n_;
+  torch::Tensor sf_, raw_sf_sigma_;
   torch::Tensor dispersion_;
 };
 

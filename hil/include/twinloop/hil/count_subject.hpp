@@ -17,6 +17,11 @@
 // as SimulatedSubject draws them. Clustering moves only the preferences (a bimodal unit's second
 // lobe with its first); every other parameter stays as drawn.
 //
+// spatial_frequency_dimension >= 0 makes every tuned unit tuned to spatial frequency as well: a
+// Gaussian on a log2 frequency axis (sf_sigma_octaves wide) around a column preference drawn
+// log-uniform in [min_preferred_sf_cpd, max_preferred_sf_cpd], each unit within +-1/4 octave of
+// it. The draws come from a stream of their own, so every other parameter stays as drawn.
+//
 // Counts are Poisson with the unit's window rate x window_seconds as mean; adapting units carry
 // their adaptation state from trial to trial (trials are trial_interval_seconds apart) and
 // gain-fluctuating units multiply their rate by a Gamma gain (mean 1) each trial, which makes their
@@ -29,6 +34,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <vector>
@@ -61,6 +67,15 @@ struct CountSubjectConfig {
   /// < 0: independent uniform preferences; >= 0 (degrees, at most 180): preferences clustered
   /// within +-spread of one column direction drawn from the seed.
   double preference_spread_deg = -1.0;
+  /// Stimulus value index holding spatial frequency (cycles/deg); -1: absent, units not tuned.
+  int spatial_frequency_dimension = -1;
+  /// SF tuning width, sigma of the log2 Gaussian: 0.6 octaves is a full width at half height of
+  /// 1.4 octaves, the median of macaque V1 cells (De Valois, Albrecht & Thorell 1982).
+  double sf_sigma_octaves = 0.6;
+  /// The column's preferred SF is log-uniform in this range; 0.02-0.16 cpd spans most of mouse
+  /// V1's preferences (Niell & Stryker 2008).
+  double min_preferred_sf_cpd = 0.02;
+  double max_preferred_sf_cpd = 0.16;
 
   /// Empty when usable; otherwise names the first bad field and what was expected.
   [[nodiscard]] std::string validate() const;
@@ -80,10 +95,13 @@ class CountSubject {
   /// The column's preferred direction (degrees, [0, 360)) when preferences are clustered; NaN
   /// when they are not.
   [[nodiscard]] double column_preferred_deg() const noexcept { return column_preferred_deg_; }
+  /// The column's preferred spatial frequency (cpd) when units are SF-tuned; NaN otherwise.
+  [[nodiscard]] double column_preferred_sf_cpd() const noexcept { return column_preferred_sf_; }
   /// Trials answered since construction or the last reset().
   [[nodiscard]] std::uint64_t trial_count() const noexcept { return trials_; }
 
-  /// What the units see of `stimulus` (direction / contrast read from the configured dimensions).
+  /// What the units see of `stimulus` (direction / contrast / spatial frequency read from the
+  /// configured dimensions).
   [[nodiscard]] StimulusFeatures features(const protocols::Stimulus& stimulus) const noexcept;
 
   /// Draws every unit's count for the next trial into `counts` (one per unit) and advances the
@@ -113,6 +131,7 @@ class CountSubject {
   CountSubjectConfig config_;
   std::vector<ResponseParams> units_;
   double column_preferred_deg_;
+  double column_preferred_sf_ = std::numeric_limits<double>::quiet_NaN();
   std::vector<ResponseState> states_;
   std::vector<details::Xoshiro256pp> rngs_;
   std::uint64_t trials_ = 0;

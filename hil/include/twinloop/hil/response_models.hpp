@@ -50,6 +50,10 @@ struct ResponseParams {
   double peak_evoked_hz = 20.0;  ///< evoked rate at the preferred direction, contrast -> infinity
   double c50 = 0.2;              ///< contrast giving half the saturated response
   double nr_exponent = 2.0;      ///< Naka-Rushton exponent n
+  // Spatial frequency: the evoked part is scaled by exp(-log2(sf / preferred)^2 / (2 sigma^2)),
+  // a Gaussian on a log frequency axis. sigma 0: not tuned to spatial frequency.
+  double preferred_sf_cpd = 0.04;  ///< cycles per degree
+  double sf_sigma_octaves = 0.0;
 
   // Bimodal: second lobe.
   double second_preferred_deg = 180.0;
@@ -67,10 +71,11 @@ struct ResponseParams {
 };
 
 /// What a unit sees of a stimulus. A missing direction counts as the preferred one of each lobe;
-/// a missing contrast as full contrast (1).
+/// a missing contrast as full contrast (1); a missing spatial frequency as the preferred one.
 struct StimulusFeatures {
-  double direction_deg = std::numeric_limits<double>::quiet_NaN();  ///< NaN: no direction
-  double contrast = 1.0;                                            ///< clamped to [0, 1]
+  double direction_deg = std::numeric_limits<double>::quiet_NaN();          ///< NaN: no direction
+  double contrast = 1.0;                                                    ///< clamped to [0, 1]
+  double spatial_frequency_cpd = std::numeric_limits<double>::quiet_NaN();  ///< NaN: none
 };
 
 /// History a unit carries from trial to trial (adaptation). Owned by one thread.
@@ -78,6 +83,11 @@ struct ResponseState {
   double adaptation_trace = 0.0;
   double last_onset_s = -std::numeric_limits<double>::infinity();
 };
+
+/// exp(-log2(sf / preferred)^2 / (2 sigma^2)): 1 at the preferred spatial frequency, 1/2 at
+/// 1.18 sigma octaves from it. NaN sf, sigma <= 0 or a non-positive frequency -> 1 (not tuned).
+[[nodiscard]] double spatial_frequency_factor(double sf_cpd, double preferred_cpd,
+                                              double sigma_octaves) noexcept;
 
 /// exp(kappa * (cos(direction - preferred) - 1)): 1 at the preferred direction, exp(-2 kappa) at
 /// the opposite one. Angles in degrees. NaN direction -> 1.
