@@ -170,7 +170,7 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
   for (const protocols::HypothesisSpec& spec : protocol.hypotheses) {
     hypotheses_.push_back(twin::make_hypothesis(spec, protocol.stimulus, units, options.twin));
     predictions_.emplace_back().resize(candidate_count, units);
-    twin::ModelCheckOptions check_options;
+    twin::ModelCheckOptions check_options = options.model_check;
     check_options.seed ^= options.seed;
     checks_.emplace_back(units, check_options);
   }
@@ -250,7 +250,7 @@ designer::StopDecision ClosedLoop::hard_stop_decision(
 bool ClosedLoop::needs_validation() const noexcept {
   // Enough validation trials for the model check to judge (it needs a minimum of PIT values).
   const std::size_t needed = std::max(options_.min_validation_trials,
-                                      (twin::ModelCheckOptions{}.min_values + units_ - 1) / units_);
+                                      (options_.model_check.min_values + units_ - 1) / units_);
   if (stop_decision().reason != designer::StopReason::kPosteriorThreshold ||
       validation_trials_ >= needed) {
     return false;

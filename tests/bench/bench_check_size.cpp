@@ -12,7 +12,12 @@
 // 16 direction-tuned units with independent preferences and Poisson counts (hil::CountSubject),
 // refitting after every trial from the eighth.
 //
-//   bench_check_size [--sessions N (100)]
+// --coherence adds the check's trial-coherence test (ModelCheckOptions::trial_coherence), which
+// is exact only for calibrated predictions; --spread DEG clusters the units' preferences within
+// +-DEG of one column direction, where the twins' errors are shared most between units (and
+// where that test is most at risk); --uncertain-only skips the plug-in sessions.
+//
+//   bench_check_size [--sessions N (100)] [--coherence] [--spread DEG] [--uncertain-only]
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -30,25 +35,37 @@ using namespace twinloop;
 
 int main(int argc, char** argv) {
   int sessions = 100;
+  bool coherence = false, uncertain_only = false;
+  double spread_deg = -1.0;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--sessions" && i + 1 < argc) {
       sessions = std::atoi(argv[++i]);
+    } else if (arg == "--spread" && i + 1 < argc) {
+      spread_deg = std::strtod(argv[++i], nullptr);
+    } else if (arg == "--coherence") {
+      coherence = true;
+    } else if (arg == "--uncertain-only") {
+      uncertain_only = true;
     } else {
-      std::printf("usage: bench_check_size [--sessions N (100)]\n");
+      std::printf(
+          "usage: bench_check_size [--sessions N (100)] [--coherence] [--spread DEG] "
+          "[--uncertain-only]\n");
       return arg == "--help" ? 0 : 2;
     }
   }
-  if (sessions < 1) {
-    std::fputs("bench_check_size: --sessions must be >= 1\n", stderr);
+  if (sessions < 1 || spread_deg > 180.0) {
+    std::fputs("bench_check_size: --sessions must be >= 1, --spread at most 180\n", stderr);
     return 2;
   }
   constexpr std::size_t kUnits = 16;
   std::printf(
       "%d sessions per setting: 16 direction-tuned Poisson units, hypotheses direction_tuning "
-      "(true) and null; the check rejects a hypothesis at p < 0.01\n",
-      sessions);
+      "(true) and null; the check rejects a hypothesis at p < 0.01; trial-coherence test %s; "
+      "preferences %s\n",
+      sessions, coherence ? "on" : "off", spread_deg >= 0 ? "clustered" : "independent");
   for (const bool plug_in : {false, true}) {
+    if (plug_in && uncertain_only) break;
     auto loaded =
         protocols::load_protocol_file(TWINLOOP_SOURCE_DIR "/tests/fixtures/closed_loop_test.yaml");
     if (!loaded.ok()) {
@@ -58,7 +75,7 @@ int main(int argc, char** argv) {
     if (plug_in) {
       for (auto& h : loaded.protocol->hypotheses) h.params["parameter_uncertainty"] = 0.0;
     }
-    int winner = 0, none = 0, wrong = 0, undecided = 0, low_p = 0;
+    int winner = 0, none = 0, wrong = 0, undecided = 0, low_p = 0, coherence_rejects = 0;
     std::vector<std::size_t> histogram;
     for (int s = 1; s <= sessions; ++s) {
       hil::CountSubjectConfig config;
@@ -66,11 +83,13 @@ int main(int argc, char** argv) {
       config.unit_count = kUnits;
       config.mix = {1, 0, 0, 0, 0};
       config.window_seconds = 0.5;
+      config.preference_spread_deg = spread_deg;
       hil::CountSubject subject(config);
       daemon::CountRig rig(subject);
       daemon::ClosedLoopOptions options;
       options.twin.window_seconds = 0.5;
       options.seed = static_cast<std::uint64_t>(s);
+      options.model_check.trial_coherence = coherence;
       daemon::ClosedLoop loop(*loaded.protocol, kUnits, rig, nullptr, options);
       while (loop.step()) {
       }
@@ -82,6 +101,7 @@ int main(int argc, char** argv) {
       wrong += v == "flat" ? 1 : 0;
       const twin::ModelCheckResult& check = summary.hypotheses[0].check;
       low_p += check.enough_data && check.p_value < 0.05 ? 1 : 0;
+      coherence_rejects += check.enough_data && check.coherence_p_value < 0.01 ? 1 : 0;
       if (histogram.size() < check.histogram.size()) histogram.resize(check.histogram.size());
       for (std::size_t b = 0; b < check.histogram.size(); ++b) histogram[b] += check.histogram[b];
       if (s % 10 == 0) {
@@ -91,9 +111,9 @@ int main(int argc, char** argv) {
     }
     std::printf(
         "%-38s verdict tuned %3d, none %3d (the true model rejected), flat %d, undecided %d; "
-        "check p < 0.05 in %d; PIT histogram",
+        "check p < 0.05 in %d; coherence p < 0.01 in %d; PIT histogram",
         plug_in ? "plug-in predictions:" : "with parameter uncertainty (default):", winner, none,
-        wrong, undecided, low_p);
+        wrong, undecided, low_p, coherence_rejects);
     for (const std::size_t b : histogram) std::printf(" %zu", b);
     std::printf("\n");
     std::fflush(stdout);

@@ -16,11 +16,22 @@
 //   bench_efficiency [--subjects N (20)] [--max-trials T (300)] [--units U (2)]
 //                    [--spread DEG (15)] [--min-fit N (8)] [--refit-every N (1)]
 //                    [--window S (0.25)] [--misspecified N (10 of each kind)]
-//                    [--directions N (16)] [--verbose]
+//                    [--directions N (16)] [--spatial-frequencies N (0)] [--verbose]
+//                    [--first-subject K (0)] [--trace] [--coherence]
 //
 // --directions sets how finely the direction space is sampled (8 contrasts each): the share of
 // candidates that can tell the hypotheses apart shrinks as it grows, which is where a designer
 // should gain most over random choice.
+//
+// --spatial-frequencies N adds a third dimension, N octave-spaced spatial frequencies from 0.01
+// cycles/deg (6: 0.01-0.32, a mouse V1 grid), and makes the subjects' units SF-tuned (0.6
+// octaves, column preference 0.02-0.16 cpd): a grating far from the preferred frequency drives
+// almost nothing whatever its direction, so most of the space says nothing about the question and
+// a random designer spends most of its trials there.
+//
+// --first-subject K starts at subject K (seed 1000 + K), e.g. to trace one session again.
+// --trace prints every trial of every session: stimulus, counts, posterior. --coherence turns on
+// the model check's trial-coherence test.
 //
 // Two units and a 250 ms response window keep the evidence per trial modest, so that reaching
 // 0.99 takes several informative trials and the designer's choice of them shows; with 4 units and
@@ -53,7 +64,7 @@ stimulus:
   space:
     direction: {unit: deg, grid: {start: 0, stop: @STOP@, step: @STEP@}}
     contrast: {unit: fraction, values: [0.02, 0.035, 0.0612, 0.107, 0.187, 0.327, 0.572, 1.0]}
-timing: {baseline_ms: 200, stimulus_ms: 500, response_start_ms: 0, response_end_ms: 500,
+@SF@timing: {baseline_ms: 200, stimulus_ms: 500, response_start_ms: 0, response_end_ms: 500,
          inter_trial_ms: 1000}
 safety: {amplitude_dimension: contrast, max_amplitude: 1.0, max_duty_cycle: 0.5,
          min_interval_ms: 1000}
@@ -65,8 +76,9 @@ hypotheses:
   - {name: flat, family: "null"}
 )";
 
-/// The protocol with `directions` equally spaced directions (16 in the text above).
-std::string protocol_text(std::size_t directions) {
+/// The protocol with `directions` equally spaced directions (16 in the text above) and
+/// `spatial_frequencies` octave-spaced spatial frequencies from 0.01 cpd (none: 0).
+std::string protocol_text(std::size_t directions, std::size_t spatial_frequencies) {
   std::string text = kProtocol;
   const double step = 360.0 / static_cast<double>(directions);
   const auto put = [&](const std::string& key, double value) {
@@ -76,12 +88,25 @@ std::string protocol_text(std::size_t directions) {
   };
   put("@STOP@", 360.0 - step);
   put("@STEP@", step);
+  std::string sf;
+  if (spatial_frequencies > 0) {
+    sf = "    spatial_frequency: {unit: cpd, values: [";
+    for (std::size_t k = 0; k < spatial_frequencies; ++k) {
+      char number[32];
+      std::snprintf(number, sizeof number, "%s%.6g", k ? ", " : "", 0.01 * std::exp2(double(k)));
+      sf += number;
+    }
+    sf += "]}\n";
+  }
+  text.replace(text.find("@SF@"), 4, sf);
   return text;
 }
 
 struct Settings {
   std::size_t subjects = 20;
+  std::size_t first_subject = 0;  // subject k has seed 1000 + k
   std::size_t directions = 16;
+  std::size_t spatial_frequencies = 0;
   long misspecified = 10;
   std::uint32_t max_trials = 300;
   std::size_t units = 2;
@@ -90,6 +115,8 @@ struct Settings {
   std::size_t refit_every = 1;  // as sessions do (ClosedLoopOptions), now that refits run aside
   double window_s = 0.25;
   bool verbose = false;
+  bool coherence = false;  // the model check's trial-coherence test
+  bool trace = false;      // every trial of every session (stimulus, counts, posterior)
 };
 
 struct Outcome {
@@ -108,6 +135,7 @@ Outcome run_session(const protocols::Protocol& protocol, protocols::DesignerStra
   config.mix = mix;
   config.window_seconds = settings.window_s;
   config.preference_spread_deg = settings.spread_deg;
+  if (settings.spatial_frequencies > 0) config.spatial_frequency_dimension = 2;
   hil::CountSubject subject(config);
   daemon::CountRig rig(subject);
   daemon::ClosedLoopOptions options;
@@ -116,9 +144,29 @@ Outcome run_session(const protocols::Protocol& protocol, protocols::DesignerStra
   options.twin.window_seconds = settings.window_s;
   options.refit_every = settings.refit_every;
   options.min_trials_to_fit = settings.min_trials_to_fit;
+  options.model_check.trial_coherence = settings.coherence;
   options.max_trials = settings.max_trials;
   daemon::ClosedLoop loop(protocol, settings.units, rig, nullptr, options);
-  while (loop.step()) {
+  if (settings.trace) {
+    std::printf("    column prefers %.0f deg, %.3f cpd\n", subject.column_preferred_deg(),
+                subject.column_preferred_sf_cpd());
+    std::vector<std::uint32_t> counts(settings.units);
+    while (const auto planned = loop.plan()) {
+      const daemon::TrialRig::Result result =
+          rig.run_trial(planned->trial, planned->stimulus, counts);
+      loop.complete(*planned, result, counts);
+      std::printf("    trial %3llu %s dir %5.1f c %.3f sf %.2f counts",
+                  static_cast<unsigned long long>(planned->trial), planned->validation ? "V" : " ",
+                  planned->stimulus.value(0), planned->stimulus.value(1),
+                  settings.spatial_frequencies ? planned->stimulus.value(2) : 0.0);
+      for (const std::uint32_t c : counts) std::printf(" %2u", c);
+      std::printf("  P");
+      for (const double p : loop.posterior().probabilities()) std::printf(" %.3f", p);
+      std::printf("\n");
+    }
+  } else {
+    while (loop.step()) {
+    }
   }
   Outcome outcome;
   outcome.trials_to_099 = loop.trials_to_reach(true_index, 0.99);
@@ -176,24 +224,32 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
       s.window_s = std::strtod(argv[++i], nullptr);
     else if (arg == "--directions" && has_value)
       s.directions = std::strtoul(argv[++i], nullptr, 10);
+    else if (arg == "--spatial-frequencies" && has_value)
+      s.spatial_frequencies = std::strtoul(argv[++i], nullptr, 10);
     else if (arg == "--verbose")
       s.verbose = true;
+    else if (arg == "--first-subject" && has_value)
+      s.first_subject = std::strtoul(argv[++i], nullptr, 10);
+    else if (arg == "--trace")
+      s.trace = true;
+    else if (arg == "--coherence")
+      s.coherence = true;
     else {
       std::printf(
           "usage: bench_efficiency [--subjects N (20)] [--max-trials T (300)] [--units U (2)]\n"
           "                        [--spread DEG (15)] [--min-fit N (8)] [--refit-every N (1)]\n"
           "                        [--window S (0.25)] [--misspecified N (10)]\n"
-          "                        [--directions N (16)]\n"
-          "                        [--verbose]\n");
+          "                        [--directions N (16)] [--spatial-frequencies N (0)]\n"
+          "                        [--first-subject K (0)] [--verbose] [--trace] [--coherence]\n");
       exit_code = arg == "--help" ? 0 : 2;
       return false;
     }
   }
   if (s.subjects == 0 || s.units == 0 || s.max_trials == 0 || s.directions < 4 ||
-      s.directions > 360) {
+      s.directions > 360 || s.spatial_frequencies > 10) {
     std::fputs(
         "bench_efficiency: --subjects, --units and --max-trials must be >= 1, --directions "
-        "4..360\n",
+        "4..360, --spatial-frequencies 0..10\n",
         stderr);
     exit_code = 2;
     return false;
@@ -213,8 +269,9 @@ int main(int argc, char** argv) {
   Settings settings;
   int exit_code = 0;
   if (!parse(argc, argv, settings, exit_code)) return exit_code;
-  auto loaded = protocols::load_protocol_text(protocol_text(settings.directions),
-                                              "direction_vs_orientation.yaml");
+  auto loaded = protocols::load_protocol_text(
+      protocol_text(settings.directions, settings.spatial_frequencies),
+      "direction_vs_orientation.yaml");
   if (!loaded.ok()) {
     std::fputs(protocols::format_diagnostics(loaded.diagnostics).c_str(), stderr);
     return 1;
@@ -228,14 +285,16 @@ int main(int argc, char** argv) {
 
   std::printf(
       "%zu subjects (alternately direction- and orientation-tuned columns) x %zu units, "
-      "preferences within +-%.0f deg; %zu candidates (%zu directions x 8 contrasts 0.02..1); "
-      "hypotheses direction / orientation / flat; budget %u trials; twins fit from trial %zu, "
-      "refit every %zu:\n",
+      "preferences within +-%.0f deg; %zu candidates (%zu directions x 8 contrasts 0.02..1 x "
+      "%zu spatial frequencies); hypotheses direction / orientation / flat; budget %u trials; "
+      "twins fit from trial %zu, refit every %zu:\n",
       settings.subjects, settings.units, settings.spread_deg, protocol.stimulus.candidate_count(),
-      settings.directions, budget, settings.min_trials_to_fit, settings.refit_every);
+      settings.directions, std::max<std::size_t>(settings.spatial_frequencies, 1), budget,
+      settings.min_trials_to_fit, settings.refit_every);
   std::vector<double> ratio, discriminate_trials, random_trials, session_trials;
   std::size_t wrong[2] = {0, 0}, unreached[2] = {0, 0}, none[2] = {0, 0}, undecided[2] = {0, 0};
-  for (std::size_t s = 0; s < settings.subjects; ++s) {
+  for (std::size_t s = settings.first_subject; s < settings.first_subject + settings.subjects;
+       ++s) {
     const std::uint64_t seed = 1000 + s;
     const bool orientation = s % 2 == 1;
     const std::size_t truth = orientation ? 1 : 0;

@@ -77,6 +77,9 @@ struct ClosedLoopOptions {
   std::uint64_t seed = 1;       ///< designer and validation draws (mixed with the protocol's)
   twin::TwinOptions twin;       ///< device, response window length
   std::size_t refit_every = 1;  ///< refit the twins every n scored trials
+  /// The model check's tests (its seed is mixed with `seed`). `twinloop report` checks with the
+  /// defaults, so a session run with other options reports other p-values there: for benchmarks.
+  twin::ModelCheckOptions model_check;
   std::optional<std::uint32_t> max_trials;  ///< overrides the protocol's budget (0 = protocol's)
   /// A posterior stop waits until this many validation trials are scored; until then every trial
   /// is a validation trial, so the verdict can say whether the leader fits at all.
