@@ -22,10 +22,11 @@
 // as the PIT, and it also rejects predictions that treat correlated units as independent (shared
 // gain), which the posterior's sum of per-unit log-likelihoods would otherwise overrate.
 // It is OFF by default: it is only as exact as the predictions are calibrated, and the built-in
-// twins' plug-in predictions from a few dozen trials share their errors across the units of one
-// column (the same prior shrinkage, the same trials), so in bench_efficiency (4 units, one
-// column) it rejected the TRUE model in 2 of 12 sessions. Turn it on for twins whose predictive
-// distributions carry their parameter uncertainty.
+// twins' predictions from a few dozen trials share their errors across the units of one column
+// (the same prior shrinkage, the same trials), which the test reads as a misfit. Carrying the
+// parameter uncertainty (posterior predictive twins) does not cure it: on a column of 16
+// direction-tuned units, 100 sessions, it rejected the TRUE model in 34 (the check without it:
+// 1), `bench_check_size --coherence --spread 15`. It needs twins that model what units share.
 //
 // The reported p_value is the Bonferroni combination min(1, k min(p_i)) over the k = 3 tests (2
 // when coherence is off or there is one unit); the hypothesis FITS when there are at least
