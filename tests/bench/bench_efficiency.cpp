@@ -6,9 +6,11 @@
 //
 // The question is the classic one for a visual-cortex column: are its units direction-selective
 // (one lobe) or orientation-selective (equal lobes 180 deg apart), or not tuned at all? A few
-// units with clustered preferences, 16 directions x 8 log-spaced contrasts (0.02..1): the
-// stimuli that answer the question are the column's preferred direction and its opposite at
-// high contrast, a small part of the space, and low contrasts drive nothing. Half of the
+// units with clustered preferences, 16 directions x 8 log-spaced contrasts (0.02..1) x 5
+// octave-spaced spatial frequencies (0.01..0.16 cycles/deg): the stimuli that answer the question
+// are the column's preferred direction and its opposite at high contrast and near the column's
+// preferred spatial frequency, a small part of the space; low contrasts and other frequencies
+// drive little. Half of the
 // true-model subjects are direction-tuned, half orientation-tuned. The misspecified subjects have
 // two unequal lobes (hil's bimodal kind: the second 0.3-0.8 of the first, up to 20 deg off
 // opposite), which neither tuning family can describe, or adapt to recent stimulation.
@@ -16,18 +18,19 @@
 //   bench_efficiency [--subjects N (20)] [--max-trials T (300)] [--units U (2)]
 //                    [--spread DEG (15)] [--min-fit N (8)] [--refit-every N (1)]
 //                    [--window S (0.25)] [--misspecified N (10 of each kind)]
-//                    [--directions N (16)] [--spatial-frequencies N (0)] [--verbose]
+//                    [--directions N (16)] [--spatial-frequencies N (5)] [--verbose]
 //                    [--first-subject K (0)] [--trace] [--coherence]
 //
 // --directions sets how finely the direction space is sampled (8 contrasts each): the share of
 // candidates that can tell the hypotheses apart shrinks as it grows, which is where a designer
 // should gain most over random choice.
 //
-// --spatial-frequencies N adds a third dimension, N octave-spaced spatial frequencies from 0.01
-// cycles/deg (6: 0.01-0.32, a mouse V1 grid), and makes the subjects' units SF-tuned (0.6
-// octaves, column preference 0.02-0.16 cpd): a grating far from the preferred frequency drives
-// almost nothing whatever its direction, so most of the space says nothing about the question and
-// a random designer spends most of its trials there.
+// --spatial-frequencies N sets the third dimension: N octave-spaced spatial frequencies from 0.01
+// cycles/deg (6: 0.01-0.32, a mouse V1 grid). The subjects' units are SF-tuned (0.6 octaves,
+// column preference log-uniform in 0.02-0.16 cpd): a grating far from the preferred frequency
+// drives almost nothing whatever its direction, so most of the space says nothing about the
+// question and a random designer spends most of its trials there. 0: no SF dimension and units
+// that are not SF-tuned (the direction x contrast space alone).
 //
 // --first-subject K starts at subject K (seed 1000 + K), e.g. to trace one session again.
 // --trace prints every trial of every session: stimulus, counts, posterior. --coherence turns on
@@ -106,7 +109,7 @@ struct Settings {
   std::size_t subjects = 20;
   std::size_t first_subject = 0;  // subject k has seed 1000 + k
   std::size_t directions = 16;
-  std::size_t spatial_frequencies = 0;
+  std::size_t spatial_frequencies = 5;
   long misspecified = 10;
   std::uint32_t max_trials = 300;
   std::size_t units = 2;
@@ -239,7 +242,7 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
           "usage: bench_efficiency [--subjects N (20)] [--max-trials T (300)] [--units U (2)]\n"
           "                        [--spread DEG (15)] [--min-fit N (8)] [--refit-every N (1)]\n"
           "                        [--window S (0.25)] [--misspecified N (10)]\n"
-          "                        [--directions N (16)] [--spatial-frequencies N (0)]\n"
+          "                        [--directions N (16)] [--spatial-frequencies N (5)]\n"
           "                        [--first-subject K (0)] [--verbose] [--trace] [--coherence]\n");
       exit_code = arg == "--help" ? 0 : 2;
       return false;
