@@ -508,17 +508,27 @@ class AngularTuning final : public TorchTwin {
     }
   }
 
-  /// Each unit's value of dimension `d` (one of the space's values) with the highest mean count
-  /// over the trials that had it: [U].
-  [[nodiscard]] torch::Tensor best_level(const torch::Tensor& x, const torch::Tensor& y,
-                                         std::size_t d) const {
-    const auto levels = torch::tensor(space().dimensions[d].values, real());  // [L]
+  /// Every unit's mean count at each value of dimension `d`, over the trials that had it.
+  struct LevelMeans {
+    torch::Tensor levels;  ///< [L] the space's values
+    torch::Tensor seen;    ///< [L x 1] whether any trial had the value
+    torch::Tensor means;   ///< [L x U] (0 where unseen)
+  };
+  [[nodiscard]] LevelMeans level_means(const torch::Tensor& x, const torch::Tensor& y,
+                                       std::size_t d) const {
+    auto levels = torch::tensor(space().dimensions[d].values, real());
     const auto value = x.select(1, static_cast<std::int64_t>(d));
     const auto onehot =
-        ((value.unsqueeze(1) - levels.unsqueeze(0)).abs() < 1e-9).to(torch::kDouble);  // [N x L]
+        ((value.unsqueeze(1) - levels.unsqueeze(0)).abs() < 1e-6).to(torch::kDouble);  // [N x L]
     const auto trials = onehot.sum(0);
-    const auto means = onehot.t().matmul(y) / trials.clamp_min(1.0).unsqueeze(1);  // [L x U]
-    const auto seen = (trials > 0).unsqueeze(1);
+    return {levels, (trials > 0).unsqueeze(1),
+            onehot.t().matmul(y) / trials.clamp_min(1.0).unsqueeze(1)};
+  }
+
+  /// Each unit's value of dimension `d` with the highest mean count: [U].
+  [[nodiscard]] torch::Tensor best_level(const torch::Tensor& x, const torch::Tensor& y,
+                                         std::size_t d) const {
+    const auto [levels, seen, means] = level_means(x, y, d);
     const auto best = torch::where(seen, means, torch::full_like(means, -1.0)).argmax(0);
     return levels.index_select(0, best);
   }
@@ -528,13 +538,7 @@ class AngularTuning final : public TorchTwin {
   /// direction, baseline at the least responsive direction, amplitude at the range.
   [[nodiscard]] Params data_start(const torch::Tensor& x, const torch::Tensor& y,
                                   bool vector_sum) const {
-    const auto& values = space().dimensions[*direction_].values;
-    const auto dirs = torch::tensor(values, real());  // [K]
-    const auto theta = x.select(1, static_cast<std::int64_t>(*direction_));
-    const auto onehot = ((theta.unsqueeze(1) - dirs.unsqueeze(0)).abs() < 1e-6).to(torch::kDouble);
-    const auto trials = onehot.sum(0);                                             // [K]
-    const auto seen = (trials > 0).unsqueeze(1);                                   // [K x 1]
-    const auto means = onehot.t().matmul(y) / trials.clamp_min(1.0).unsqueeze(1);  // [K x U]
+    const auto [dirs, seen, means] = level_means(x, y, *direction_);
     const double inf = std::numeric_limits<double>::infinity();
     const auto hi = torch::where(seen, means, torch::full_like(means, -inf)).amax(0);
     const auto lo = torch::where(seen, means, torch::full_like(means, inf)).amin(0);
@@ -601,9 +605,10 @@ class AngularTuning final : public TorchTwin {
     auto per_unit = [&] {
       return count_nll_per_unit(mean(x, all), y_all, alpha_all) + prior_nll(all, overall_all);
     };
-    auto loss = minimise({all.baseline, all.amplitude, all.preferred, all.kappa, all.c50, all.n,
-                          all.sf, all.sf_sigma},
-                         per_unit, static_cast<double>(y.size(0)), max_iterations_);
+    std::vector<torch::Tensor> free = {all.baseline, all.amplitude, all.preferred, all.kappa};
+    if (contrast_) free.insert(free.end(), {all.c50, all.n});
+    if (spatial_frequency_) free.insert(free.end(), {all.sf, all.sf_sigma});
+    auto loss = minimise(free, per_unit, static_cast<double>(y.size(0)), max_iterations_);
 
     torch::NoGradGuard no_grad;
     const auto best = loss.reshape({s, u}).argmin(0).unsqueeze(0);  // [1 x U]
