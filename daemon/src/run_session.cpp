@@ -622,6 +622,8 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
   const auto contrast = protocol.stimulus.dimension_index("contrast");
   sim.direction_dimension = direction ? static_cast<int>(*direction) : -1;
   sim.contrast_dimension = contrast ? static_cast<int>(*contrast) : -1;
+  const auto spatial_frequency = protocol.stimulus.dimension_index("spatial_frequency");
+  sim.spatial_frequency_dimension = spatial_frequency ? static_cast<int>(*spatial_frequency) : -1;
   const std::string truth_model = configure_truth(options.sim_model, sim);
 
   // The raw stream, for replay: refused up front when the disk cannot hold the longest session.

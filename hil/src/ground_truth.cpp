@@ -78,7 +78,8 @@ void write_ground_truth(const GroundTruth& truth, const std::filesystem::path& d
            "\tamplitude0_uv\tspatial_decay_um\tpeak_amplitude_uv\tnoise_uv\tsnr\ttrough_width_ms"
            "\trepolarisation_ratio\tbaseline_hz\tlatency_ms\tpreferred_deg\tkappa"
            "\tpeak_evoked_hz\tc50\tnr_exponent\tsecond_preferred_deg\tsecond_kappa"
-           "\tsecond_peak_evoked_hz\tadaptation_tau_s\tadaptation_strength\tgain_shape\n";
+           "\tsecond_peak_evoked_hz\tadaptation_tau_s\tadaptation_strength\tgain_shape"
+           "\tpreferred_sf_cpd\tsf_sigma_octaves\n";
     for (const auto& u : truth.units) {
       const auto& r = u.response;
       out << u.id << '\t' << to_string(r.kind) << '\t' << u.x_um << '\t' << u.z_um << '\t'
@@ -89,7 +90,8 @@ void write_ground_truth(const GroundTruth& truth, const std::filesystem::path& d
           << r.preferred_deg << '\t' << r.kappa << '\t' << r.peak_evoked_hz << '\t' << r.c50 << '\t'
           << r.nr_exponent << '\t' << r.second_preferred_deg << '\t' << r.second_kappa << '\t'
           << r.second_peak_evoked_hz << '\t' << r.adaptation_tau_s << '\t' << r.adaptation_strength
-          << '\t' << r.gain_shape << '\n';
+          << '\t' << r.gain_shape << '\t' << r.preferred_sf_cpd << '\t' << r.sf_sigma_octaves
+          << '\n';
     }
     close_text(out, path);
   }

@@ -26,7 +26,15 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // Independent PRNG streams: one per purpose and one per unit, so that changing e.g. the noise
 // consumption never moves a spike.
-enum Stream : std::uint64_t { kLayout = 0, kNoise, kCommonMode, kLfp, kGain, kUnitBase = 1000 };
+enum Stream : std::uint64_t {
+  kLayout = 0,
+  kNoise,
+  kCommonMode,
+  kLfp,
+  kGain,
+  kSpatialFrequency,
+  kUnitBase = 1000
+};
 
 struct Pending {
   std::uint64_t trial = 0;
@@ -296,6 +304,15 @@ void SimulatedSubject::Impl::build_units() {
     rt.rng.reseed(details::derive_seed(config.seed, kUnitBase + i));
     rt.remaining = rt.rng.exponential();
   }
+  if (config.spatial_frequency_dimension >= 0) {
+    Xoshiro256pp sf(details::derive_seed(config.seed, kSpatialFrequency));
+    const double lo = std::log2(config.min_preferred_sf_cpd);
+    const double hi = std::log2(config.max_preferred_sf_cpd);
+    for (UnitTruth& u : units) {
+      u.response.preferred_sf_cpd = std::exp2(sf.uniform(lo, hi));
+      u.response.sf_sigma_octaves = config.sf_sigma_octaves;
+    }
+  }
 }
 
 void SimulatedSubject::Impl::build_background() {
@@ -381,6 +398,10 @@ void SimulatedSubject::Impl::drain_pending() noexcept {
     }
     if (config.contrast_dimension >= 0) {
       features.contrast = p.stimulus.values[static_cast<std::size_t>(config.contrast_dimension)];
+    }
+    if (config.spatial_frequency_dimension >= 0) {
+      features.spatial_frequency_cpd =
+          p.stimulus.values[static_cast<std::size_t>(config.spatial_frequency_dimension)];
     }
     const double onset_s = static_cast<double>(p.onset_sample) / config.sample_rate_hz;
     const std::size_t t = trial_count.load(std::memory_order_relaxed);

@@ -63,6 +63,16 @@ std::string SimulationConfig::validate() const {
   if (contrast_dimension < -1 || contrast_dimension >= dims) {
     return bad("contrast_dimension", "-1 or a stimulus value index");
   }
+  if (spatial_frequency_dimension < -1 || spatial_frequency_dimension >= dims) {
+    return bad("spatial_frequency_dimension", "-1 or a stimulus value index");
+  }
+  if (spatial_frequency_dimension >= 0 &&
+      (!(sf_sigma_octaves > 0.0) || !std::isfinite(sf_sigma_octaves) ||
+       !(min_preferred_sf_cpd > 0.0) || !(max_preferred_sf_cpd >= min_preferred_sf_cpd) ||
+       !std::isfinite(max_preferred_sf_cpd))) {
+    return bad("sf_sigma_octaves/min_preferred_sf_cpd/max_preferred_sf_cpd",
+               "sigma > 0 and 0 < min <= max, finite");
+  }
   if (!(stimulator_latency_ms >= 0.0)) return bad("stimulator_latency_ms", ">= 0");
   if (max_recorded_trials == 0) return bad("max_recorded_trials", ">= 1");
   return {};

@@ -83,6 +83,54 @@ TEST(SimulatedStimulator, TunedUnitFiresMoreAtPreferredThanAtNullDirection) {
   EXPECT_GT(at_pref, 1.5 * at_null + 20.0);
 }
 
+TEST(SimulatedStimulator, SpatialFrequencyTunedUnitsAnswerTheirPreferredFrequency) {
+  auto c = testing::white_only(fast_config(0.0, 9));
+  c.unit_count = 8;
+  c.mix = ResponseMix{1, 0, 0, 0, 1};  // half tuned, half untuned
+  c.direction_dimension = -1;          // every tuned unit at its preferred direction
+  auto plain = make_simulated_rig(c);
+  c.spatial_frequency_dimension = 2;
+  auto rig = make_simulated_rig(c);
+  ASSERT_TRUE(rig.probe->start());
+  // The same units as without the dimension, plus an SF preference in the configured range.
+  for (std::size_t u = 0; u < c.unit_count; ++u) {
+    const ResponseParams& with = rig.subject->units()[u].response;
+    const ResponseParams& without = plain.subject->units()[u].response;
+    EXPECT_EQ(with.peak_evoked_hz, without.peak_evoked_hz) << u;
+    EXPECT_EQ(without.sf_sigma_octaves, 0.0) << u;
+    EXPECT_EQ(with.sf_sigma_octaves, c.sf_sigma_octaves) << u;
+    EXPECT_GE(with.preferred_sf_cpd, c.min_preferred_sf_cpd) << u;
+    EXPECT_LE(with.preferred_sf_cpd, c.max_preferred_sf_cpd) << u;
+  }
+  // Alternate the tuned unit 0's preferred frequency and 3 octaves above it.
+  const ResponseParams& unit = rig.subject->units()[0].response;
+  ASSERT_EQ(unit.kind, ResponseKind::kDirectionTuned);
+  std::vector<protocols::Stimulus> stimuli;
+  for (int i = 0; i < 40; ++i) {
+    protocols::Stimulus s = grating(0.0, 1.0);
+    s.dimension_count = 3;
+    s.values[2] = unit.preferred_sf_cpd * (i % 2 ? 8.0 : 1.0);
+    stimuli.push_back(s);
+  }
+  (void)present(rig, stimuli, 9000, 15000);
+  const auto truth = rig.subject->ground_truth();
+  ASSERT_EQ(truth.trials.size(), 40u);
+  const std::size_t n = truth.units.size();
+  for (std::size_t u = 0; u < n; ++u) {
+    const ResponseParams& r = truth.units[u].response;
+    const double at_pref = truth.trial_rates_hz[u];  // trial 0 is at unit 0's frequency
+    const double far = truth.trial_rates_hz[n + u];
+    if (r.kind == ResponseKind::kUntuned) {
+      EXPECT_DOUBLE_EQ(at_pref, far) << u;
+    } else {
+      const double expected_far =
+          mean_window_rate_hz(r, {std::nan(""), 1.0, unit.preferred_sf_cpd * 8.0});
+      EXPECT_NEAR(far, expected_far, 1e-3 * expected_far) << u;
+    }
+  }
+  EXPECT_GT(truth.trial_rates_hz[0], truth.trial_rates_hz[n] + 0.5 * unit.peak_evoked_hz);
+}
+
 // Gamma gain per trial makes counts over-dispersed (Fano 1 + mu / k); a stimulus-independent
 // Poisson unit stays near Fano 1.
 TEST(SimulatedStimulator, GainFluctuationOverDispersesCountsAndPoissonDoesNot) {

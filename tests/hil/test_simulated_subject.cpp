@@ -30,6 +30,14 @@ TEST(SimulatedSubject, RejectsBadConfigNamingTheField) {
   c = fast_config();
   c.mix = ResponseMix{0, 0, 0, 0, 0};
   EXPECT_THROW(SimulatedSubject{c}, std::invalid_argument);
+  c = fast_config();
+  c.spatial_frequency_dimension = 2;
+  c.min_preferred_sf_cpd = 0.0;
+  EXPECT_NE(c.validate().find("min_preferred_sf_cpd"), std::string::npos);
+  c.min_preferred_sf_cpd = 0.02;
+  EXPECT_EQ(c.validate(), "");
+  c.spatial_frequency_dimension = 99;
+  EXPECT_NE(c.validate().find("spatial_frequency_dimension"), std::string::npos);
 }
 
 TEST(SimulatedSubject, DefaultsDescribeAnNp1ProbeWithSync) {

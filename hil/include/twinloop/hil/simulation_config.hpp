@@ -71,6 +71,14 @@ struct SimulationConfig {
   drivers::Pace pace = drivers::Pace::kRealtime;
   int direction_dimension = 0;  ///< Stimulus value index holding direction (degrees); -1 absent
   int contrast_dimension = 1;   ///< Stimulus value index holding contrast (0..1); -1 absent
+  /// Stimulus value index holding spatial frequency (cycles/deg); -1: absent, and no unit is
+  /// tuned to it. Otherwise every tuned unit gets a log2-Gaussian SF tuning (response_models.hpp)
+  /// sf_sigma_octaves wide around a preference log-uniform in [min, max]_preferred_sf_cpd, drawn
+  /// from a stream of its own (every other parameter stays as drawn).
+  int spatial_frequency_dimension = -1;
+  double sf_sigma_octaves = 0.6;  ///< 1.4 octaves full width at half height (V1's median)
+  double min_preferred_sf_cpd = 0.02;
+  double max_preferred_sf_cpd = 0.16;
   double stimulator_latency_ms =
       1.0;  ///< onset is at least this far past the last generated sample
 
