@@ -60,5 +60,21 @@ TEST(ExampleProtocols, DirectionVsOrientationLoads) {
   }
 }
 
+TEST(ExampleProtocols, DirectionOrientationSpatialFrequencyLoads) {
+  const auto result = load_example("protocol_direction_orientation_sf.yaml");
+  ASSERT_TRUE(result.ok()) << format_diagnostics(result.diagnostics);
+  const auto& p = *result.protocol;
+  EXPECT_EQ(p.stimulus.candidate_count(), 16u * 4u * 5u);
+  const auto* sf = p.stimulus.find_dimension("spatial_frequency");
+  ASSERT_NE(sf, nullptr);
+  EXPECT_EQ(sf->unit, "cpd");
+  ASSERT_EQ(sf->values.size(), 5u);
+  for (std::size_t i = 1; i < sf->values.size(); ++i) {  // octave-spaced
+    EXPECT_DOUBLE_EQ(sf->values[i] / sf->values[i - 1], 2.0) << i;
+  }
+  ASSERT_EQ(p.hypotheses.size(), 3u);
+  EXPECT_EQ(p.hypotheses[1].family, HypothesisFamily::kOrientationTuning);
+}
+
 }  // namespace
 }  // namespace twinloop::protocols
