@@ -57,10 +57,8 @@ std::string CountSubjectConfig::validate() const {
   if (spatial_frequency_dimension < -1 || spatial_frequency_dimension >= dims) {
     return bad("spatial_frequency_dimension", "-1 or a stimulus value index");
   }
-  if (spatial_frequency_dimension >= 0 &&
-      (!(sf_sigma_octaves > 0.0) || !std::isfinite(sf_sigma_octaves) ||
-       !(min_preferred_sf_cpd > 0.0) || !(max_preferred_sf_cpd >= min_preferred_sf_cpd) ||
-       !std::isfinite(max_preferred_sf_cpd))) {
+  if (!details::spatial_frequency_settings_ok(spatial_frequency_dimension, sf_sigma_octaves,
+                                              min_preferred_sf_cpd, max_preferred_sf_cpd)) {
     return bad("sf_sigma_octaves/min_preferred_sf_cpd/max_preferred_sf_cpd",
                "sigma > 0 and 0 < min <= max, finite");
   }

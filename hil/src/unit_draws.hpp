@@ -14,6 +14,14 @@
 
 namespace twinloop::hil::details {
 
+/// Whether both subjects' spatial-frequency settings are usable: a positive, finite width and a
+/// preference range 0 < min <= max < inf. Unchecked (true) without the dimension (-1).
+inline bool spatial_frequency_settings_ok(int dimension, double sigma_octaves, double min_cpd,
+                                          double max_cpd) noexcept {
+  return dimension < 0 || (sigma_octaves > 0.0 && std::isfinite(sigma_octaves) && min_cpd > 0.0 &&
+                           max_cpd >= min_cpd && std::isfinite(max_cpd));
+}
+
 /// The mix's share of n units, largest remainder first, then shuffled (Fisher-Yates) so kinds are
 /// not sorted by depth.
 inline std::vector<ResponseKind> assign_kinds(const ResponseMix& mix, std::size_t n,
