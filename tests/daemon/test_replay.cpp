@@ -111,11 +111,17 @@ TEST_F(Replay, CounterfactualDesignerSaysWhatWasObservedAndWhatWasModelled) {
   const nlohmann::json& at = cf.at("at_each_recorded_trial");
   ASSERT_EQ(at.at("trials").get<int>(), scored);
   ASSERT_EQ(at.at("per_trial").size(), static_cast<std::size_t>(scored));
+  // An information gain is never negative, but its Monte Carlo estimate at a candidate that
+  // tells the twins nearly nothing apart (a random choice often is one) can fall a few
+  // thousandths of a nat below 0. The recorded session depends on timing (a trial's onset falls
+  // where the stream is when the loop delivers it), so on a busy machine such a candidate can
+  // come up.
+  constexpr double kMonteCarloSlackNats = 0.02;
   int same = 0;
   for (const nlohmann::json& row : at.at("per_trial")) {
     same += row.at("recorded_candidate") == row.at("other_candidate") ? 1 : 0;
-    EXPECT_GE(row.at("eig_recorded_nats").get<double>(), 0.0) << row.dump();
-    EXPECT_GE(row.at("eig_other_nats").get<double>(), 0.0) << row.dump();
+    EXPECT_GE(row.at("eig_recorded_nats").get<double>(), -kMonteCarloSlackNats) << row.dump();
+    EXPECT_GE(row.at("eig_other_nats").get<double>(), -kMonteCarloSlackNats) << row.dump();
     if (row.at("recorded_candidate") == row.at("other_candidate")) {
       EXPECT_EQ(row.at("eig_recorded_nats"), row.at("eig_other_nats")) << row.dump();
     }
