@@ -54,13 +54,10 @@ std::string CountSubjectConfig::validate() const {
   if (contrast_dimension < -1 || contrast_dimension >= dims) {
     return bad("contrast_dimension", "-1 or a stimulus value index");
   }
-  if (spatial_frequency_dimension < -1 || spatial_frequency_dimension >= dims) {
-    return bad("spatial_frequency_dimension", "-1 or a stimulus value index");
-  }
-  if (!details::spatial_frequency_settings_ok(spatial_frequency_dimension, sf_sigma_octaves,
-                                              min_preferred_sf_cpd, max_preferred_sf_cpd)) {
-    return bad("sf_sigma_octaves/min_preferred_sf_cpd/max_preferred_sf_cpd",
-               "sigma > 0 and 0 < min <= max, finite");
+  if (const auto problem =
+          details::spatial_frequency_problem(spatial_frequency_dimension, sf_sigma_octaves,
+                                             min_preferred_sf_cpd, max_preferred_sf_cpd)) {
+    return bad(problem->first, problem->second);
   }
   if (!(window_seconds > 0.0) || !std::isfinite(window_seconds)) {
     return bad("window_seconds", "> 0, finite");

@@ -6,20 +6,31 @@
 #include <array>
 #include <cmath>
 #include <cstddef>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "twinloop/hil/details/random.hpp"
 #include "twinloop/hil/response_models.hpp"
 #include "twinloop/hil/simulation_config.hpp"
+#include "twinloop/protocols/stimulus.hpp"
 
 namespace twinloop::hil::details {
 
-/// Whether both subjects' spatial-frequency settings are usable: a positive, finite width and a
-/// preference range 0 < min <= max < inf. Unchecked (true) without the dimension (-1).
-inline bool spatial_frequency_settings_ok(int dimension, double sigma_octaves, double min_cpd,
-                                          double max_cpd) noexcept {
-  return dimension < 0 || (sigma_octaves > 0.0 && std::isfinite(sigma_octaves) && min_cpd > 0.0 &&
-                           max_cpd >= min_cpd && std::isfinite(max_cpd));
+/// What is wrong with both subjects' spatial-frequency settings, as {field, expected}, or nullopt:
+/// the dimension -1 or a stimulus value index; with it, a positive, finite width and a preference
+/// range 0 < min <= max < inf.
+inline std::optional<std::pair<const char*, const char*>> spatial_frequency_problem(
+    int dimension, double sigma_octaves, double min_cpd, double max_cpd) noexcept {
+  if (dimension < -1 || dimension >= static_cast<int>(protocols::kMaxStimulusDimensions)) {
+    return std::pair{"spatial_frequency_dimension", "-1 or a stimulus value index"};
+  }
+  if (dimension >= 0 && !(sigma_octaves > 0.0 && std::isfinite(sigma_octaves) && min_cpd > 0.0 &&
+                          max_cpd >= min_cpd && std::isfinite(max_cpd))) {
+    return std::pair{"sf_sigma_octaves/min_preferred_sf_cpd/max_preferred_sf_cpd",
+                     "sigma > 0 and 0 < min <= max, finite"};
+  }
+  return std::nullopt;
 }
 
 /// The mix's share of n units, largest remainder first, then shuffled (Fisher-Yates) so kinds are

@@ -263,8 +263,11 @@ TEST(Publisher, SubscriberReceivesEveryTopicWithDocumentedFieldsAndSequences) {
 }
 
 // A subscriber that connects, proves it is attached, then never reads again.
-void never_reading_subscriber_case(bool count_hwm_drops) {
-  SCOPED_TRACE(count_hwm_drops ? "count_hwm_drops" : "per-subscriber drops");
+// Parameter: whether the publisher counts drops at a full subscriber pipe (count_hwm_drops).
+class NeverReadingSubscriber : public ::testing::TestWithParam<bool> {};
+
+TEST_P(NeverReadingSubscriber, NeverBlocksPublishAndDropsAreCounted) {
+  const bool count_hwm_drops = GetParam();
   Publisher pub({.endpoint = "tcp://127.0.0.1:*",
                  .send_hwm = 10,
                  .count_hwm_drops = count_hwm_drops,
@@ -305,10 +308,10 @@ void never_reading_subscriber_case(bool count_hwm_drops) {
   }
 }
 
-TEST(Publisher, NeverReadingSubscriberNeverBlocksPublishAndDropsAreCounted) {
-  never_reading_subscriber_case(true);
-  never_reading_subscriber_case(false);
-}
+INSTANTIATE_TEST_SUITE_P(Publisher, NeverReadingSubscriber, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "CountingHwmDrops" : "PerSubscriberDrops";
+                         });
 
 TEST(Publisher, PublishSpikesDoesNotAllocate) {
   Publisher pub({.endpoint = "tcp://127.0.0.1:*",
