@@ -20,6 +20,7 @@
 //                    [--window S (0.25)] [--misspecified N (10 of each kind)]
 //                    [--directions N (16)] [--spatial-frequencies N (5)] [--verbose]
 //                    [--first-subject K (0)] [--trace] [--coherence]
+//                    [--random-max-trials T (as --max-trials)] [--no-random]
 //
 // --directions sets how finely the direction space is sampled (8 contrasts each): the share of
 // candidates that can tell the hypotheses apart shrinks as it grows, which is where a designer
@@ -36,6 +37,12 @@
 // --trace prints every trial of every session: stimulus, counts, posterior. --coherence turns on
 // the model check's trial-coherence test.
 //
+// --random-max-trials gives the random designer a budget of its own: a session that has not
+// reached 0.99 within it counts as the budget, so with the default budget the ratios are lower
+// bounds. --no-random runs the discriminating designer alone (to compare changes to it quickly).
+// The summary gives 95% bootstrap intervals over subjects: sessions of one designer on one
+// subject vary a lot with the noise of the first trials, and 20 subjects pin a median only so far.
+//
 // Two units and a 250 ms response window keep the evidence per trial modest, so that reaching
 // 0.99 takes several informative trials and the designer's choice of them shows; with 4 units and
 // 500 ms one trial at the opposite direction decides and both designers finish right after the
@@ -45,6 +52,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -120,6 +129,8 @@ struct Settings {
   bool verbose = false;
   bool coherence = false;  // the model check's trial-coherence test
   bool trace = false;      // every trial of every session (stimulus, counts, posterior)
+  bool random = true;      // also run the random designer (the baseline)
+  std::uint32_t random_max_trials = 0;  // the random designer's budget (0: max_trials)
 };
 
 struct Outcome {
@@ -192,6 +203,24 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
+/// 95% percentile bootstrap interval of a statistic of the subjects (resampled with replacement,
+/// whole subjects, so each keeps its pair of sessions): how far 20 subjects pin a median down.
+std::pair<double, double> bootstrap_interval(
+    std::size_t subjects, const std::function<double(const std::vector<std::size_t>&)>& statistic) {
+  constexpr int kResamples = 4000;
+  std::mt19937_64 generator(20261127);  // fixed: the same subjects give the same interval
+  std::uniform_int_distribution<std::size_t> pick(0, subjects - 1);
+  std::vector<double> values;
+  std::vector<std::size_t> sample(subjects);
+  for (int b = 0; b < kResamples; ++b) {
+    for (auto& index : sample) index = pick(generator);
+    values.push_back(statistic(sample));
+  }
+  std::sort(values.begin(), values.end());
+  return {values[static_cast<std::size_t>(0.025 * kResamples)],
+          values[static_cast<std::size_t>(0.975 * kResamples) - 1]};
+}
+
 hil::ResponseMix only_direction() {
   return {1, 0, 0, 0, 0, 0};
 }
@@ -237,13 +266,18 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
       s.trace = true;
     else if (arg == "--coherence")
       s.coherence = true;
+    else if (arg == "--no-random")
+      s.random = false;
+    else if (arg == "--random-max-trials" && has_value)
+      s.random_max_trials = static_cast<std::uint32_t>(std::strtoul(argv[++i], nullptr, 10));
     else {
       std::printf(
           "usage: bench_efficiency [--subjects N (20)] [--max-trials T (300)] [--units U (2)]\n"
           "                        [--spread DEG (15)] [--min-fit N (8)] [--refit-every N (1)]\n"
           "                        [--window S (0.25)] [--misspecified N (10)]\n"
           "                        [--directions N (16)] [--spatial-frequencies N (5)]\n"
-          "                        [--first-subject K (0)] [--verbose] [--trace] [--coherence]\n");
+          "                        [--first-subject K (0)] [--verbose] [--trace] [--coherence]\n"
+          "                        [--random-max-trials T (as --max-trials)] [--no-random]\n");
       exit_code = arg == "--help" ? 0 : 2;
       return false;
     }
@@ -285,6 +319,8 @@ int main(int argc, char** argv) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   };
   const std::uint32_t budget = settings.max_trials;
+  const std::uint32_t random_budget =
+      settings.random_max_trials > 0 ? settings.random_max_trials : budget;
 
   std::printf(
       "%zu subjects (alternately direction- and orientation-tuned columns) x %zu units, "
@@ -305,10 +341,13 @@ int main(int argc, char** argv) {
     const hil::ResponseMix mix = orientation ? only_orientation() : only_direction();
     const Outcome d = run_session(protocol, protocols::DesignerStrategy::kDiscriminate, mix, seed,
                                   settings, truth);
-    const Outcome r =
-        run_session(protocol, protocols::DesignerStrategy::kRandom, mix, seed, settings, truth);
+    Settings random_settings = settings;
+    random_settings.max_trials = random_budget;
+    const Outcome r = settings.random ? run_session(protocol, protocols::DesignerStrategy::kRandom,
+                                                    mix, seed, random_settings, truth)
+                                      : Outcome{};
     const double dt = d.trials_to_099 ? static_cast<double>(*d.trials_to_099) : budget;
-    const double rt = r.trials_to_099 ? static_cast<double>(*r.trials_to_099) : budget;
+    const double rt = r.trials_to_099 ? static_cast<double>(*r.trials_to_099) : random_budget;
     discriminate_trials.push_back(dt);
     random_trials.push_back(rt);
     session_trials.push_back(static_cast<double>(d.trials));
@@ -321,28 +360,51 @@ int main(int argc, char** argv) {
       undecided[k] += v == "undecided" ? 1 : 0;
       unreached[k] += both[k]->trials_to_099 ? 0 : 1;
     }
-    std::printf(
-        "  subject %2zu (%-11s): discriminate %4.0f trials (verdict %s after %zu), random %4.0f "
-        "(verdict %s after %zu)  [%.0f s]\n",
-        s, truth_name.c_str(), dt, d.verdict.c_str(), d.trials, rt, r.verdict.c_str(), r.trials,
-        elapsed());
+    std::printf("  subject %2zu (%-11s): discriminate %4.0f trials (verdict %s after %zu)", s,
+                truth_name.c_str(), dt, d.verdict.c_str(), d.trials);
+    if (settings.random)
+      std::printf(", random %4.0f (verdict %s after %zu)", rt, r.verdict.c_str(), r.trials);
+    std::printf("  [%.0f s]\n", elapsed());
     if (settings.verbose)
       std::printf("    discriminate:%s\n    random:%s\n", d.checks.c_str(), r.checks.c_str());
     std::fflush(stdout);
   }
   const std::size_t n = settings.subjects;
-  std::printf(
-      "trials until P(true) >= 0.99, median: discriminate %.1f, random %.1f; median ratio "
-      "random/discriminate %.2fx (per subject, same seeds; ratio of medians %.2fx)\n",
-      median(discriminate_trials), median(random_trials), median(ratio),
-      median(random_trials) / median(discriminate_trials));
-  std::printf(
-      "never reached within budget: discriminate %zu, random %zu; wrong verdicts: discriminate "
-      "%zu of %zu, random %zu of %zu; 'none' on a true model: discriminate %zu, random %zu; "
-      "undecided: discriminate %zu, random %zu; discriminate sessions (validation included) "
-      "median %.0f trials\n",
-      unreached[0], unreached[1], wrong[0], n, wrong[1], n, none[0], none[1], undecided[0],
-      undecided[1], median(session_trials));
+  const auto pick = [](const std::vector<double>& from, const std::vector<std::size_t>& sample) {
+    std::vector<double> picked;
+    for (const std::size_t i : sample) picked.push_back(from[i]);
+    return picked;
+  };
+  const auto [d_low, d_high] = bootstrap_interval(
+      n, [&](const auto& sample) { return median(pick(discriminate_trials, sample)); });
+  if (settings.random) {
+    const auto [ratio_low, ratio_high] =
+        bootstrap_interval(n, [&](const auto& sample) { return median(pick(ratio, sample)); });
+    const auto [of_medians_low, of_medians_high] = bootstrap_interval(n, [&](const auto& sample) {
+      return median(pick(random_trials, sample)) / median(pick(discriminate_trials, sample));
+    });
+    std::printf(
+        "trials until P(true) >= 0.99, median: discriminate %.1f (95%% bootstrap interval "
+        "%.1f-%.1f), random %.1f; median ratio random/discriminate %.2fx (per subject, same "
+        "seeds; interval %.2f-%.2fx); ratio of medians %.2fx (interval %.2f-%.2fx)\n",
+        median(discriminate_trials), d_low, d_high, median(random_trials), median(ratio), ratio_low,
+        ratio_high, median(random_trials) / median(discriminate_trials), of_medians_low,
+        of_medians_high);
+    std::printf(
+        "never reached within budget: discriminate %zu, random %zu; wrong verdicts: "
+        "discriminate %zu of %zu, random %zu of %zu; 'none' on a true model: discriminate %zu, "
+        "random %zu; undecided: discriminate %zu, random %zu; discriminate sessions (validation "
+        "included) median %.0f trials\n",
+        unreached[0], unreached[1], wrong[0], n, wrong[1], n, none[0], none[1], undecided[0],
+        undecided[1], median(session_trials));
+  } else {
+    std::printf(
+        "trials until P(true) >= 0.99, median: discriminate %.1f (95%% bootstrap interval "
+        "%.1f-%.1f); never reached within budget %zu; wrong verdicts %zu of %zu; 'none' on a "
+        "true model %zu; undecided %zu; sessions (validation included) median %.0f trials\n",
+        median(discriminate_trials), d_low, d_high, unreached[0], wrong[0], n, none[0],
+        undecided[0], median(session_trials));
+  }
   std::fflush(stdout);
 
   // Subjects no hypothesis describes, discriminating designer (as a session would run).
