@@ -429,47 +429,92 @@ class AngularTuning final : public TorchTwin {
             raw_c50_,      raw_n_,         sf_,        raw_sf_sigma_};
   }
 
-  /// NR(c) for every trial and column: [N x K] (or [N x 1] / 1 when it does not vary).
-  [[nodiscard]] torch::Tensor contrast_gain(const torch::Tensor& x, const Params& p) const {
-    if (!contrast_) return torch::ones({1, 1}, real());
-    const auto c = x.select(1, static_cast<std::int64_t>(*contrast_)).abs().clamp_min(1e-9);
+  /// Stimuli (trials or candidates) as each dimension's distinct values and, per row, which one.
+  /// The tuning curve is separable, so its factors (the transcendental part of every evaluation)
+  /// are computed once per distinct value and then gathered per row: a session has 16 directions
+  /// but hundreds of trials, and a fit evaluates the curve and its gradient a hundred times.
+  struct Levels {
+    torch::Tensor values;   ///< [L] distinct values
+    torch::Tensor inverse;  ///< [N] int64: row -> index into values
+  };
+  struct IndexedStimuli {
+    Levels direction;
+    std::optional<Levels> contrast, spatial_frequency;
+  };
+
+  [[nodiscard]] static Levels levels_of(const torch::Tensor& x, std::size_t d) {
+    auto [values, inverse] =
+        at::_unique(x.select(1, static_cast<std::int64_t>(d)).contiguous(), true, true);
+    return {values, inverse};
+  }
+
+  [[nodiscard]] IndexedStimuli index_stimuli(const torch::Tensor& x) const {
+    IndexedStimuli indexed{levels_of(x, *direction_), std::nullopt, std::nullopt};
+    if (contrast_) indexed.contrast = levels_of(x, *contrast_);
+    if (spatial_frequency_) indexed.spatial_frequency = levels_of(x, *spatial_frequency_);
+    return indexed;
+  }
+
+  /// NR(c) for each contrast value and column: [L x K].
+  [[nodiscard]] torch::Tensor contrast_gain(const torch::Tensor& contrast, const Params& p) const {
+    const auto c = contrast.abs().clamp_min(1e-9);
     const auto c50 = torch::sigmoid(p.c50) * max_contrast_;
     const auto n = torch::nn::functional::softplus(p.n) + 0.5;
     // c^n / (c^n + c50^n) = sigmoid(n (log c - log c50)): stable for c -> 0 and large n.
     return torch::sigmoid(n.unsqueeze(0) * (c.log().unsqueeze(1) - c50.log().unsqueeze(0)));
   }
 
-  /// G(sf) for every trial and column: [N x K] (or 1 without a spatial-frequency dimension).
-  [[nodiscard]] torch::Tensor spatial_frequency_gain(const torch::Tensor& x,
+  /// G(sf) for each spatial-frequency value and column: [L x K].
+  [[nodiscard]] torch::Tensor spatial_frequency_gain(const torch::Tensor& frequency,
                                                      const Params& p) const {
-    if (!spatial_frequency_) return torch::ones({1, 1}, real());
-    const auto log2_sf =
-        x.select(1, static_cast<std::int64_t>(*spatial_frequency_)).clamp_min(1e-12).log2();
+    const auto log2_sf = frequency.clamp_min(1e-12).log2();
     const auto sigma = torch::nn::functional::softplus(p.sf_sigma) + kMinSfSigma;
     const auto octaves = log2_sf.unsqueeze(1) - p.sf.unsqueeze(0);
     return torch::exp(-octaves.square() / (2.0 * sigma.square()).unsqueeze(0));
   }
 
-  [[nodiscard]] torch::Tensor mean(const torch::Tensor& x, const Params& p) const {
+  /// NR(c) G(sf) for every row and column: [N x K], or an undefined tensor when the space has
+  /// neither dimension (the factor is 1).
+  [[nodiscard]] torch::Tensor stimulus_gain(const IndexedStimuli& xi, const Params& p) const {
+    torch::Tensor gain;
+    if (xi.contrast) {
+      gain = contrast_gain(xi.contrast->values, p).index_select(0, xi.contrast->inverse);
+    }
+    if (xi.spatial_frequency) {
+      const auto g = spatial_frequency_gain(xi.spatial_frequency->values, p)
+                         .index_select(0, xi.spatial_frequency->inverse);
+      gain = gain.defined() ? gain * g : g;
+    }
+    return gain;
+  }
+
+  [[nodiscard]] torch::Tensor mean(const IndexedStimuli& xi, const Params& p) const {
     namespace F = torch::nn::functional;
-    const auto theta = x.select(1, static_cast<std::int64_t>(*direction_)).unsqueeze(1) * kDegToRad;
+    const auto theta = xi.direction.values.unsqueeze(1) * kDegToRad;
     const auto kappa = F::softplus(p.kappa).unsqueeze(0);
-    const auto shape = torch::exp(
-        kappa * (torch::cos(double(cycles_) * (theta - p.preferred.unsqueeze(0))) - 1.0));
+    auto evoked =
+        torch::exp(kappa * (torch::cos(double(cycles_) * (theta - p.preferred.unsqueeze(0))) - 1.0))
+            .index_select(0, xi.direction.inverse);
+    const auto gain = stimulus_gain(xi, p);
+    if (gain.defined()) evoked = evoked * gain;
     return floor_ + F::softplus(p.baseline).unsqueeze(0) +
-           F::softplus(p.amplitude).unsqueeze(0) * shape * contrast_gain(x, p) *
-               spatial_frequency_gain(x, p);
+           F::softplus(p.amplitude).unsqueeze(0) * evoked;
+  }
+
+  [[nodiscard]] torch::Tensor mean(const torch::Tensor& x, const Params& p) const {
+    return mean(index_stimuli(x), p);
   }
 
   Evaluation evaluate(const torch::Tensor& x) override {
-    if (draws_.empty()) return {mean(x, current()), dispersion_};
+    const IndexedStimuli xi = index_stimuli(x);
+    if (draws_.empty()) return {mean(xi, current()), dispersion_};
     auto [predicted, dispersion] = predictive_from_draws(
-        dispersion_, draws_.size(), [&](std::size_t s) { return mean(x, draws_[s]); });
+        dispersion_, draws_.size(), [&](std::size_t s) { return mean(xi, draws_[s]); });
     return {predicted, dispersion};
   }
 
   /// Laplace draws of every unit's parameters at the fit (see laplace_draws).
-  void draw_parameters(const torch::Tensor& x, const torch::Tensor& y,
+  void draw_parameters(const IndexedStimuli& xi, const torch::Tensor& y,
                        const torch::Tensor& overall) {
     draws_.clear();
     if (!parameter_uncertainty_) return;
@@ -502,7 +547,7 @@ class AngularTuning final : public TorchTwin {
     };
     for (const auto& draw : laplace_draws(theta, [&](const std::vector<torch::Tensor>& t) {
            const Params p = as_params(t);
-           return (count_nll_per_unit(mean(x, p), y, dispersion_) + prior_nll(p, overall)).sum();
+           return (count_nll_per_unit(mean(xi, p), y, dispersion_) + prior_nll(p, overall)).sum();
          })) {
       draws_.push_back(as_params(draw));
     }
@@ -561,7 +606,8 @@ class AngularTuning final : public TorchTwin {
     p.sf = spatial_frequency_ ? best_level(x, y, *spatial_frequency_).log2()
                               : torch::full({u}, log2_sf0_, real());
     p.sf_sigma = inverse_softplus(torch::full({u}, sf_sigma0_ - kMinSfSigma, real()));
-    const double gain = (contrast_gain(x, p) * spatial_frequency_gain(x, p)).mean().item<double>();
+    const auto stimulus = stimulus_gain(index_stimuli(x), p);
+    const double gain = stimulus.defined() ? stimulus.mean().item<double>() : 1.0;
     const auto overall = y.mean(0);
     p.baseline = inverse_softplus(torch::where(torch::isfinite(lo), lo, overall).clamp_min(1e-3));
     p.amplitude = inverse_softplus(
@@ -582,6 +628,7 @@ class AngularTuning final : public TorchTwin {
     // arg-max and the circular mean. Each start costs a full set of columns in every iteration.
     // A third start sits at the prior's centre (flat at the unit's mean), the mode a fit to
     // few trials should settle in when the data do not show a tuning.
+    const IndexedStimuli xi = index_stimuli(x);
     const auto overall = y.mean(0).clamp_min(floor_);
     std::vector<Params> starts;
     if (fitted_) starts.push_back(current());
@@ -603,7 +650,7 @@ class AngularTuning final : public TorchTwin {
     const auto overall_all = overall.repeat({s});
     // Negative log posterior per column: the likelihood of every trial plus the prior once.
     auto per_unit = [&] {
-      return count_nll_per_unit(mean(x, all), y_all, alpha_all) + prior_nll(all, overall_all);
+      return count_nll_per_unit(mean(xi, all), y_all, alpha_all) + prior_nll(all, overall_all);
     };
     std::vector<torch::Tensor> free = {all.baseline, all.amplitude, all.preferred, all.kappa};
     if (contrast_) free.insert(free.end(), {all.c50, all.n});
@@ -629,9 +676,9 @@ class AngularTuning final : public TorchTwin {
         poisson_
             ? torch::zeros({u}, real())
             : shrunk_dispersion(
-                  moment_dispersion(mean(x, current()), y, fitted_params, kMaxDispersion),
+                  moment_dispersion(mean(xi, current()), y, fitted_params, kMaxDispersion),
                   static_cast<double>(y.size(0)), dispersion_pseudo_trials(parameter_uncertainty_));
-    draw_parameters(x, y, overall);
+    draw_parameters(xi, y, overall);
   }
 
   /// Negative log prior density of each column's parameters ([K]), up to a constant. Gaussian

@@ -1,0 +1,155 @@
+// bench_refit: what one refit of a protocol's twins costs between trials, at a probe's unit
+// count on one core. A refit fits every twin to all trials so far, draws its parameters from the
+// Laplace approximation and predicts every candidate (TorchTwin::update); a session's next trial
+// waits for it when it takes longer than a trial (docs/session.md), so it bounds how fast a rich
+// stimulus space can be run.
+//
+// The trials are simulated: each unit direction-, contrast- and (when the space has it)
+// spatial-frequency-tuned, Poisson counts, fixed seed. Each repetition adds one trial and refits,
+// as a session does; the first refit (cold: no previous fit to start from) is reported apart.
+//
+//   bench_refit [PROTOCOL.yaml (config/examples/protocol_direction_orientation_sf.yaml)]
+//               [--units U (384)] [--trials N (60)] [--repeats R (5)]
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <numbers>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "twinloop/protocols/loader.hpp"
+#include "twinloop/twin/hypothesis.hpp"
+
+namespace {
+
+using namespace twinloop;
+using Clock = std::chrono::steady_clock;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+/// A stand-in unit: von Mises in direction, Naka-Rushton in contrast, log-Gaussian in spatial
+/// frequency, around per-unit preferences.
+struct StandIn {
+  double preferred_rad, preferred_log2_sf, baseline, amplitude;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string path =
+      std::string(TWINLOOP_SOURCE_DIR) + "/config/examples/protocol_direction_orientation_sf.yaml";
+  std::size_t units = 384, trials = 60, repeats = 5;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (arg == "--units" && has_value) {
+      units = std::strtoul(argv[++i], nullptr, 10);
+    } else if (arg == "--trials" && has_value) {
+      trials = std::strtoul(argv[++i], nullptr, 10);
+    } else if (arg == "--repeats" && has_value) {
+      repeats = std::strtoul(argv[++i], nullptr, 10);
+    } else if (arg.rfind("--", 0) != 0) {
+      path = arg;
+    } else {
+      std::printf(
+          "usage: bench_refit [PROTOCOL.yaml] [--units U (384)] [--trials N (60)] "
+          "[--repeats R (5)]\n");
+      return arg == "--help" ? 0 : 2;
+    }
+  }
+  if (units == 0 || trials == 0 || repeats == 0) {
+    std::fputs("bench_refit: --units, --trials and --repeats must be >= 1\n", stderr);
+    return 2;
+  }
+  const auto loaded = protocols::load_protocol_file(path);
+  if (!loaded.ok()) {
+    std::fputs(protocols::format_diagnostics(loaded.diagnostics).c_str(), stderr);
+    return 1;
+  }
+  const protocols::Protocol& protocol = *loaded.protocol;
+  const protocols::StimulusSpace& space = protocol.stimulus;
+  const auto direction = space.dimension_index("direction");
+  const auto contrast = space.dimension_index("contrast");
+  const auto sf = space.dimension_index("spatial_frequency");
+  twin::TwinOptions options;
+  options.window_seconds =
+      (protocol.timing.response_end_ms - protocol.timing.response_start_ms) / 1000.0;
+
+  std::mt19937_64 rng(20261127);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  std::vector<StandIn> stand_ins;
+  for (std::size_t u = 0; u < units; ++u) {
+    stand_ins.push_back({2.0 * std::numbers::pi * uniform(rng),
+                         std::log2(0.02) + 3.0 * uniform(rng), 1.0 + 4.0 * uniform(rng),
+                         5.0 + 15.0 * uniform(rng)});
+  }
+  const auto mean_count = [&](const protocols::Stimulus& s, const StandIn& unit) {
+    double gain = 1.0;
+    if (direction) {
+      gain *= std::exp(
+          2.0 *
+          (std::cos(s.value(*direction) * std::numbers::pi / 180.0 - unit.preferred_rad) - 1.0));
+    }
+    if (contrast) {
+      const double c = std::abs(s.value(*contrast));
+      gain *= c * c / (c * c + 0.09);
+    }
+    if (sf) {
+      const double octaves = std::log2(s.value(*sf)) - unit.preferred_log2_sf;
+      gain *= std::exp(-octaves * octaves / (2.0 * 0.36));
+    }
+    return (unit.baseline + unit.amplitude * gain) * options.window_seconds;
+  };
+  std::vector<protocols::Stimulus> stimuli;
+  std::vector<std::uint32_t> counts;
+  const auto add_trial = [&] {
+    const auto c = static_cast<std::size_t>(uniform(rng) * double(space.candidate_count()));
+    stimuli.push_back(space.stimulus(std::min(c, space.candidate_count() - 1)));
+    for (const StandIn& unit : stand_ins) {
+      std::poisson_distribution<std::uint32_t> poisson(mean_count(stimuli.back(), unit));
+      counts.push_back(poisson(rng));
+    }
+  };
+  for (std::size_t t = 0; t < trials; ++t) add_trial();
+
+  std::printf("%s: %zu candidates, %zu units, %zu trials (+1 per repeat), one core\n", path.c_str(),
+              space.candidate_count(), units, trials);
+  std::vector<std::unique_ptr<twin::Hypothesis>> twins;
+  for (const protocols::HypothesisSpec& spec : protocol.hypotheses) {
+    twins.push_back(twin::make_hypothesis(spec, space, units, options));
+  }
+  std::vector<std::vector<double>> warm_ms(twins.size());
+  std::vector<double> cold_ms(twins.size()), total_ms;
+  for (std::size_t r = 0; r <= repeats; ++r) {
+    if (r > 0) add_trial();
+    double total = 0.0;
+    for (std::size_t h = 0; h < twins.size(); ++h) {
+      const auto started = Clock::now();
+      twins[h]->update(stimuli, counts);
+      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+      total += ms;
+      if (r == 0) {
+        cold_ms[h] = ms;
+      } else {
+        warm_ms[h].push_back(ms);
+      }
+    }
+    if (r > 0) total_ms.push_back(total);
+  }
+  for (std::size_t h = 0; h < twins.size(); ++h) {
+    std::printf("  %-14s %-20s first refit %7.0f ms, then median %7.0f ms\n",
+                protocol.hypotheses[h].name.c_str(), std::string(twins[h]->family()).c_str(),
+                cold_ms[h], median(warm_ms[h]));
+  }
+  std::printf(
+      "  all twins: median %.0f ms per refit (%zu repeats); the protocol's trials start "
+      "every %.0f ms\n",
+      median(total_ms), repeats, protocol.timing.onset_interval_ms());
+  return 0;
+}
