@@ -501,10 +501,6 @@ class AngularTuning final : public TorchTwin {
            F::softplus(p.amplitude).unsqueeze(0) * evoked;
   }
 
-  [[nodiscard]] torch::Tensor mean(const torch::Tensor& x, const Params& p) const {
-    return mean(index_stimuli(x), p);
-  }
-
   Evaluation evaluate(const torch::Tensor& x) override {
     const IndexedStimuli xi = index_stimuli(x);
     if (draws_.empty()) return {mean(xi, current()), dispersion_};

@@ -54,9 +54,9 @@ torch::Tensor count_nll_per_unit(const torch::Tensor& mu, const torch::Tensor& y
                                  const torch::Tensor& alpha) {
   // NB2 with size r = 1/alpha: -log P = (y + r) log(1 + alpha mu) - y log mu + terms free of mu.
   // As alpha -> 0, r log(1 + alpha mu) -> mu and y log(1 + alpha mu) -> 0, the Poisson terms. A
-  // Poisson column (alpha 0) is computed at alpha 1e-12, where the two differ from those limits
-  // by a relative 1e-12 mu at most: one expression serves both, with a finite gradient, and a
-  // fit (which evaluates it a hundred times over every trial) needs no branches.
+  // Poisson column (alpha 0) is computed at alpha 1e-12, where the first is mu within a relative
+  // 5e-13 mu and the second 1e-12 y mu: one expression serves both with a finite gradient, and a
+  // fit, which evaluates it about a hundred times over every trial, needs no branches.
   const auto a = (alpha.dim() == 1 ? alpha.unsqueeze(0) : alpha).clamp_min(1e-12);
   return ((y + 1.0 / a) * torch::log1p(a * mu) - y * torch::log(mu)).sum(0);
 }
