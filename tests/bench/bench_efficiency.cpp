@@ -365,8 +365,10 @@ int main(int argc, char** argv) {
     if (settings.random)
       std::printf(", random %4.0f (verdict %s after %zu)", rt, r.verdict.c_str(), r.trials);
     std::printf("  [%.0f s]\n", elapsed());
-    if (settings.verbose)
-      std::printf("    discriminate:%s\n    random:%s\n", d.checks.c_str(), r.checks.c_str());
+    if (settings.verbose) {
+      std::printf("    discriminate:%s\n", d.checks.c_str());
+      if (settings.random) std::printf("    random:%s\n", r.checks.c_str());
+    }
     std::fflush(stdout);
   }
   const std::size_t n = settings.subjects;
