@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <numbers>
 #include <random>
 #include <string>
@@ -121,8 +122,13 @@ int main(int argc, char** argv) {
   std::printf("%s: %zu candidates, %zu units, %zu trials (+1 per repeat), one core\n", path.c_str(),
               space.candidate_count(), units, trials);
   std::vector<std::unique_ptr<twin::Hypothesis>> twins;
-  for (const protocols::HypothesisSpec& spec : protocol.hypotheses) {
-    twins.push_back(twin::make_hypothesis(spec, space, units, options));
+  try {
+    for (const protocols::HypothesisSpec& spec : protocol.hypotheses) {
+      twins.push_back(twin::make_hypothesis(spec, space, units, options));
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_refit: %s: %s\n", path.c_str(), e.what());
+    return 1;
   }
   std::vector<std::vector<double>> warm_ms(twins.size());
   std::vector<double> cold_ms(twins.size()), total_ms;
