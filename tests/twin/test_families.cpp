@@ -611,6 +611,55 @@ TEST(Families, LnpFitsAnOptogeneticSpace) {
   EXPECT_GT(b.at(1, 0).mean, 2.0 * b.at(0, 0).mean);
 }
 
+TEST(Families, LnpIgnoresTheDimensionsItIsToldTo) {
+  const auto space = optogenetic();
+  auto power_only_spec = spec(HypothesisFamily::kLnp, "power_only");
+  power_only_spec.params = {{"ignore_duration_ms", 1.0}};
+  auto power_only = make_hypothesis(power_only_spec, space, 1, {});
+  auto both = make_hypothesis(spec(HypothesisFamily::kLnp, "both"), space, 1, {});
+  Trials t;
+  std::mt19937_64 rng(5);
+  for (int r = 0; r < 40; ++r) {
+    for (std::size_t c = 0; c < space.candidate_count(); ++c) {
+      const auto s = space.stimulus(c);
+      t.stimuli.push_back(s);
+      std::poisson_distribution<std::uint32_t> p(1.0 + 0.2 * s.value(1));  // rises with duration
+      t.counts.push_back(p(rng));
+    }
+  }
+  power_only->update(t.stimuli, t.counts);
+  both->update(t.stimuli, t.counts);
+  // Candidates 0 and 1: the same power, 10 and 50 ms (truth: 3 and 11 spikes).
+  const std::vector<Stimulus> short_long{space.stimulus(0), space.stimulus(1)};
+  const auto blind = predict_all(*power_only, short_long);
+  EXPECT_NEAR(blind.at(0, 0).mean, blind.at(1, 0).mean, 1e-9);
+  EXPECT_NEAR(blind.at(0, 0).mean, 7.0, 1.0);  // the mean over both durations
+  const auto seeing = predict_all(*both, short_long);
+  EXPECT_NEAR(seeing.at(0, 0).mean, 3.0, 1.0);
+  EXPECT_NEAR(seeing.at(1, 0).mean, 11.0, 2.0);
+
+  auto not_a_flag = spec(HypothesisFamily::kLnp, "half");
+  not_a_flag.params = {{"ignore_duration_ms", 0.5}};
+  EXPECT_THROW((void)make_hypothesis(not_a_flag, space, 1, {}), std::invalid_argument);
+  auto no_such_dimension = spec(HypothesisFamily::kLnp, "typo");
+  no_such_dimension.params = {{"ignore_pulse_ms", 1.0}};
+  try {
+    (void)make_hypothesis(no_such_dimension, space, 1, {});
+    FAIL() << "ignore_ of a dimension the space lacks accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("ignore_pulse_ms"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("ignore_duration_ms"), std::string::npos) << e.what();
+  }
+  auto blind_to_all = spec(HypothesisFamily::kLnp, "blind");
+  blind_to_all.params = {{"ignore_duration_ms", 1.0}, {"ignore_amplitude_mw", 1.0}};
+  try {
+    (void)make_hypothesis(blind_to_all, space, 1, {});
+    FAIL() << "an lnp with no features accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("null"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Families, RefusesWhatItCannotBuild) {
   const auto space = gratings(8, {1.0});
   auto bad = spec(static_cast<HypothesisFamily>(42), "mystery");

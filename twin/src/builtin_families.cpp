@@ -746,7 +746,8 @@ class AngularTuning final : public TorchTwin {
 // ------------------------------------------------------------------------------------------
 // lnp: rate = exp(w . features(stimulus) + b). Features: each non-angular dimension scaled to
 // [0, 1] over its values; each angular dimension (unit deg) as cos and sin only, since a
-// linear term in an angle would make 0 and 360 degrees different stimuli.
+// linear term in an angle would make 0 and 360 degrees different stimuli. "ignore_<dimension>: 1"
+// leaves a dimension out, so two lnp hypotheses can ask whether the response depends on it.
 //
 // Prior (MAP fit): each weight ~ N(0, s^2), s = "prior_weight_sd" (default 1): with features on
 // [0, 1] or [-1, 1], a weight of 1 changes the rate e-fold across a feature's range, so the
@@ -760,10 +761,18 @@ class Lnp final : public TorchTwin {
   Lnp(const protocols::HypothesisSpec& spec, const protocols::StimulusSpace& space,
       std::size_t units, const TwinOptions& options)
       : TorchTwin(spec, space, units, options) {
-    check_params(spec, {"rate_hz", "l2", "max_iterations", "poisson", "prior_weight_sd",
-                        "parameter_uncertainty"});
+    std::vector<std::string> known{
+        "rate_hz", "l2", "max_iterations", "poisson", "prior_weight_sd", "parameter_uncertainty"};
+    for (const auto& dim : space.dimensions) known.push_back("ignore_" + dim.name);
+    check_params(spec, known);
     for (std::size_t d = 0; d < space.dimension_count(); ++d) {
       const auto& dim = space.dimensions[d];
+      const double ignore = param_or(spec, "ignore_" + dim.name, 0.0);
+      if (ignore != 0.0 && ignore != 1.0) {
+        throw std::invalid_argument("hypothesis '" + spec.name + "': ignore_" + dim.name +
+                                    " must be 0 or 1, found " + std::to_string(ignore));
+      }
+      if (ignore == 1.0) continue;
       if (is_degrees(dim)) {
         angular_.push_back(static_cast<std::int64_t>(d));
         continue;
@@ -777,6 +786,11 @@ class Lnp final : public TorchTwin {
       linear_.push_back(static_cast<std::int64_t>(d));
       offset_.push_back(std::isfinite(lo) ? lo : 0.0);
       scale_.push_back(hi > lo ? 1.0 / (hi - lo) : 0.0);  // a constant dimension adds nothing
+    }
+    if (linear_.empty() && angular_.empty()) {
+      throw std::invalid_argument("hypothesis '" + spec.name +
+                                  "': lnp ignores every stimulus dimension; a rate that does not "
+                                  "depend on the stimulus is family null");
     }
     const double w = options.window_seconds;
     floor_ = kMinRateHz * w;

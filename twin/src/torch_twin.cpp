@@ -83,16 +83,20 @@ double param_or(const protocols::HypothesisSpec& spec, std::string_view key, dou
   return it == spec.params.end() ? fallback : it->second;
 }
 
-void check_params(const protocols::HypothesisSpec& spec,
-                  std::initializer_list<std::string_view> allowed) {
+void check_params(const protocols::HypothesisSpec& spec, const std::vector<std::string>& allowed) {
   for (const auto& [key, value] : spec.params) {
     if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
     std::string list;
-    for (const auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+    for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
     throw std::invalid_argument("hypothesis '" + spec.name + "': unknown parameter '" + key +
                                 "' for family " + std::string(protocols::to_string(spec.family)) +
                                 " (known: " + list + ")");
   }
+}
+
+void check_params(const protocols::HypothesisSpec& spec,
+                  std::initializer_list<std::string_view> allowed) {
+  check_params(spec, std::vector<std::string>(allowed.begin(), allowed.end()));
 }
 
 TorchTwin::TorchTwin(const protocols::HypothesisSpec& spec, const protocols::StimulusSpace& space,

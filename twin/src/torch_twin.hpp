@@ -53,6 +53,8 @@ namespace twinloop::twin::detail {
 /// Refuses parameters the family does not know (a misspelt key would otherwise be ignored).
 void check_params(const protocols::HypothesisSpec& spec,
                   std::initializer_list<std::string_view> allowed);
+/// The same, for a family whose parameter names depend on the stimulus space.
+void check_params(const protocols::HypothesisSpec& spec, const std::vector<std::string>& allowed);
 
 class TorchTwin : public Hypothesis {
  public:
