@@ -30,7 +30,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "twinloop 0.1.0");
 
   std::vector<std::string> check_paths;
-  auto* check = app.add_subcommand("check", "Validate protocol files without running anything");
+  auto* check = app.add_subcommand(
+      "check", "Validate protocol files and build their twins, without running anything");
   check->add_option("PROTOCOL", check_paths, "YAML protocol file(s)")->required();
 
   twinloop::daemon::SimulateOptions sim;

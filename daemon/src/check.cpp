@@ -1,5 +1,8 @@
 #include <cstdio>
+#include <string>
+#include <vector>
 
+#include "twinloop/daemon/closed_loop.hpp"
 #include "twinloop/daemon/commands.hpp"
 #include "twinloop/protocols/loader.hpp"
 
@@ -17,6 +20,15 @@ int check_protocols(const std::vector<std::filesystem::path>& paths) {
       continue;
     }
     const protocols::Protocol& p = *result.protocol;
+    if (const std::vector<std::string> problems = twin_problems(p); !problems.empty()) {
+      for (const std::string& problem : problems) {
+        std::fprintf(stderr, "%s: error: %s\n", path.string().c_str(), problem.c_str());
+      }
+      std::fprintf(stderr, "%s: refused (%zu hypothes%s cannot be built)\n", path.string().c_str(),
+                   problems.size(), problems.size() == 1 ? "is" : "es");
+      status = kExitRefused;
+      continue;
+    }
     std::printf(
         "%s: ok: protocol '%s', %zu probe%s, %zu stimulus candidates over %zu dimensions, "
         "%zu hypotheses, at most %u trials\n",

@@ -47,6 +47,19 @@ ClosedLoopOptions session_loop_options(const protocols::Protocol& protocol, std:
   return options;
 }
 
+std::vector<std::string> twin_problems(const protocols::Protocol& protocol) {
+  const twin::TwinOptions options = session_loop_options(protocol, 0).twin;
+  std::vector<std::string> problems;
+  for (std::size_t k = 0; k < protocol.hypotheses.size(); ++k) {
+    try {
+      (void)twin::make_hypothesis(protocol.hypotheses[k], protocol.stimulus, 1, options);
+    } catch (const std::exception& e) {
+      problems.push_back("hypotheses[" + std::to_string(k) + "]: " + e.what());
+    }
+  }
+  return problems;
+}
+
 std::vector<twin::PredictionBatch> prior_predictions(const protocols::Protocol& protocol,
                                                      std::size_t units,
                                                      const twin::TwinOptions& options) {

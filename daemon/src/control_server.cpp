@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <zmq.hpp>
 
+#include "twinloop/daemon/closed_loop.hpp"
 #include "twinloop/daemon/control.hpp"
 #include "twinloop/protocols/loader.hpp"
 
@@ -631,6 +632,14 @@ struct ControlServer::Impl {
       }
       refusal.extra["diagnostics"] = std::move(diagnostics);
       return refusal;
+    }
+    if (const std::vector<std::string> problems = twin_problems(*loaded.protocol);
+        !problems.empty()) {
+      std::string reason = "submit: protocol refused (" + std::to_string(problems.size()) +
+                           " hypothes" + (problems.size() == 1 ? "is" : "es") +
+                           " cannot be built):";
+      for (const std::string& problem : problems) reason += "\n" + name + ": " + problem;
+      return Refusal{out.id, reason};
     }
     out.protocol = std::move(loaded.protocol);
     return std::nullopt;

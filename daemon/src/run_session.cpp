@@ -475,6 +475,11 @@ std::filesystem::path default_session_dir(const protocols::Protocol& protocol) {
 // Which built-in hypothesis, if any, is true of the simulated units.
 std::string configure_truth(const std::string& model, hil::SimulationConfig& sim) {
   hil::ResponseMix mix{0, 0, 0, 0, 0};
+  // The simulated units read only direction, contrast and spatial frequency. In a space with none
+  // of them (an optogenetic protocol, say) every candidate drives them alike, so whatever their
+  // tuning, the stimulus-independent model is the true one there.
+  const bool sees_stimulus = sim.direction_dimension >= 0 || sim.contrast_dimension >= 0 ||
+                             sim.spatial_frequency_dimension >= 0;
   if (model == "direction_tuning") {
     mix.direction_tuned = 1.0;
   } else if (model == "null") {
@@ -484,7 +489,7 @@ std::string configure_truth(const std::string& model, hil::SimulationConfig& sim
     return "none";
   }
   sim.mix = mix;
-  return model;
+  return sees_stimulus ? model : "null";
 }
 
 // The running session as the control socket sees it. Called on the session thread between
@@ -1028,9 +1033,13 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
               summary.verdict.reason.c_str());
   if (!remote) {
     std::printf(
-        "truth        simulated units are '%s' -> %s (units here are detection channels, "
+        "truth        simulated units are '%s'%s -> %s (units here are detection channels, "
         "each pooling the units near it)\n",
-        truth_model.c_str(), verdict_matches ? "verdict matches" : "verdict differs");
+        truth_model.c_str(),
+        truth_model == "null" && options.sim_model != "null"
+            ? " (in this space: they respond only to direction, contrast and spatial frequency)"
+            : "",
+        verdict_matches ? "verdict matches" : "verdict differs");
   }
   const std::string stop_reason = closed_loop->stop_decision().stop() ? summary.stop_reason
                                   : engine.interrupted()              ? "by a signal"
@@ -1157,6 +1166,14 @@ int run_session(const RunOptions& options) {
     return kExitRefused;
   }
   const protocols::Protocol& protocol = *loaded.protocol;
+  if (const std::vector<std::string> problems = twin_problems(protocol); !problems.empty()) {
+    for (const std::string& problem : problems) {
+      std::fprintf(stderr, "%s: error: %s\n", options.protocol.string().c_str(), problem.c_str());
+    }
+    std::fprintf(stderr, "twinloop run: %s refused; nothing was started\n",
+                 options.protocol.string().c_str());
+    return kExitRefused;
+  }
   const std::filesystem::path dir = options.out.value_or(default_session_dir(protocol));
   if (options.rig == "recorded") return internal::run_recorded_session(protocol, options, dir);
   return internal::execute_session(protocol, options, dir, false, "run");

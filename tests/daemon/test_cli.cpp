@@ -85,6 +85,34 @@ TEST(Cli, CheckRefusesATypoWithFileLineColumnAndField) {
   EXPECT_NE(r.output.find("refused"), std::string::npos) << r.output;
 }
 
+// The loader accepts any numeric params; the twin family refuses ones it does not know. check
+// and run must both say so before anything starts, and run must leave no session folder behind.
+TEST(Cli, CheckAndRunRefuseParamsATwinDoesNotTake) {
+  const fs::path dir = temp_dir("twinparams");
+  std::ifstream in(kExamples / "protocol_gratings.yaml");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string key = "family: lnp";
+  const std::size_t at = text.find(key);
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, key.size(), "family: lnp\n    params: {gain: 2}");
+  const fs::path bad = dir / "gain.yaml";
+  std::ofstream(bad) << text;
+
+  Result r = run("check " + bad.string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find(bad.string() + ": error: hypotheses[1]"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("unknown parameter 'gain'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("refused"), std::string::npos) << r.output;
+
+  const fs::path session = dir / "session";
+  r = run("run " + bad.string() + " --rig sim --seconds 2 --pace max --out " + session.string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("unknown parameter 'gain'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("nothing was started"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(session)) << "a refused protocol left a session folder";
+  fs::remove_all(dir);
+}
+
 TEST(Cli, CheckRefusesAMissingFile) {
   const Result r = run("check /nonexistent/protocol.yaml");
   EXPECT_EQ(r.status, 1);
@@ -167,6 +195,27 @@ TEST(Cli, RunOnTheSimulatedRigWritesAVerifiableRecordAndSummary) {
   r = run("run " + (kExamples / "protocol_gratings.yaml").string() +
           " --rig sim --seconds 2 --pace max --quiet --out " + session.string());
   EXPECT_EQ(r.status, 1) << "an existing session must never be overwritten: " << r.output;
+  fs::remove_all(dir);
+}
+
+// The simulated units respond to direction, contrast and spatial frequency only, so in the
+// optogenetic example's space (power x pulse duration) the stimulus-independent twin is the true
+// one.
+TEST(Cli, RunsTheOptogeneticExampleWhereTheNullIsTrue) {
+  const fs::path dir = temp_dir("opto");
+  const fs::path session = dir / "session";
+  const Result r =
+      run("run " + (kExamples / "protocol_optogenetic.yaml").string() +
+          " --rig sim --seconds 20 --seed 1 --pace max --quiet --out " + session.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::ifstream in(session / "summary.json");
+  const nlohmann::json summary = nlohmann::json::parse(in);
+  EXPECT_EQ(summary["truth"]["model"], "null") << summary.dump(2);
+  EXPECT_EQ(summary["posterior"].size(), 3u);
+  EXPECT_GE(summary["trials"].get<int>(), 5);
+  EXPECT_NE(r.output.find("respond only to direction, contrast and spatial frequency"),
+            std::string::npos)
+      << r.output;
   fs::remove_all(dir);
 }
 

@@ -395,6 +395,25 @@ TEST_F(ControlTest, BadProtocolIsRefusedWithItsDiagnostic) {
   EXPECT_TRUE(handler_.calls().empty());
 }
 
+// A protocol that loads but names a param its twin family does not take would fail only once
+// its session started; submit refuses it up front instead.
+TEST_F(ControlTest, ProtocolWhoseTwinsCannotBeBuiltIsRefused) {
+  start();
+  std::string text = example_protocol();
+  const std::size_t at = text.find("family: lnp");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, std::string("family: lnp").size(), "family: lnp\n    params: {gain: 2}");
+  const auto reply =
+      ask({{"id", "sub"}, {"command", "submit"}, {"name", "gain.yaml"}, {"protocol", text}});
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ((*reply)["ok"], false);
+  const std::string error = (*reply)["error"];
+  EXPECT_NE(error.find("gain.yaml: hypotheses[1]"), std::string::npos) << error;
+  EXPECT_NE(error.find("unknown parameter 'gain'"), std::string::npos) << error;
+  EXPECT_TRUE(handler_.calls().empty());
+  expect_still_serving();
+}
+
 TEST_F(ControlTest, HandlerExceptionBecomesAnErrorReply) {
   start();
   std::string text = example_protocol();

@@ -168,6 +168,12 @@ struct RestoreReport {
                                                      std::uint64_t seed,
                                                      std::string_view designer = {});
 
+/// Builds every hypothesis of `protocol` once (one unit) and returns what refused, one line each
+/// ("hypotheses[k]: <the twin's message>"); empty when all build. The loader checks a protocol's
+/// form, but only a twin family knows its params and only loading a TorchScript file shows it is
+/// one, so `check`, `run` and a daemon's `submit` call this before anything starts.
+[[nodiscard]] std::vector<std::string> twin_problems(const protocols::Protocol& protocol);
+
 /// Every hypothesis's predictions before any fit (its prior) for every candidate of the protocol:
 /// what a session predicts until its first refit is adopted. The model check judges only trials
 /// predicted by fitted twins; restore() and `twinloop report` tell those apart by comparing a
