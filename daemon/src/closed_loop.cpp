@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <mutex>
@@ -51,8 +52,18 @@ std::vector<std::string> twin_problems(const protocols::Protocol& protocol) {
   const twin::TwinOptions options = session_loop_options(protocol, 0).twin;
   std::vector<std::string> problems;
   for (std::size_t k = 0; k < protocol.hypotheses.size(); ++k) {
+    const protocols::HypothesisSpec& spec = protocol.hypotheses[k];
+    if (spec.family == protocols::HypothesisFamily::kTorchScript) {
+      std::error_code ec;
+      if (!spec.path || !std::filesystem::is_regular_file(*spec.path, ec)) {
+        problems.push_back("hypotheses[" + std::to_string(k) + "]: hypothesis '" + spec.name +
+                           "': TorchScript file '" + spec.path.value_or("") +
+                           "' does not exist or is not a file");
+      }
+      continue;
+    }
     try {
-      (void)twin::make_hypothesis(protocol.hypotheses[k], protocol.stimulus, 1, options);
+      (void)twin::make_hypothesis(spec, protocol.stimulus, 1, options);
     } catch (const std::exception& e) {
       problems.push_back("hypotheses[" + std::to_string(k) + "]: " + e.what());
     }

@@ -110,6 +110,18 @@ TEST(Cli, CheckAndRunRefuseParamsATwinDoesNotTake) {
   EXPECT_NE(r.output.find("unknown parameter 'gain'"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("nothing was started"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(session)) << "a refused protocol left a session folder";
+
+  // A TorchScript twin is loaded once the session's unit count is known; check finds a missing
+  // file all the same.
+  text.replace(text.find("family: lnp\n    params: {gain: 2}"),
+               std::string("family: lnp\n    params: {gain: 2}").size(),
+               "family: torchscript\n    path: /nonexistent/twin.pt");
+  const fs::path missing = dir / "missing.yaml";
+  std::ofstream(missing) << text;
+  r = run("check " + missing.string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("hypotheses[1]"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("/nonexistent/twin.pt"), std::string::npos) << r.output;
   fs::remove_all(dir);
 }
 

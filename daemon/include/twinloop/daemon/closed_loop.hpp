@@ -168,10 +168,12 @@ struct RestoreReport {
                                                      std::uint64_t seed,
                                                      std::string_view designer = {});
 
-/// Builds every hypothesis of `protocol` once (one unit) and returns what refused, one line each
-/// ("hypotheses[k]: <the twin's message>"); empty when all build. The loader checks a protocol's
-/// form, but only a twin family knows its params and only loading a TorchScript file shows it is
-/// one, so `check`, `run` and a daemon's `submit` call this before anything starts.
+/// Builds every built-in hypothesis of `protocol` once (one unit) and returns what refused, one
+/// line each ("hypotheses[k]: <the twin's message>"); empty when all build. The loader checks a
+/// protocol's form, but only a twin family knows its params, so `check`, `run` and a daemon's
+/// `submit` call this before anything starts. A TorchScript twin is only checked for its file
+/// here: its output must match the session's unit count, known once the rig is connected, so it
+/// is loaded and run on every candidate when the session starts.
 [[nodiscard]] std::vector<std::string> twin_problems(const protocols::Protocol& protocol);
 
 /// Every hypothesis's predictions before any fit (its prior) for every candidate of the protocol:
