@@ -37,6 +37,10 @@
 // --trace prints every trial of every session: stimulus, counts, posterior. --coherence turns on
 // the model check's trial-coherence test.
 //
+// Every session is also scored under an unstructured reference (CellReference: each candidate
+// its own rate per unit): how often it beats the best twin by more than a factor 100 is a
+// prototype of a "none fits" test. docs/session.md gives what it found (no power here).
+//
 // --random-max-trials gives the random designer a budget of its own: a session that has not
 // reached 0.99 within it counts as the budget, so with the default budget the ratios are lower
 // bounds. --no-random runs the discriminating designer alone (to compare changes to it quickly).
@@ -53,7 +57,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <limits>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -133,7 +139,50 @@ struct Settings {
   std::uint32_t random_max_trials = 0;  // the random designer's budget (0: max_trials)
 };
 
+/// A prototype of a check against an unstructured alternative: each candidate stimulus has its
+/// own rate per unit, Gamma(k, k / m) a priori (mean m = the unit's mean count over the trials so
+/// far, coefficient of variation 1 / sqrt(k)), so its prediction for a trial is negative binomial
+/// (Gamma-Poisson). Scored prequentially on the same trials as the twins: log BF(reference vs
+/// best twin) is a likelihood ratio that a sequential design does not bias, and under a true twin
+/// it exceeds log(100) with probability about 1/100 at most (Ville's inequality for the ratio, a
+/// nonnegative martingale when the twin's predictions are the true ones).
+class CellReference {
+ public:
+  CellReference(std::size_t candidates, std::size_t units, double shape)
+      : units_(units),
+        shape_(shape),
+        trials_(candidates * units, 0.0),
+        sums_(trials_),
+        unit_sums_(units, 0.0) {}
+
+  /// log p(counts | trials so far), then learns them.
+  double score_and_learn(std::size_t candidate, std::span<const std::uint32_t> counts) {
+    double log_p = 0.0;
+    for (std::size_t u = 0; u < units_; ++u) {
+      const double m = (unit_sums_[u] + 1.0) / (static_cast<double>(seen_) + 1.0);
+      const std::size_t cell = candidate * units_ + u;
+      const double a = shape_ + sums_[cell];
+      const double b = shape_ / m + trials_[cell];
+      const double y = counts[u];
+      log_p += std::lgamma(y + a) - std::lgamma(a) - std::lgamma(y + 1.0) +
+               a * std::log(b / (b + 1.0)) - y * std::log(b + 1.0);
+      trials_[cell] += 1.0;
+      sums_[cell] += y;
+      unit_sums_[u] += y;
+    }
+    ++seen_;
+    return log_p;
+  }
+
+ private:
+  std::size_t units_;
+  double shape_;
+  std::vector<double> trials_, sums_, unit_sums_;
+  std::size_t seen_ = 0;
+};
+
 struct Outcome {
+  double reference_margin = 0.0;  // log score of CellReference minus the best twin's, at the end
   std::optional<std::size_t> trials_to_099;
   std::string verdict;
   std::string checks;      // each hypothesis's model-check p-values (--verbose)
@@ -161,6 +210,8 @@ Outcome run_session(const protocols::Protocol& protocol, protocols::DesignerStra
   options.model_check.trial_coherence = settings.coherence;
   options.max_trials = settings.max_trials;
   daemon::ClosedLoop loop(protocol, settings.units, rig, nullptr, options);
+  CellReference reference(protocol.stimulus.candidate_count(), settings.units, 1.0);
+  double reference_score = 0.0;
   if (settings.trace) {
     std::printf("    column prefers %.0f deg, %.3f cpd\n", subject.column_preferred_deg(),
                 subject.column_preferred_sf_cpd());
@@ -169,6 +220,7 @@ Outcome run_session(const protocols::Protocol& protocol, protocols::DesignerStra
       const daemon::TrialRig::Result result =
           rig.run_trial(planned->trial, planned->stimulus, counts);
       loop.complete(*planned, result, counts);
+      reference_score += reference.score_and_learn(planned->candidate, counts);
       std::printf("    trial %3llu %s dir %5.1f c %.3f sf %.2f counts",
                   static_cast<unsigned long long>(planned->trial), planned->validation ? "V" : " ",
                   planned->stimulus.value(0), planned->stimulus.value(1),
@@ -179,10 +231,20 @@ Outcome run_session(const protocols::Protocol& protocol, protocols::DesignerStra
       std::printf("\n");
     }
   } else {
-    while (loop.step()) {
+    std::vector<std::uint32_t> counts(settings.units);
+    while (const auto planned = loop.plan()) {
+      const daemon::TrialRig::Result result =
+          rig.run_trial(planned->trial, planned->stimulus, counts);
+      loop.complete(*planned, result, counts);
+      reference_score += reference.score_and_learn(planned->candidate, counts);
     }
   }
   Outcome outcome;
+  double best = -std::numeric_limits<double>::infinity();
+  for (std::size_t k = 0; k < protocol.hypotheses.size(); ++k) {
+    best = std::max(best, loop.posterior().log_evidence(k));
+  }
+  outcome.reference_margin = reference_score - best;
   outcome.trials_to_099 = loop.trials_to_reach(true_index, 0.99);
   const daemon::SessionSummary summary = loop.summary();
   outcome.verdict = summary.verdict.name;
@@ -330,7 +392,7 @@ int main(int argc, char** argv) {
       settings.subjects, settings.units, settings.spread_deg, protocol.stimulus.candidate_count(),
       settings.directions, std::max<std::size_t>(settings.spatial_frequencies, 1), budget,
       settings.min_trials_to_fit, settings.refit_every);
-  std::vector<double> ratio, discriminate_trials, random_trials, session_trials;
+  std::vector<double> ratio, discriminate_trials, random_trials, session_trials, reference_margins;
   std::size_t wrong[2] = {0, 0}, unreached[2] = {0, 0}, none[2] = {0, 0}, undecided[2] = {0, 0};
   for (std::size_t s = settings.first_subject; s < settings.first_subject + settings.subjects;
        ++s) {
@@ -360,8 +422,11 @@ int main(int argc, char** argv) {
       undecided[k] += v == "undecided" ? 1 : 0;
       unreached[k] += both[k]->trials_to_099 ? 0 : 1;
     }
-    std::printf("  subject %2zu (%-11s): discriminate %4.0f trials (verdict %s after %zu)", s,
-                truth_name.c_str(), dt, d.verdict.c_str(), d.trials);
+    reference_margins.push_back(d.reference_margin);
+    std::printf(
+        "  subject %2zu (%-11s): discriminate %4.0f trials (verdict %s after %zu; "
+        "reference %+.1f)",
+        s, truth_name.c_str(), dt, d.verdict.c_str(), d.trials, d.reference_margin);
     if (settings.random)
       std::printf(", random %4.0f (verdict %s after %zu)", rt, r.verdict.c_str(), r.trials);
     std::printf("  [%.0f s]\n", elapsed());
@@ -407,6 +472,14 @@ int main(int argc, char** argv) {
         median(discriminate_trials), d_low, d_high, unreached[0], wrong[0], n, none[0],
         undecided[0], median(session_trials));
   }
+  const auto beaten = [](const std::vector<double>& margins) {
+    return static_cast<std::size_t>(std::count_if(margins.begin(), margins.end(),
+                                                  [](double m) { return m > std::log(100.0); }));
+  };
+  std::printf(
+      "prototype reference check (each candidate its own rate): log BF(reference vs best twin) > "
+      "log 100 in %zu of %zu discriminate sessions on true models; median %.1f\n",
+      beaten(reference_margins), reference_margins.size(), median(reference_margins));
   std::fflush(stdout);
 
   // Subjects no hypothesis describes, discriminating designer (as a session would run).
@@ -418,7 +491,7 @@ int main(int argc, char** argv) {
   for (const Misspecified& m : {Misspecified{"two unequal lobes", only_bimodal(), 5000},
                                 Misspecified{"adapting", only_adapting(), 7000}}) {
     std::size_t none_fits = 0, false_winner = 0, still_undecided = 0;
-    std::vector<double> trials;
+    std::vector<double> trials, margins;
     for (std::size_t s = 0; s < static_cast<std::size_t>(settings.misspecified); ++s) {
       const Outcome d = run_session(protocol, protocols::DesignerStrategy::kDiscriminate, m.mix,
                                     m.seed_base + s, settings, 0);
@@ -426,8 +499,9 @@ int main(int argc, char** argv) {
       still_undecided += d.verdict == "undecided" ? 1 : 0;
       false_winner += (d.verdict != "none" && d.verdict != "undecided") ? 1 : 0;
       trials.push_back(static_cast<double>(d.trials));
-      std::printf("  %s subject %2zu: verdict %s after %zu trials  [%.0f s]\n", m.what, s,
-                  d.verdict.c_str(), d.trials, elapsed());
+      margins.push_back(d.reference_margin);
+      std::printf("  %s subject %2zu: verdict %s after %zu trials (reference %+.1f)  [%.0f s]\n",
+                  m.what, s, d.verdict.c_str(), d.trials, d.reference_margin, elapsed());
       if (settings.verbose) std::printf("   %s\n", d.checks.c_str());
       std::fflush(stdout);
     }
@@ -436,6 +510,10 @@ int main(int argc, char** argv) {
         "%zu, undecided in %zu (median %.0f trials)\n",
         m.what, none_fits, static_cast<std::size_t>(settings.misspecified), false_winner,
         still_undecided, median(trials));
+    std::printf(
+        "  prototype reference check: log BF(reference vs best twin) > log 100 in %zu of %zu; "
+        "median %.1f\n",
+        beaten(margins), margins.size(), median(margins));
   }
   std::printf("(%.0f s)\n", elapsed());
   return 0;
