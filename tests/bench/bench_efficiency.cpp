@@ -215,29 +215,22 @@ Outcome run_session(const protocols::Protocol& protocol, protocols::DesignerStra
   if (settings.trace) {
     std::printf("    column prefers %.0f deg, %.3f cpd\n", subject.column_preferred_deg(),
                 subject.column_preferred_sf_cpd());
-    std::vector<std::uint32_t> counts(settings.units);
-    while (const auto planned = loop.plan()) {
-      const daemon::TrialRig::Result result =
-          rig.run_trial(planned->trial, planned->stimulus, counts);
-      loop.complete(*planned, result, counts);
-      reference_score += reference.score_and_learn(planned->candidate, counts);
-      std::printf("    trial %3llu %s dir %5.1f c %.3f sf %.2f counts",
-                  static_cast<unsigned long long>(planned->trial), planned->validation ? "V" : " ",
-                  planned->stimulus.value(0), planned->stimulus.value(1),
-                  settings.spatial_frequencies ? planned->stimulus.value(2) : 0.0);
-      for (const std::uint32_t c : counts) std::printf(" %2u", c);
-      std::printf("  P");
-      for (const double p : loop.posterior().probabilities()) std::printf(" %.3f", p);
-      std::printf("\n");
-    }
-  } else {
-    std::vector<std::uint32_t> counts(settings.units);
-    while (const auto planned = loop.plan()) {
-      const daemon::TrialRig::Result result =
-          rig.run_trial(planned->trial, planned->stimulus, counts);
-      loop.complete(*planned, result, counts);
-      reference_score += reference.score_and_learn(planned->candidate, counts);
-    }
+  }
+  std::vector<std::uint32_t> counts(settings.units);
+  while (const auto planned = loop.plan()) {
+    const daemon::TrialRig::Result result =
+        rig.run_trial(planned->trial, planned->stimulus, counts);
+    loop.complete(*planned, result, counts);
+    reference_score += reference.score_and_learn(planned->candidate, counts);
+    if (!settings.trace) continue;
+    std::printf("    trial %3llu %s dir %5.1f c %.3f sf %.2f counts",
+                static_cast<unsigned long long>(planned->trial), planned->validation ? "V" : " ",
+                planned->stimulus.value(0), planned->stimulus.value(1),
+                settings.spatial_frequencies ? planned->stimulus.value(2) : 0.0);
+    for (const std::uint32_t c : counts) std::printf(" %2u", c);
+    std::printf("  P");
+    for (const double p : loop.posterior().probabilities()) std::printf(" %.3f", p);
+    std::printf("\n");
   }
   Outcome outcome;
   double best = -std::numeric_limits<double>::infinity();
