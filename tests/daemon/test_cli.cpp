@@ -45,6 +45,18 @@ fs::path temp_dir(const std::string& name) {
 
 const fs::path kExamples = fs::path(TWINLOOP_SOURCE_DIR) / "config" / "examples";
 
+/// Writes the gratings example to `to` with the first `find` replaced by `replace`; false when
+/// the example no longer contains `find`.
+bool write_gratings_with(const std::string& find, const std::string& replace, const fs::path& to) {
+  std::ifstream in(kExamples / "protocol_gratings.yaml");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::size_t at = text.find(find);
+  if (at == std::string::npos) return false;
+  text.replace(at, find.size(), replace);
+  std::ofstream(to) << text;
+  return true;
+}
+
 TEST(Cli, HelpListsEverySubcommand) {
   const Result r = run("--help");
   EXPECT_EQ(r.status, 0);
@@ -70,14 +82,8 @@ TEST(Cli, CheckAcceptsTheShippedExamples) {
 
 TEST(Cli, CheckRefusesATypoWithFileLineColumnAndField) {
   const fs::path dir = temp_dir("check");
-  std::ifstream in(kExamples / "protocol_gratings.yaml");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const std::string key = "  max_trials: 600";
-  const std::size_t at = text.find(key);
-  ASSERT_NE(at, std::string::npos);
-  text.replace(at, key.size(), "  max_trails: 600");
   const fs::path bad = dir / "typo.yaml";
-  std::ofstream(bad) << text;
+  ASSERT_TRUE(write_gratings_with("  max_trials: 600", "  max_trails: 600", bad));
   const Result r = run("check " + bad.string());
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find(bad.string() + ":"), std::string::npos) << r.output;
@@ -89,14 +95,8 @@ TEST(Cli, CheckRefusesATypoWithFileLineColumnAndField) {
 // and run must both say so before anything starts, and run must leave no session folder behind.
 TEST(Cli, CheckAndRunRefuseParamsATwinDoesNotTake) {
   const fs::path dir = temp_dir("twinparams");
-  std::ifstream in(kExamples / "protocol_gratings.yaml");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const std::string key = "family: lnp";
-  const std::size_t at = text.find(key);
-  ASSERT_NE(at, std::string::npos);
-  text.replace(at, key.size(), "family: lnp\n    params: {gain: 2}");
   const fs::path bad = dir / "gain.yaml";
-  std::ofstream(bad) << text;
+  ASSERT_TRUE(write_gratings_with("family: lnp", "family: lnp\n    params: {gain: 2}", bad));
 
   Result r = run("check " + bad.string());
   EXPECT_EQ(r.status, 1) << r.output;
@@ -113,11 +113,9 @@ TEST(Cli, CheckAndRunRefuseParamsATwinDoesNotTake) {
 
   // A TorchScript twin is loaded once the session's unit count is known; check finds a missing
   // file all the same.
-  text.replace(text.find("family: lnp\n    params: {gain: 2}"),
-               std::string("family: lnp\n    params: {gain: 2}").size(),
-               "family: torchscript\n    path: /nonexistent/twin.pt");
   const fs::path missing = dir / "missing.yaml";
-  std::ofstream(missing) << text;
+  ASSERT_TRUE(write_gratings_with("family: lnp",
+                                  "family: torchscript\n    path: /nonexistent/twin.pt", missing));
   r = run("check " + missing.string());
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("hypotheses[1]"), std::string::npos) << r.output;

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <iostream>
 #include <numbers>
 #include <random>
@@ -593,19 +594,28 @@ TEST(Families, StatedTuningShapesThePrior) {
   EXPECT_LT(b.at(1, 0).mean, 3.0);   // 270 deg
 }
 
-TEST(Families, LnpFitsAnOptogeneticSpace) {
-  const auto space = optogenetic();
-  auto h = make_hypothesis(spec(HypothesisFamily::kLnp), space, 1, {});
+/// One unit's Poisson counts, 40 trials of every candidate, with mean `mean_count(stimulus)`.
+Trials every_candidate_40_times(const StimulusSpace& space,
+                                const std::function<double(const Stimulus&)>& mean_count,
+                                std::uint64_t seed) {
   Trials t;
-  std::mt19937_64 rng(3);
+  std::mt19937_64 rng(seed);
   for (int r = 0; r < 40; ++r) {
     for (std::size_t c = 0; c < space.candidate_count(); ++c) {
       const auto s = space.stimulus(c);
       t.stimuli.push_back(s);
-      std::poisson_distribution<std::uint32_t> p(2.0 + 3.0 * s.value(0));  // rises with power
+      std::poisson_distribution<std::uint32_t> p(mean_count(s));
       t.counts.push_back(p(rng));
     }
   }
+  return t;
+}
+
+TEST(Families, LnpFitsAnOptogeneticSpace) {
+  const auto space = optogenetic();
+  auto h = make_hypothesis(spec(HypothesisFamily::kLnp), space, 1, {});
+  const Trials t = every_candidate_40_times(
+      space, [](const Stimulus& s) { return 2.0 + 3.0 * s.value(0); }, 3);  // rises with power
   h->update(t.stimuli, t.counts);
   const auto b = predict_all(*h, std::vector<Stimulus>{space.stimulus(0), space.stimulus(6)});
   EXPECT_GT(b.at(1, 0).mean, 2.0 * b.at(0, 0).mean);
@@ -617,16 +627,8 @@ TEST(Families, LnpIgnoresTheDimensionsItIsToldTo) {
   power_only_spec.params = {{"ignore_duration_ms", 1.0}};
   auto power_only = make_hypothesis(power_only_spec, space, 1, {});
   auto both = make_hypothesis(spec(HypothesisFamily::kLnp, "both"), space, 1, {});
-  Trials t;
-  std::mt19937_64 rng(5);
-  for (int r = 0; r < 40; ++r) {
-    for (std::size_t c = 0; c < space.candidate_count(); ++c) {
-      const auto s = space.stimulus(c);
-      t.stimuli.push_back(s);
-      std::poisson_distribution<std::uint32_t> p(1.0 + 0.2 * s.value(1));  // rises with duration
-      t.counts.push_back(p(rng));
-    }
-  }
+  const Trials t = every_candidate_40_times(
+      space, [](const Stimulus& s) { return 1.0 + 0.2 * s.value(1); }, 5);  // rises with duration
   power_only->update(t.stimuli, t.counts);
   both->update(t.stimuli, t.counts);
   // Candidates 0 and 1: the same power, 10 and 50 ms (truth: 3 and 11 spikes).
