@@ -122,6 +122,11 @@ std::string fixed(double v, int decimals) {
   if (std::isinf(v)) return v > 0 ? "+\u221e" : "\u2212\u221e";
   return printf_string("%.*f", v, decimals);
 }
+// What a bits-per-spike figure is measured against; summaries that do not say are older ones,
+// which measured against a constant rate.
+std::string versus(const std::string& reference) {
+  return " vs " + (reference.empty() ? std::string(kConstantRateReference) : reference);
+}
 std::string percent(double fraction) {
   return std::isfinite(fraction) ? printf_string("%.*f", 100.0 * fraction, 1) + "%" : "n/a";
 }
@@ -441,6 +446,8 @@ struct HypothesisCheck {
   std::array<Interval, 2> intervals{{{0.5}, {0.9}}};
   double log_bayes_factor = kNaN;
   std::string against;
+  double bits_per_spike = kNaN;  ///< against the null's predictions, as the summary's
+  std::string bits_per_spike_against;
 };
 
 struct InfoPoint {
@@ -575,6 +582,18 @@ Analysis analyse(const Session& s) {
       c.result = check.result();
       c.pit.assign(check.pit_values().begin(), check.pit_values().end());
       interval_coverage(c, accepted, h, s.units);
+    }
+  }
+
+  // Bits per spike against the null's registered predictions (as the session's summary).
+  for (std::size_t h = 0; h < a.checks.size(); ++h) {
+    HypothesisCheck& c = a.checks[h];
+    if (a.null_index) {
+      c.bits_per_spike = twin::bits_per_spike_against(c.result, a.checks[*a.null_index].result);
+      c.bits_per_spike_against = s.hypotheses[*a.null_index].name;
+    } else {
+      c.bits_per_spike = c.result.bits_per_spike_vs_constant_rate;
+      c.bits_per_spike_against = kConstantRateReference;
     }
   }
 
@@ -1230,7 +1249,10 @@ class Page {
     out_ +=
         "<p>Log Bayes factors are natural logs of the ratio of prequential evidence against "
         "the protocol's null hypothesis (or, for the null itself or without one, the "
-        "strongest other). Bits per spike are against a constant-rate Poisson model per unit; "
+        "strongest other). Bits per spike are against the null hypothesis's registered "
+        "predictions on the same trials (0 for the null; without a null, against a "
+        "constant-rate Poisson model per unit fitted to those trials, which out-of-sample "
+        "predictions from few trials rarely beat); "
         "Spearman &rho; is between predicted mean and observed count over (trial, unit) "
         "pairs, with a 95% bootstrap interval over trials. Bits per spike, &rho;, the PIT "
         "p-value and fits are on the validation trials scored after the twins were first fitted (" +
@@ -1272,9 +1294,10 @@ class Page {
             "</td><td class=\"n\">" + fixed(json_number(*h, "log_bayes_factor").value_or(kNaN), 2) +
             "</td><td>" + esc(json_string(*h, "log_bayes_factor_against")) +
             "</td><td class=\"n\">" + fixed(json_number(*h, "bits_per_spike").value_or(kNaN), 3) +
-            "</td><td class=\"n\">" + fixed(json_number(*h, "spearman_rho").value_or(kNaN), 2) +
-            esc(interval) + "</td><td class=\"n\">" +
-            num(json_number(*h, "pit_p_value").value_or(kNaN), 3) + "</td><td>" +
+            esc(versus(json_string(*h, "bits_per_spike_against"))) + "</td><td class=\"n\">" +
+            fixed(json_number(*h, "spearman_rho").value_or(kNaN), 2) + esc(interval) +
+            "</td><td class=\"n\">" + num(json_number(*h, "pit_p_value").value_or(kNaN), 3) +
+            "</td><td>" +
             (fits != h->end() && fits->is_boolean() ? (fits->get<bool>() ? "yes" : "no") : "n/a") +
             "</td>";
       } else if (s_.summary) {
@@ -1286,14 +1309,19 @@ class Page {
                 : " [" + fixed(r.spearman_ci_low, 2) + ", " + fixed(r.spearman_ci_high, 2) + "]";
         out_ += "<td class=\"n\">" + num(posterior, 4) + "</td><td class=\"n\">" +
                 fixed(c.log_bayes_factor, 2) + "</td><td>" + esc(c.against) +
-                "</td><td class=\"n\">" + fixed(r.bits_per_spike, 3) + "</td><td class=\"n\">" +
+                "</td><td class=\"n\">" + fixed(c.bits_per_spike, 3) +
+                esc(versus(c.bits_per_spike_against)) + "</td><td class=\"n\">" +
                 fixed(r.spearman, 2) + esc(interval) + "</td><td class=\"n\">" + num(r.p_value, 3) +
                 "</td><td>" + esc(fits_here) + "</td>";
       }
       if (s_.summary) {
+        // A summary written before bits per spike had a reference field measured them against a
+        // constant rate: recompute what it holds.
+        const json* h = summary_hypothesis(s_, s_.hypotheses[k].name);
+        const bool constant_rate = h != nullptr && !h->contains("bits_per_spike_against");
         out_ += "<td class=\"n\">" + fixed(c.log_bayes_factor, 2) + ", " +
-                fixed(r.bits_per_spike, 3) + ", " + fixed(r.spearman, 2) + ", " +
-                num(r.p_value, 3) + "</td>";
+                fixed(constant_rate ? r.bits_per_spike_vs_constant_rate : c.bits_per_spike, 3) +
+                ", " + fixed(r.spearman, 2) + ", " + num(r.p_value, 3) + "</td>";
       }
       out_ += "</tr>\n";
     }

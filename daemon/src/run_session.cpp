@@ -559,11 +559,11 @@ class SessionControl final : public ControlHandler {
 void internal::print_hypothesis_rows(const SessionSummary& summary) {
   for (const HypothesisSummary& h : summary.hypotheses) {
     std::printf(
-        "  %-16s %-17s posterior %.3f  log BF %+8.1f vs %-14s bits/spike %+.3f  "
+        "  %-16s %-17s posterior %.3f  log BF %+8.1f vs %-14s bits/spike %+.3f vs %-14s "
         "Spearman rho %.2f [%.2f, %.2f]  fits %s\n",
         h.name.c_str(), h.family.c_str(), h.posterior, h.log_bayes_factor,
-        h.bayes_factor_against.c_str(), h.check.bits_per_spike, h.check.spearman,
-        h.check.spearman_ci_low, h.check.spearman_ci_high,
+        h.bayes_factor_against.c_str(), h.bits_per_spike, h.bits_per_spike_against.c_str(),
+        h.check.spearman, h.check.spearman_ci_low, h.check.spearman_ci_high,
         !h.check.enough_data ? "too few validation data" : (h.check.fits ? "yes" : "no"));
   }
 }
@@ -583,7 +583,9 @@ nlohmann::json internal::summary_json(const SessionSummary& summary,
          {"posterior", h.posterior},
          {"log_bayes_factor", number(h.log_bayes_factor)},
          {"log_bayes_factor_against", h.bayes_factor_against},
-         {"bits_per_spike", number(h.check.bits_per_spike)},
+         {"bits_per_spike", number(h.bits_per_spike)},
+         {"bits_per_spike_against", h.bits_per_spike_against},
+         {"bits_per_spike_vs_constant_rate", number(h.check.bits_per_spike_vs_constant_rate)},
          {"spearman_rho", number(h.check.spearman)},
          {"spearman_ci", {number(h.check.spearman_ci_low), number(h.check.spearman_ci_high)}},
          {"fits", h.check.fits},

@@ -198,6 +198,13 @@ TEST(Cli, RunOnTheSimulatedRigWritesAVerifiableRecordAndSummary) {
   EXPECT_TRUE(fs::exists(session / "session.sqlite"));
   EXPECT_TRUE(fs::exists(session / "ground_truth" / "spike_times.npy"));
 
+  // Bits per spike are against the protocol's null, 'no_tuning' (the values need validation
+  // trials, which 8 s may not hold: ReportSession checks them).
+  for (const nlohmann::json& h : summary["hypotheses"]) {
+    EXPECT_EQ(h["bits_per_spike_against"], "no_tuning") << h.dump();
+  }
+  EXPECT_NE(r.output.find("vs no_tuning"), std::string::npos) << r.output;
+
   r = run("verify " + session.string());
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("intact"), std::string::npos) << r.output;

@@ -67,6 +67,10 @@ TEST(ClosedLoop, TrueHypothesisWinsAndTheRecordVerifies) {
   EXPECT_GE(summary.validation_trials, 5u);
   EXPECT_LE(summary.trials, 60u);
   EXPECT_GT(summary.hypotheses[0].log_bayes_factor, std::log(99.0));
+  // Out of sample on the validation trials, the true twin predicts better than the null.
+  EXPECT_EQ(summary.hypotheses[0].bits_per_spike_against, "flat");
+  EXPECT_GT(summary.hypotheses[0].bits_per_spike, 0.0);
+  EXPECT_EQ(summary.hypotheses[1].bits_per_spike, 0.0);
   const VerifyReport report = verify(dir);
   EXPECT_TRUE(report.clean()) << (report.violations.empty() ? "" : report.violations[0].what);
   EXPECT_EQ(report.trials, summary.trials);
@@ -174,6 +178,28 @@ TEST(ClosedLoop, TheRefitThreadIsPlacedByItsHostOnItsOwnThread) {
   }  // joins the refit thread, so `placed` is safe to read
   EXPECT_EQ(calls.load(), 1);
   EXPECT_NE(placed, std::this_thread::get_id());
+}
+
+// Without a null hypothesis there is no registered baseline: bits per spike fall back to a
+// constant rate per unit, and the summary says so.
+TEST(ClosedLoop, WithoutANullBitsPerSpikeAreAgainstAConstantRate) {
+  protocols::Protocol protocol = load();
+  ASSERT_EQ(protocol.hypotheses.at(1).family, protocols::HypothesisFamily::kNull);
+  protocol.hypotheses[1] = {"orientation", protocols::HypothesisFamily::kOrientationTuning, {}, {}};
+  hil::CountSubject subject(subject_config({1, 0, 0, 0, 0}, 6));
+  CountRig rig(subject);
+  ClosedLoopOptions o = options();
+  o.max_trials = 40;
+  ClosedLoop loop(protocol, 16, rig, nullptr, o);
+  while (loop.step()) {
+  }
+  const SessionSummary summary = loop.summary();
+  ASSERT_GT(summary.validation_trials, 0u);
+  for (const HypothesisSummary& h : summary.hypotheses) {
+    EXPECT_EQ(h.bits_per_spike_against, kConstantRateReference) << h.name;
+    EXPECT_TRUE(std::isfinite(h.bits_per_spike)) << h.name;
+    EXPECT_EQ(h.bits_per_spike, h.check.bits_per_spike_vs_constant_rate) << h.name;
+  }
 }
 
 TEST(ClosedLoop, FlatSubjectIsFoundFlat) {

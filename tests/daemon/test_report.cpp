@@ -266,6 +266,28 @@ TEST_F(ReportSession, RecomputesTheSessionsScoresFromTheRecord) {
   EXPECT_NE(html_.find("matches the recorded posterior"), std::string::npos);
 }
 
+// summary.json's bits per spike are against the null, 'flat'. Both are scored on the same
+// validation trials, so the difference of their constant-rate figures is the same number.
+TEST_F(ReportSession, SummaryBitsPerSpikeAreAgainstTheNullOnTheSameTrials) {
+  const nlohmann::json summary = nlohmann::json::parse(read_file(*session_ / "summary.json"));
+  ASSERT_GT(summary.at("validation_trials").get<int>(), 0) << summary.dump(2);
+  const nlohmann::json* flat = nullptr;
+  for (const nlohmann::json& h : summary.at("hypotheses")) {
+    if (h.at("name") == "flat") flat = &h;
+  }
+  ASSERT_NE(flat, nullptr);
+  EXPECT_EQ(flat->at("bits_per_spike").get<double>(), 0.0);
+  for (const nlohmann::json& h : summary.at("hypotheses")) {
+    SCOPED_TRACE(h.dump());
+    EXPECT_EQ(h.at("bits_per_spike_against"), "flat");
+    ASSERT_TRUE(h.at("bits_per_spike").is_number());
+    EXPECT_NEAR(h.at("bits_per_spike").get<double>(),
+                h.at("bits_per_spike_vs_constant_rate").get<double>() -
+                    flat->at("bits_per_spike_vs_constant_rate").get<double>(),
+                1e-9);
+  }
+}
+
 TEST_F(ReportSession, LoadsInHeadlessChromiumWithoutErrorsAndDrawsItsPlots) {
   const fs::path work = *dir_ / "chromium";
   fs::create_directories(work);

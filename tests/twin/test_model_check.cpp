@@ -308,11 +308,35 @@ TEST(ModelCheck, BitsPerSpikeOfTheTrueModelIsPositiveAndOfTheNullIsZero) {
     baseline.add_trial(null, counts[t]);
   }
   const auto rt = truth.result(), rw = wrong.result(), rn = baseline.result();
-  EXPECT_GT(rt.bits_per_spike, 0.2);
-  EXPECT_NEAR(rn.bits_per_spike, 0.0, 1e-9);
-  EXPECT_LT(rw.bits_per_spike, rt.bits_per_spike);
+  EXPECT_GT(rt.bits_per_spike_vs_constant_rate, 0.2);
+  EXPECT_NEAR(rn.bits_per_spike_vs_constant_rate, 0.0, 1e-9);
+  EXPECT_LT(rw.bits_per_spike_vs_constant_rate, rt.bits_per_spike_vs_constant_rate);
   EXPECT_EQ(rt.spikes, rn.spikes);
-  EXPECT_NEAR(rt.null_log_likelihood, rn.log_likelihood, 1e-6);
+  EXPECT_NEAR(rt.constant_rate_log_likelihood, rn.log_likelihood, 1e-6);
+
+  // Against another checked model on the same trials: the constant-rate model here is that
+  // reference itself, so both figures agree; the reference scores 0 against itself.
+  EXPECT_NEAR(bits_per_spike_against(rt, rn), rt.bits_per_spike_vs_constant_rate, 1e-9);
+  EXPECT_NEAR(bits_per_spike_against(rw, rn), rw.bits_per_spike_vs_constant_rate, 1e-9);
+  EXPECT_EQ(bits_per_spike_against(rn, rn), 0.0);
+  EXPECT_NEAR(bits_per_spike_against(rt, rw), -bits_per_spike_against(rw, rt), 1e-12);
+  EXPECT_GT(bits_per_spike_against(rt, rw), 0.0);
+}
+
+TEST(ModelCheck, BitsPerSpikeAgainstAModelCheckedOnOtherTrialsIsUndefined) {
+  const Population population;
+  std::mt19937_64 rng(18);
+  ModelCheck longer(population.units), shorter(population.units), silent(population.units);
+  for (int t = 0; t < 40; ++t) {
+    const std::vector<std::uint32_t> counts = draw(population.truth(t % 8), rng);
+    longer.add_trial(population.truth(t % 8), counts);
+    if (t < 39) shorter.add_trial(population.truth(t % 8), counts);
+  }
+  const std::vector<std::uint32_t> none(population.units, 0);
+  silent.add_trial(population.truth(0), none);
+  EXPECT_TRUE(std::isfinite(bits_per_spike_against(longer.result(), longer.result())));
+  EXPECT_TRUE(std::isnan(bits_per_spike_against(longer.result(), shorter.result())));
+  EXPECT_TRUE(std::isnan(bits_per_spike_against(silent.result(), silent.result())));
 }
 
 TEST(ModelCheck, SpearmanOfADeterministicMonotoneRelationIsOneWithADegenerateInterval) {

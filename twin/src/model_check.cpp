@@ -347,6 +347,15 @@ void ModelCheck::add_trial(const PredictionBatch& batch, std::size_t candidate,
   add_trial(row, counts);
 }
 
+double bits_per_spike_against(const ModelCheckResult& model,
+                              const ModelCheckResult& reference) noexcept {
+  if (model.spikes == 0 || model.trials != reference.trials || model.spikes != reference.spikes) {
+    return kNaN;
+  }
+  return (model.log_likelihood - reference.log_likelihood) /
+         (static_cast<double>(model.spikes) * std::numbers::ln2);
+}
+
 ModelCheckResult ModelCheck::result() const {
   ModelCheckResult r;
   r.trials = trials_;
@@ -398,18 +407,19 @@ ModelCheckResult ModelCheck::result() const {
   }
 
   // Bits per spike against a constant-rate Poisson per unit at its mean count: for unit u with
-  // S_u spikes over T trials, LL_null = S_u log(S_u / T) - S_u - sum log(y!).
+  // S_u spikes over T trials, LL_constant = S_u log(S_u / T) - S_u - sum log(y!).
   r.log_likelihood = log_likelihood_;
   const auto t = static_cast<double>(trials_);
   for (std::size_t u = 0; u < units_; ++u) {
     const auto s = static_cast<double>(unit_spikes_[u]);
-    if (s > 0.0) r.null_log_likelihood += s * std::log(s / t) - s;
-    r.null_log_likelihood -= unit_log_factorials_[u];
+    if (s > 0.0) r.constant_rate_log_likelihood += s * std::log(s / t) - s;
+    r.constant_rate_log_likelihood -= unit_log_factorials_[u];
     r.spikes += unit_spikes_[u];
   }
-  r.bits_per_spike = r.spikes == 0 ? kNaN
-                                   : (r.log_likelihood - r.null_log_likelihood) /
-                                         (static_cast<double>(r.spikes) * std::numbers::ln2);
+  r.bits_per_spike_vs_constant_rate = r.spikes == 0
+                                          ? kNaN
+                                          : (r.log_likelihood - r.constant_rate_log_likelihood) /
+                                                (static_cast<double>(r.spikes) * std::numbers::ln2);
 
   // Spearman rho with a trial-resampling percentile bootstrap.
   r.spearman = spearman_correlation(predicted_mean_, observed_);

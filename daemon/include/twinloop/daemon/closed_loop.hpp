@@ -113,6 +113,9 @@ struct RefitStats {
   std::size_t waits = 0;         ///< plan() calls that found the refit still running
 };
 
+/// What bits per spike are measured against when the protocol has no null hypothesis.
+inline constexpr std::string_view kConstantRateReference = "constant rate";
+
 /// The session's outcome for one hypothesis.
 struct HypothesisSummary {
   std::string name;
@@ -120,7 +123,11 @@ struct HypothesisSummary {
   double posterior = 0.0;
   double log_bayes_factor = 0.0;  ///< against the protocol's null hypothesis (or the runner-up)
   std::string bayes_factor_against;
-  twin::ModelCheckResult check;  ///< on validation trials
+  /// On validation trials, against the protocol's null hypothesis's registered predictions for
+  /// the same trials (0 for the null itself); without a null, against a constant rate per unit.
+  double bits_per_spike = 0.0;
+  std::string bits_per_spike_against;  ///< the null's name, or "constant rate"
+  twin::ModelCheckResult check;        ///< on validation trials
 };
 
 struct SessionSummary {
