@@ -8,21 +8,29 @@
 // spatial-frequency-tuned, Poisson counts, fixed seed. Each repetition adds one trial and refits,
 // as a session does; the first refit (cold: no previous fit to start from) is reported apart.
 //
+// --convergence then asks whether the joint fit (every unit and start in one optimisation)
+// reached each unit's optimum: each fitted twin is refitted to every unit alone, and the two
+// fits' plug-in predictions (parameter_uncertainty 0, so Laplace draws do not differ) and
+// log-likelihoods of the trials are compared unit by unit.
+//
 //   bench_refit [PROTOCOL.yaml (config/examples/protocol_direction_orientation_sf.yaml)]
-//               [--units U (384)] [--trials N (60)] [--repeats R (5)]
+//               [--units U (384)] [--trials N (60)] [--repeats R (5)] [--convergence]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <numbers>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "twinloop/protocols/loader.hpp"
+#include "twinloop/twin/count_distribution.hpp"
 #include "twinloop/twin/hypothesis.hpp"
+#include "twinloop/twin/prediction.hpp"
 
 namespace {
 
@@ -40,12 +48,84 @@ struct StandIn {
   double preferred_rad, preferred_log2_sf, baseline, amplitude;
 };
 
+double quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
+}
+
+/// Each fitted twin once over all units together and once per unit alone, with plug-in
+/// predictions; prints how far the joint fit is from the per-unit ones.
+void check_convergence(const protocols::Protocol& protocol, const twin::TwinOptions& options,
+                       const std::vector<protocols::Stimulus>& stimuli,
+                       const std::vector<std::uint32_t>& counts, std::size_t units) {
+  const protocols::StimulusSpace& space = protocol.stimulus;
+  std::vector<protocols::Stimulus> candidates;
+  for (std::size_t c = 0; c < space.candidate_count(); ++c) candidates.push_back(space.stimulus(c));
+  const std::size_t trials = stimuli.size();
+  std::printf("convergence: joint fit of %zu units against each unit fitted alone (plug-in)\n",
+              units);
+  for (protocols::HypothesisSpec spec : protocol.hypotheses) {
+    if (spec.family == protocols::HypothesisFamily::kNull ||
+        spec.family == protocols::HypothesisFamily::kTorchScript) {
+      continue;
+    }
+    spec.params["parameter_uncertainty"] = 0.0;
+    const auto started = Clock::now();
+    auto joint = twin::make_hypothesis(spec, space, units, options);
+    joint->update(stimuli, counts);
+    twin::PredictionBatch joint_candidates, joint_trials;
+    joint_candidates.resize(candidates.size(), units);
+    joint_trials.resize(trials, units);
+    joint->predict(candidates, joint_candidates);
+    joint->predict(stimuli, joint_trials);
+
+    std::vector<double> worst_ratio(units), gain(units);
+    std::vector<std::uint32_t> unit_counts(trials);
+    twin::PredictionBatch alone_candidates, alone_trials;
+    alone_candidates.resize(candidates.size(), 1);
+    alone_trials.resize(trials, 1);
+    for (std::size_t u = 0; u < units; ++u) {
+      for (std::size_t t = 0; t < trials; ++t) unit_counts[t] = counts[t * units + u];
+      auto alone = twin::make_hypothesis(spec, space, 1, options);
+      alone->update(stimuli, unit_counts);
+      alone->predict(candidates, alone_candidates);
+      alone->predict(stimuli, alone_trials);
+      for (std::size_t c = 0; c < candidates.size(); ++c) {
+        const double ratio = std::abs(std::log((joint_candidates.at(c, u).mean + 1e-9) /
+                                               (alone_candidates.at(c, 0).mean + 1e-9)));
+        worst_ratio[u] = std::max(worst_ratio[u], ratio);
+      }
+      for (std::size_t t = 0; t < trials; ++t) {
+        gain[u] += twin::log_probability(alone_trials.at(t, 0), unit_counts[t]) -
+                   twin::log_probability(joint_trials.at(t, u), unit_counts[t]);
+      }
+    }
+    const auto share_over = [&](const std::vector<double>& v, double level) {
+      return static_cast<double>(
+                 std::count_if(v.begin(), v.end(), [&](double x) { return x > level; })) /
+             static_cast<double>(v.size());
+    };
+    double total_gain = 0.0;
+    for (const double g : gain) total_gain += g;
+    std::printf(
+        "  %-14s largest |log(mean joint / mean alone)| over candidates, per unit: median %.3f, "
+        "90%% %.3f, max %.3f; units over 0.1: %.1f%%\n"
+        "  %-14s log-likelihood of the trials, alone minus joint: total %+.1f nats, per unit "
+        "median %+.3f, max %+.2f; units where alone is better by > 0.5 nats: %.1f%% (%.0f s)\n",
+        spec.name.c_str(), quantile(worst_ratio, 0.5), quantile(worst_ratio, 0.9),
+        quantile(worst_ratio, 1.0), 100.0 * share_over(worst_ratio, 0.1), "", total_gain,
+        quantile(gain, 0.5), quantile(gain, 1.0), 100.0 * share_over(gain, 0.5),
+        std::chrono::duration<double>(Clock::now() - started).count());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string path =
       std::string(TWINLOOP_SOURCE_DIR) + "/config/examples/protocol_direction_orientation_sf.yaml";
   std::size_t units = 384, trials = 60, repeats = 5;
+  bool convergence = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const bool has_value = i + 1 < argc;
@@ -55,12 +135,14 @@ int main(int argc, char** argv) {
       trials = std::strtoul(argv[++i], nullptr, 10);
     } else if (arg == "--repeats" && has_value) {
       repeats = std::strtoul(argv[++i], nullptr, 10);
+    } else if (arg == "--convergence") {
+      convergence = true;
     } else if (arg.rfind("--", 0) != 0) {
       path = arg;
     } else {
       std::printf(
           "usage: bench_refit [PROTOCOL.yaml] [--units U (384)] [--trials N (60)] "
-          "[--repeats R (5)]\n");
+          "[--repeats R (5)] [--convergence]\n");
       return arg == "--help" ? 0 : 2;
     }
   }
@@ -157,5 +239,13 @@ int main(int argc, char** argv) {
       "  all twins: median %.0f ms per refit (%zu repeats); the protocol's trials start "
       "every %.0f ms\n",
       median(total_ms), repeats, protocol.timing.onset_interval_ms());
+  if (convergence) {
+    try {
+      check_convergence(protocol, options, stimuli, counts, units);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench_refit: %s\n", e.what());
+      return 1;
+    }
+  }
   return 0;
 }
