@@ -20,7 +20,7 @@
 //                    [--window S (0.25)] [--misspecified N (10 of each kind)]
 //                    [--directions N (16)] [--spatial-frequencies N (5)] [--verbose]
 //                    [--first-subject K (0)] [--trace] [--coherence]
-//                    [--random-max-trials T (as --max-trials)] [--no-random]
+//                    [--random-max-trials T (as --max-trials)] [--no-random] [--set NAME=VALUE]
 //
 // --directions sets how finely the direction space is sampled (8 contrasts each): the share of
 // candidates that can tell the hypotheses apart shrinks as it grows, which is where a designer
@@ -44,6 +44,7 @@
 // --random-max-trials gives the random designer a budget of its own: a session that has not
 // reached 0.99 within it counts as the budget, so with the default budget the ratios are lower
 // bounds. --no-random runs the discriminating designer alone (to compare changes to it quickly).
+// --set NAME=VALUE sets a parameter of both tuned twins (docs/protocol.md), e.g. to compare fits.
 // The summary gives 95% bootstrap intervals over subjects: sessions of one designer on one
 // subject vary a lot with the noise of the first trials, and 20 subjects pin a median only so far.
 //
@@ -56,11 +57,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "twinloop/daemon/closed_loop.hpp"
@@ -137,6 +140,7 @@ struct Settings {
   bool trace = false;      // every trial of every session (stimulus, counts, posterior)
   bool random = true;      // also run the random designer (the baseline)
   std::uint32_t random_max_trials = 0;  // the random designer's budget (0: max_trials)
+  std::vector<std::pair<std::string, double>> twin_params;  // --set NAME=VALUE, tuned twins
 };
 
 /// A prototype of a check against an unstructured alternative: each candidate stimulus has its
@@ -321,7 +325,12 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
       s.trace = true;
     else if (arg == "--coherence")
       s.coherence = true;
-    else if (arg == "--no-random")
+    else if (arg == "--set" && has_value && std::strchr(argv[i + 1], '=') != nullptr) {
+      const std::string setting = argv[++i];
+      const auto equals = setting.find('=');
+      s.twin_params.emplace_back(setting.substr(0, equals),
+                                 std::strtod(setting.c_str() + equals + 1, nullptr));
+    } else if (arg == "--no-random")
       s.random = false;
     else if (arg == "--random-max-trials" && has_value)
       s.random_max_trials = static_cast<std::uint32_t>(std::strtoul(argv[++i], nullptr, 10));
@@ -332,7 +341,8 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
           "                        [--window S (0.25)] [--misspecified N (10)]\n"
           "                        [--directions N (16)] [--spatial-frequencies N (5)]\n"
           "                        [--first-subject K (0)] [--verbose] [--trace] [--coherence]\n"
-          "                        [--random-max-trials T (as --max-trials)] [--no-random]\n");
+          "                        [--random-max-trials T (as --max-trials)] [--no-random]\n"
+          "                        [--set NAME=VALUE (a parameter of both tuned twins)]...\n");
       exit_code = arg == "--help" ? 0 : 2;
       return false;
     }
@@ -368,7 +378,11 @@ int main(int argc, char** argv) {
     std::fputs(protocols::format_diagnostics(loaded.diagnostics).c_str(), stderr);
     return 1;
   }
-  const protocols::Protocol& protocol = *loaded.protocol;
+  protocols::Protocol& protocol = *loaded.protocol;
+  for (protocols::HypothesisSpec& h : protocol.hypotheses) {
+    if (h.family == protocols::HypothesisFamily::kNull) continue;
+    for (const auto& [name, value] : settings.twin_params) h.params[name] = value;
+  }
   const auto started = std::chrono::steady_clock::now();
   const auto elapsed = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

@@ -7,14 +7,19 @@
 // The trials are simulated: each unit direction-, contrast- and (when the space has it)
 // spatial-frequency-tuned, Poisson counts, fixed seed. Each repetition adds one trial and refits,
 // as a session does; the first refit (cold: no previous fit to start from) is reported apart.
+// Then each twin, as last fitted, predicts 200 new trials of the same units: their log-likelihood
+// is the quality a session's posterior scores.
 //
 // --convergence then asks whether the joint fit (every unit and start in one optimisation)
-// reached each unit's optimum: each fitted twin is refitted to every unit alone, and the two
-// fits' plug-in predictions (parameter_uncertainty 0, so Laplace draws do not differ) and
-// log-likelihoods of the trials are compared unit by unit.
+// reached each unit's optimum: each tuned twin is refitted to every unit alone with a generous
+// budget (300 L-BFGS iterations, 30 Newton steps), and the two fits' plug-in predictions
+// (parameter_uncertainty 0, so Laplace draws do not differ) and log-likelihoods of the trials
+// are compared unit by unit. --set NAME=VALUE sets a parameter of every tuned twin (e.g.
+// max_iterations, newton_iterations) for the timed refits and the joint fit.
 //
 //   bench_refit [PROTOCOL.yaml (config/examples/protocol_direction_orientation_sf.yaml)]
 //               [--units U (384)] [--trials N (60)] [--repeats R (5)] [--convergence]
+//               [--set NAME=VALUE]...
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -24,7 +29,9 @@
 #include <memory>
 #include <numbers>
 #include <random>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "twinloop/protocols/loader.hpp"
@@ -48,6 +55,11 @@ struct StandIn {
   double preferred_rad, preferred_log2_sf, baseline, amplitude;
 };
 
+bool tuned(const protocols::HypothesisSpec& spec) {
+  return spec.family == protocols::HypothesisFamily::kDirectionTuning ||
+         spec.family == protocols::HypothesisFamily::kOrientationTuning;
+}
+
 double quantile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
@@ -65,11 +77,11 @@ void check_convergence(const protocols::Protocol& protocol, const twin::TwinOpti
   std::printf("convergence: joint fit of %zu units against each unit fitted alone (plug-in)\n",
               units);
   for (protocols::HypothesisSpec spec : protocol.hypotheses) {
-    if (spec.family == protocols::HypothesisFamily::kNull ||
-        spec.family == protocols::HypothesisFamily::kTorchScript) {
-      continue;
-    }
+    if (!tuned(spec)) continue;
     spec.params["parameter_uncertainty"] = 0.0;
+    protocols::HypothesisSpec reference = spec;
+    reference.params["max_iterations"] = 300;
+    reference.params["newton_iterations"] = 30;
     const auto started = Clock::now();
     auto joint = twin::make_hypothesis(spec, space, units, options);
     joint->update(stimuli, counts);
@@ -86,7 +98,7 @@ void check_convergence(const protocols::Protocol& protocol, const twin::TwinOpti
     alone_trials.resize(trials, 1);
     for (std::size_t u = 0; u < units; ++u) {
       for (std::size_t t = 0; t < trials; ++t) unit_counts[t] = counts[t * units + u];
-      auto alone = twin::make_hypothesis(spec, space, 1, options);
+      auto alone = twin::make_hypothesis(reference, space, 1, options);
       alone->update(stimuli, unit_counts);
       alone->predict(candidates, alone_candidates);
       alone->predict(stimuli, alone_trials);
@@ -105,16 +117,23 @@ void check_convergence(const protocols::Protocol& protocol, const twin::TwinOpti
                  std::count_if(v.begin(), v.end(), [&](double x) { return x > level; })) /
              static_cast<double>(v.size());
     };
+    const auto share_under = [&](const std::vector<double>& v, double level) {
+      return static_cast<double>(
+                 std::count_if(v.begin(), v.end(), [&](double x) { return x < level; })) /
+             static_cast<double>(v.size());
+    };
     double total_gain = 0.0;
     for (const double g : gain) total_gain += g;
     std::printf(
         "  %-14s largest |log(mean joint / mean alone)| over candidates, per unit: median %.3f, "
         "90%% %.3f, max %.3f; units over 0.1: %.1f%%\n"
         "  %-14s log-likelihood of the trials, alone minus joint: total %+.1f nats, per unit "
-        "median %+.3f, max %+.2f; units where alone is better by > 0.5 nats: %.1f%% (%.0f s)\n",
+        "median %+.3f, max %+.2f; units where alone is better by > 0.5 nats: %.1f%%, worse: %.1f%% "
+        "(%.0f s)\n",
         spec.name.c_str(), quantile(worst_ratio, 0.5), quantile(worst_ratio, 0.9),
         quantile(worst_ratio, 1.0), 100.0 * share_over(worst_ratio, 0.1), "", total_gain,
         quantile(gain, 0.5), quantile(gain, 1.0), 100.0 * share_over(gain, 0.5),
+        100.0 * share_under(gain, -0.5),
         std::chrono::duration<double>(Clock::now() - started).count());
   }
 }
@@ -126,6 +145,7 @@ int main(int argc, char** argv) {
       std::string(TWINLOOP_SOURCE_DIR) + "/config/examples/protocol_direction_orientation_sf.yaml";
   std::size_t units = 384, trials = 60, repeats = 5;
   bool convergence = false;
+  std::vector<std::pair<std::string, double>> settings;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const bool has_value = i + 1 < argc;
@@ -137,12 +157,17 @@ int main(int argc, char** argv) {
       repeats = std::strtoul(argv[++i], nullptr, 10);
     } else if (arg == "--convergence") {
       convergence = true;
+    } else if (arg == "--set" && has_value &&
+               std::string(argv[i + 1]).find('=') != std::string::npos) {
+      const std::string setting = argv[++i];
+      const auto equals = setting.find('=');
+      settings.emplace_back(setting.substr(0, equals), std::atof(setting.c_str() + equals + 1));
     } else if (arg.rfind("--", 0) != 0) {
       path = arg;
     } else {
       std::printf(
           "usage: bench_refit [PROTOCOL.yaml] [--units U (384)] [--trials N (60)] "
-          "[--repeats R (5)] [--convergence]\n");
+          "[--repeats R (5)] [--convergence] [--set NAME=VALUE]...\n");
       return arg == "--help" ? 0 : 2;
     }
   }
@@ -155,7 +180,11 @@ int main(int argc, char** argv) {
     std::fputs(protocols::format_diagnostics(loaded.diagnostics).c_str(), stderr);
     return 1;
   }
-  const protocols::Protocol& protocol = *loaded.protocol;
+  protocols::Protocol protocol = *loaded.protocol;
+  for (protocols::HypothesisSpec& spec : protocol.hypotheses) {
+    if (!tuned(spec)) continue;
+    for (const auto& [name, value] : settings) spec.params[name] = value;
+  }
   const protocols::StimulusSpace& space = protocol.stimulus;
   const auto direction = space.dimension_index("direction");
   const auto contrast = space.dimension_index("contrast");
@@ -239,6 +268,29 @@ int main(int argc, char** argv) {
       "  all twins: median %.0f ms per refit (%zu repeats); the protocol's trials start "
       "every %.0f ms\n",
       median(total_ms), repeats, protocol.timing.onset_interval_ms());
+  // Held-out trials, drawn after the fits' trials: each twin's predictive log-likelihood of
+  // them, the quality a session's posterior scores.
+  {
+    const std::size_t fitted_trials = stimuli.size();
+    for (std::size_t t = 0; t < 200; ++t) add_trial();
+    const std::span<const protocols::Stimulus> held(stimuli.data() + fitted_trials, 200);
+    twin::PredictionBatch batch;
+    batch.resize(held.size(), units);
+    for (std::size_t h = 0; h < twins.size(); ++h) {
+      twins[h]->predict(held, batch);
+      double total = 0.0;
+      for (std::size_t t = 0; t < held.size(); ++t) {
+        for (std::size_t u = 0; u < units; ++u) {
+          total += twin::log_probability(batch.at(t, u), counts[(fitted_trials + t) * units + u]);
+        }
+      }
+      std::printf("  %-14s held-out log-likelihood of 200 trials: %.1f nats (%.4f per count)\n",
+                  protocol.hypotheses[h].name.c_str(), total,
+                  total / static_cast<double>(held.size() * units));
+    }
+    stimuli.resize(fitted_trials);
+    counts.resize(fitted_trials * units);
+  }
   if (convergence) {
     try {
       check_convergence(protocol, options, stimuli, counts, units);
