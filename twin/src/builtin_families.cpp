@@ -520,6 +520,21 @@ class AngularTuning final : public TorchTwin {
     torch::Tensor baseline, amplitude, preferred, kappa, c50, n, sf, sf_sigma;
   };
 
+  /// The members of `p` that the stimulus space gives a meaning to, in the fit's order: those
+  /// the fits move and the Laplace draws spread (the others have no curvature).
+  [[nodiscard]] std::vector<torch::Tensor*> free_members(Params& p) const {
+    std::vector<torch::Tensor*> members = {&p.baseline, &p.amplitude, &p.preferred, &p.kappa};
+    if (contrast_) members.insert(members.end(), {&p.c50, &p.n});
+    if (spatial_frequency_) members.insert(members.end(), {&p.sf, &p.sf_sigma});
+    return members;
+  }
+  /// `base` with its free members replaced by `values`, in free_members() order.
+  [[nodiscard]] Params with_free(Params base, const std::vector<torch::Tensor>& values) const {
+    const std::vector<torch::Tensor*> members = free_members(base);
+    for (std::size_t i = 0; i < members.size(); ++i) *members[i] = values[i];
+    return base;
+  }
+
   /// An angle (radians) into one period of the tuning curve, centred on 0: (-pi, pi] for
   /// direction, (-pi/2, pi/2] for orientation, so it reads as a direction or an orientation.
   [[nodiscard]] torch::Tensor wrap(const torch::Tensor& angle) const {
@@ -622,33 +637,10 @@ class AngularTuning final : public TorchTwin {
                        const torch::Tensor& overall) {
     draws_.clear();
     if (!parameter_uncertainty_) return;
-    // Only the parameters the stimulus space gives a meaning to: the others have no curvature.
-    std::vector<torch::Tensor> theta = {raw_baseline_, raw_amplitude_, preferred_, raw_kappa_};
-    if (contrast_) {
-      theta.push_back(raw_c50_);
-      theta.push_back(raw_n_);
-    }
-    if (spatial_frequency_) {
-      theta.push_back(sf_);
-      theta.push_back(raw_sf_sigma_);
-    }
-    auto as_params = [&](const std::vector<torch::Tensor>& t) {
-      Params p = current();
-      p.baseline = t[0];
-      p.amplitude = t[1];
-      p.preferred = t[2];
-      p.kappa = t[3];
-      std::size_t next = 4;
-      if (contrast_) {
-        p.c50 = t[next++];
-        p.n = t[next++];
-      }
-      if (spatial_frequency_) {
-        p.sf = t[next++];
-        p.sf_sigma = t[next++];
-      }
-      return p;
-    };
+    Params fitted = current();
+    std::vector<torch::Tensor> theta;
+    for (const torch::Tensor* member : free_members(fitted)) theta.push_back(*member);
+    auto as_params = [&](const std::vector<torch::Tensor>& t) { return with_free(fitted, t); };
     for (const auto& draw : laplace_draws(theta, [&](const std::vector<torch::Tensor>& t) {
            const Params p = as_params(t);
            return (count_nll_per_unit(mean(xi, p), y, dispersion_) + prior_nll(p, overall)).sum();
@@ -756,27 +748,16 @@ class AngularTuning final : public TorchTwin {
     auto per_unit = [&] {
       return count_nll_per_unit(mean(xi, all), y_all, alpha_all) + prior_nll(all, overall_all);
     };
-    std::vector<torch::Tensor> free = {all.baseline, all.amplitude, all.preferred, all.kappa};
-    if (contrast_) free.insert(free.end(), {all.c50, all.n});
-    if (spatial_frequency_) free.insert(free.end(), {all.sf, all.sf_sigma});
+    std::vector<torch::Tensor> free;
+    for (const torch::Tensor* member : free_members(all)) free.push_back(*member);
     // The same loss for a subset of columns, for the Newton steps on each unit.
     auto column_loss = [&](const std::vector<torch::Tensor>& theta, const torch::Tensor& columns) {
-      Params p{all.baseline.index_select(0, columns),  all.amplitude.index_select(0, columns),
-               all.preferred.index_select(0, columns), all.kappa.index_select(0, columns),
-               all.c50.index_select(0, columns),       all.n.index_select(0, columns),
-               all.sf.index_select(0, columns),        all.sf_sigma.index_select(0, columns)};
-      std::size_t next = 0;
-      for (torch::Tensor* member : {&p.baseline, &p.amplitude, &p.preferred, &p.kappa}) {
-        *member = theta[next++];
-      }
-      if (contrast_) {
-        p.c50 = theta[next++];
-        p.n = theta[next++];
-      }
-      if (spatial_frequency_) {
-        p.sf = theta[next++];
-        p.sf_sigma = theta[next++];
-      }
+      const Params p =
+          with_free({all.baseline.index_select(0, columns), all.amplitude.index_select(0, columns),
+                     all.preferred.index_select(0, columns), all.kappa.index_select(0, columns),
+                     all.c50.index_select(0, columns), all.n.index_select(0, columns),
+                     all.sf.index_select(0, columns), all.sf_sigma.index_select(0, columns)},
+                    theta);
       return count_nll_per_unit(mean(xi, p), y_all.index_select(1, columns),
                                 alpha_all.index_select(0, columns)) +
              prior_nll(p, overall_all.index_select(0, columns));
