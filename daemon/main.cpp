@@ -135,7 +135,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1.0, 86400.0));
   run_cmd->add_option("--seed", run.seed, "Seed of the simulated subject and of random choices")
       ->capture_default_str();
-  run_cmd->add_option("--pace", run_pace, "realtime or max")
+  run_cmd
+      ->add_option("--pace", run_pace,
+                   "realtime, or max: the simulated stream as fast as this machine runs it. It "
+                   "does not wait for the twins' refits, so --seconds then holds fewer trials")
       ->capture_default_str()
       ->check(CLI::IsMember({"realtime", "max"}));
   run_cmd->add_option("--out", run_out,
