@@ -41,6 +41,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -135,6 +136,9 @@ constexpr std::int64_t kLaplaceDraws = 32;
 /// half of what polishing every start gains over the joint run (bench_refit --convergence), at
 /// 15 nats nothing, in a third less time than polishing every start.
 constexpr double kPolishMargin = 15.0;
+/// The lengths newton_polish tries along each unit's step (at most 1 in any coordinate).
+constexpr std::array<double, 10> kNewtonStepLengths = {8.0,  4.0,   2.0,    1.0,     0.5,
+                                                       0.25, 0.125, 0.0625, 0.03125, 0.015625};
 
 /// Every unit's gradient [U x K] and Hessian block [U x K x K] of `loss` (a scalar, the sum of
 /// independent per-unit terms) with respect to `theta` (leaves requiring grad, units on
@@ -234,16 +238,15 @@ using ColumnLoss =
 /// optima (bench_refit --convergence). A unit's few parameters make its exact Hessian cheap
 /// (unit_derivatives), and Newton converges on each unit alone. Negative curvature is taken by
 /// its magnitude (a saddle-free step, Dauphin et al. 2014, NeurIPS), a step is at most 1 in
-/// every unconstrained coordinate, and it is halved until the unit's loss falls (at most 6
-/// times). `active` ([A] indices) says which units to polish. A unit leaves that set once its
-/// gradient is ~0 or its loss falls by less than 1e-4 nats, so later steps cost only what the
-/// units still moving need.
+/// every unconstrained coordinate, and each unit takes the multiple of it in
+/// kNewtonStepLengths that lowers its loss most (none: it stays). `active` ([A] indices) says which
+/// units to polish. A unit leaves that set once its gradient is ~0 or its loss falls by less than
+/// 1e-4 nats, so later steps cost only what the units still moving need.
 ///
-/// Off by default (newton_iterations 0): at 384 units it brings every unit to the optimum it has
-/// alone and predicts held-out trials better, but it doubles a refit (most units still creep
-/// downhill after 20 steps), and at 24 trials a converged fit's Laplace predictive scored below
-/// its own plug-in where the joint run's did not (docs/session.md, "Fitting many units at
-/// once").
+/// Off by default (newton_iterations 0): at 384 units it brings nearly every unit to the optimum
+/// it has alone and predicts held-out trials better, but it doubles a refit, and at 24 trials a
+/// converged fit's Laplace predictive scored below its own plug-in where the joint run's did not
+/// (docs/session.md, "Fitting many units at once").
 void newton_polish(const std::vector<torch::Tensor>& params, const ColumnLoss& loss_of,
                    int iterations, torch::Tensor active) {
   torch::NoGradGuard no_grad;
@@ -278,11 +281,12 @@ void newton_polish(const std::vector<torch::Tensor>& params, const ColumnLoss& l
     step = torch::where(usable.unsqueeze(1), step, torch::zeros_like(step));
     step = step / step.abs().amax(1, true).clamp_min(1.0);
 
+    // Every length of a geometric grid, each unit keeping its best: longer than the capped step
+    // too, because along negative curvature (most units still moving after a few steps, mainly
+    // in the amplitude) the capped step alone crawls.
     std::vector<torch::Tensor> best = theta;
     auto best_loss = loss.clone();
-    auto moved = torch::zeros_like(usable);
-    double length = 1.0;
-    for (int halving = 0; halving <= 6; ++halving, length *= 0.5) {
+    for (const double length : kNewtonStepLengths) {
       std::vector<torch::Tensor> trial_theta;
       std::int64_t column = 0;
       for (std::size_t i = 0; i < theta.size(); ++i) {
@@ -291,16 +295,15 @@ void newton_polish(const std::vector<torch::Tensor>& params, const ColumnLoss& l
         column += widths[i];
       }
       const auto trial = loss_of(trial_theta, active);
-      const auto better = (~moved) & usable & torch::isfinite(trial) & (trial < loss);
+      const auto better = usable & torch::isfinite(trial) & (trial < best_loss);
       for (std::size_t i = 0; i < theta.size(); ++i) {
         std::vector<std::int64_t> shape(static_cast<std::size_t>(theta[i].dim()), 1);
         shape[0] = a;
         best[i] = torch::where(better.reshape(shape), trial_theta[i], best[i]);
       }
       best_loss = torch::where(better, trial, best_loss);
-      moved = moved | better;
-      if (moved.equal(usable)) break;
     }
+    const auto moved = best_loss < loss;
     for (std::size_t i = 0; i < params.size(); ++i) params[i].index_copy_(0, active, best[i]);
     // Still moving: its loss fell by more than a change that could matter to a prediction.
     const auto keep = moved & (loss - best_loss > 1e-4);
