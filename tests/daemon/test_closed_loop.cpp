@@ -42,6 +42,17 @@ ClosedLoopOptions options() {
   return o;
 }
 
+/// A session without a record on a simulated column of `mix`, run to its end.
+SessionSummary run_to_end(const protocols::Protocol& protocol, const hil::ResponseMix& mix,
+                          std::uint64_t seed, const ClosedLoopOptions& loop_options) {
+  hil::CountSubject subject(subject_config(mix, seed));
+  CountRig rig(subject);
+  ClosedLoop loop(protocol, 16, rig, nullptr, loop_options);
+  while (loop.step()) {
+  }
+  return loop.summary();
+}
+
 TEST(ClosedLoop, TrueHypothesisWinsAndTheRecordVerifies) {
   const protocols::Protocol protocol = load();
   hil::CountSubject subject(subject_config({1, 0, 0, 0, 0}, 3));
@@ -186,14 +197,9 @@ TEST(ClosedLoop, WithoutANullBitsPerSpikeAreAgainstAConstantRate) {
   protocols::Protocol protocol = load();
   ASSERT_EQ(protocol.hypotheses.at(1).family, protocols::HypothesisFamily::kNull);
   protocol.hypotheses[1] = {"orientation", protocols::HypothesisFamily::kOrientationTuning, {}, {}};
-  hil::CountSubject subject(subject_config({1, 0, 0, 0, 0}, 6));
-  CountRig rig(subject);
   ClosedLoopOptions o = options();
   o.max_trials = 40;
-  ClosedLoop loop(protocol, 16, rig, nullptr, o);
-  while (loop.step()) {
-  }
-  const SessionSummary summary = loop.summary();
+  const SessionSummary summary = run_to_end(protocol, {1, 0, 0, 0, 0}, 6, o);
   ASSERT_GT(summary.validation_trials, 0u);
   for (const HypothesisSummary& h : summary.hypotheses) {
     EXPECT_EQ(h.bits_per_spike_against, kConstantRateReference) << h.name;
@@ -203,28 +209,16 @@ TEST(ClosedLoop, WithoutANullBitsPerSpikeAreAgainstAConstantRate) {
 }
 
 TEST(ClosedLoop, FlatSubjectIsFoundFlat) {
-  const protocols::Protocol protocol = load();
-  hil::CountSubject subject(subject_config({0, 0, 0, 0, 1}, 4));
-  CountRig rig(subject);
-  ClosedLoop loop(protocol, 16, rig, nullptr, options());
-  while (loop.step()) {
-  }
-  const SessionSummary summary = loop.summary();
+  const SessionSummary summary = run_to_end(load(), {0, 0, 0, 0, 1}, 4, options());
   // The null is nested in direction tuning (amplitude 0), so "flat" may not reach 0.99 within
   // the budget; what must not happen is a confident "tuned".
   EXPECT_NE(summary.verdict.name, "tuned") << summary.verdict.reason;
 }
 
 TEST(ClosedLoop, NoHypothesisFitsABimodalSubject) {
-  const protocols::Protocol protocol = load();
-  hil::CountSubject subject(subject_config({0, 1, 0, 0, 0}, 5));
-  CountRig rig(subject);
   ClosedLoopOptions o = options();
   o.max_trials = 60;
-  ClosedLoop loop(protocol, 16, rig, nullptr, o);
-  while (loop.step()) {
-  }
-  const SessionSummary summary = loop.summary();
+  const SessionSummary summary = run_to_end(load(), {0, 1, 0, 0, 0}, 5, o);
   EXPECT_NE(summary.verdict.name, "flat") << summary.verdict.reason;
   // Two-lobed tuning is not a von Mises: either the check refutes the leader or nothing wins.
   EXPECT_TRUE(summary.verdict.kind != twin::VerdictKind::winner || summary.verdict.name == "tuned")
