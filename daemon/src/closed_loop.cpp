@@ -741,13 +741,10 @@ SessionSummary ClosedLoop::summary() const {
     }
     h.bayes_factor_against = against == k ? "" : hypotheses_[against]->name();
     h.log_bayes_factor = against == k ? 0.0 : posterior_.log_bayes_factor(k, against);
-    if (null_index) {
-      h.bits_per_spike = twin::bits_per_spike_against(results[k], results[*null_index]);
-      h.bits_per_spike_against = hypotheses_[*null_index]->name();
-    } else {
-      h.bits_per_spike = results[k].bits_per_spike_vs_constant_rate;
-      h.bits_per_spike_against = kConstantRateReference;
-    }
+    h.bits_per_spike =
+        twin::reported_bits_per_spike(results[k], null_index ? &results[*null_index] : nullptr);
+    h.bits_per_spike_against =
+        null_index ? hypotheses_[*null_index]->name() : std::string(kConstantRateReference);
     h.check = results[k];
     s.hypotheses.push_back(std::move(h));
   }

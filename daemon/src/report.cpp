@@ -586,15 +586,11 @@ Analysis analyse(const Session& s) {
   }
 
   // Bits per spike against the null's registered predictions (as the session's summary).
-  for (std::size_t h = 0; h < a.checks.size(); ++h) {
-    HypothesisCheck& c = a.checks[h];
-    if (a.null_index) {
-      c.bits_per_spike = twin::bits_per_spike_against(c.result, a.checks[*a.null_index].result);
-      c.bits_per_spike_against = s.hypotheses[*a.null_index].name;
-    } else {
-      c.bits_per_spike = c.result.bits_per_spike_vs_constant_rate;
-      c.bits_per_spike_against = kConstantRateReference;
-    }
+  for (HypothesisCheck& c : a.checks) {
+    c.bits_per_spike = twin::reported_bits_per_spike(
+        c.result, a.null_index ? &a.checks[*a.null_index].result : nullptr);
+    c.bits_per_spike_against =
+        a.null_index ? s.hypotheses[*a.null_index].name : std::string(kConstantRateReference);
   }
 
   // The posterior, rebuilt from what was predicted and observed (prequential: the likelihood of

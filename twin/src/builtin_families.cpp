@@ -303,10 +303,9 @@ void newton_polish(const std::vector<torch::Tensor>& params, const ColumnLoss& l
       }
       best_loss = torch::where(better, trial, best_loss);
     }
-    const auto moved = best_loss < loss;
     for (std::size_t i = 0; i < params.size(); ++i) params[i].index_copy_(0, active, best[i]);
     // Still moving: its loss fell by more than a change that could matter to a prediction.
-    const auto keep = moved & (loss - best_loss > 1e-4);
+    const auto keep = loss - best_loss > 1e-4;
     active = active.index_select(0, keep.nonzero().squeeze(1));
   }
 }
@@ -531,6 +530,13 @@ class AngularTuning final : public TorchTwin {
     if (spatial_frequency_) members.insert(members.end(), {&p.sf, &p.sf_sigma});
     return members;
   }
+  /// Rows `columns` of every member of `p`.
+  [[nodiscard]] static Params select_columns(const Params& p, const torch::Tensor& columns) {
+    return {p.baseline.index_select(0, columns),  p.amplitude.index_select(0, columns),
+            p.preferred.index_select(0, columns), p.kappa.index_select(0, columns),
+            p.c50.index_select(0, columns),       p.n.index_select(0, columns),
+            p.sf.index_select(0, columns),        p.sf_sigma.index_select(0, columns)};
+  }
   /// `base` with its free members replaced by `values`, in free_members() order.
   [[nodiscard]] Params with_free(Params base, const std::vector<torch::Tensor>& values) const {
     const std::vector<torch::Tensor*> members = free_members(base);
@@ -635,6 +641,13 @@ class AngularTuning final : public TorchTwin {
     return {predicted, dispersion};
   }
 
+  /// Each column's negative log posterior: the likelihood of every trial plus the prior once.
+  [[nodiscard]] torch::Tensor negative_log_posterior(const IndexedStimuli& xi, const Params& p,
+                                                     const torch::Tensor& y,
+                                                     const torch::Tensor& alpha,
+                                                     const torch::Tensor& overall) const {
+    return count_nll_per_unit(mean(xi, p), y, alpha) + prior_nll(p, overall);
+  }
   /// Laplace draws of every unit's parameters at the fit (see laplace_draws).
   void draw_parameters(const IndexedStimuli& xi, const torch::Tensor& y,
                        const torch::Tensor& overall) {
@@ -645,8 +658,7 @@ class AngularTuning final : public TorchTwin {
     for (const torch::Tensor* member : free_members(fitted)) theta.push_back(*member);
     auto as_params = [&](const std::vector<torch::Tensor>& t) { return with_free(fitted, t); };
     for (const auto& draw : laplace_draws(theta, [&](const std::vector<torch::Tensor>& t) {
-           const Params p = as_params(t);
-           return (count_nll_per_unit(mean(xi, p), y, dispersion_) + prior_nll(p, overall)).sum();
+           return negative_log_posterior(xi, as_params(t), y, dispersion_, overall).sum();
          })) {
       draws_.push_back(as_params(draw));
     }
@@ -747,23 +759,14 @@ class AngularTuning final : public TorchTwin {
     const auto y_all = y.repeat({1, s});
     const auto alpha_all = dispersion_.repeat({s});
     const auto overall_all = overall.repeat({s});
-    // Negative log posterior per column: the likelihood of every trial plus the prior once.
-    auto per_unit = [&] {
-      return count_nll_per_unit(mean(xi, all), y_all, alpha_all) + prior_nll(all, overall_all);
-    };
+    auto per_unit = [&] { return negative_log_posterior(xi, all, y_all, alpha_all, overall_all); };
     std::vector<torch::Tensor> free;
     for (const torch::Tensor* member : free_members(all)) free.push_back(*member);
     // The same loss for a subset of columns, for the Newton steps on each unit.
     auto column_loss = [&](const std::vector<torch::Tensor>& theta, const torch::Tensor& columns) {
-      const Params p =
-          with_free({all.baseline.index_select(0, columns), all.amplitude.index_select(0, columns),
-                     all.preferred.index_select(0, columns), all.kappa.index_select(0, columns),
-                     all.c50.index_select(0, columns), all.n.index_select(0, columns),
-                     all.sf.index_select(0, columns), all.sf_sigma.index_select(0, columns)},
-                    theta);
-      return count_nll_per_unit(mean(xi, p), y_all.index_select(1, columns),
-                                alpha_all.index_select(0, columns)) +
-             prior_nll(p, overall_all.index_select(0, columns));
+      return negative_log_posterior(
+          xi, with_free(select_columns(all, columns), theta), y_all.index_select(1, columns),
+          alpha_all.index_select(0, columns), overall_all.index_select(0, columns));
     };
     auto loss = minimise(free, per_unit, static_cast<double>(y.size(0)), max_iterations_);
 

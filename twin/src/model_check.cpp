@@ -356,6 +356,12 @@ double bits_per_spike_against(const ModelCheckResult& model,
          (static_cast<double>(model.spikes) * std::numbers::ln2);
 }
 
+double reported_bits_per_spike(const ModelCheckResult& model,
+                               const ModelCheckResult* null) noexcept {
+  return null != nullptr ? bits_per_spike_against(model, *null)
+                         : model.bits_per_spike_vs_constant_rate;
+}
+
 ModelCheckResult ModelCheck::result() const {
   ModelCheckResult r;
   r.trials = trials_;

@@ -140,6 +140,11 @@ struct ModelCheckResult {
 [[nodiscard]] double bits_per_spike_against(const ModelCheckResult& model,
                                             const ModelCheckResult& reference) noexcept;
 
+/// Bits per spike as a session reports them: against `null`, the protocol's null hypothesis
+/// checked on the same trials, or, where the protocol has none (nullptr), against a constant rate.
+[[nodiscard]] double reported_bits_per_spike(const ModelCheckResult& model,
+                                             const ModelCheckResult* null) noexcept;
+
 /// Accumulates one hypothesis's predictions and the observed counts over checked trials.
 class ModelCheck {
  public:
