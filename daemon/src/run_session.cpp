@@ -312,6 +312,10 @@ class SessionEngine {
   std::function<void()> on_finish_;
   /// No new trial starts once this returns true (the session's --seconds on the probe clock).
   std::function<bool()> time_up_;
+  /// Optional: stops (true) and restarts (false) a stream that can wait, the simulated probe at
+  /// max pace. Held from the end of one trial to the start of the next, so design, refits and
+  /// the durable pre-registration spend none of the subject's seconds.
+  std::function<void(bool)> hold_stream_;
 
  private:
   void next_trial() {
@@ -340,6 +344,7 @@ class SessionEngine {
     if (!in_flight_) return finish();
     publish(TrialStage::kPreregistered, {});
     failpoint_.reached("after_preregister", in_flight_->trial);
+    if (hold_stream_) hold_stream_(false);
     rig_.begin(in_flight_->trial, in_flight_->stimulus);
     schedule_tick();
   }
@@ -362,6 +367,7 @@ class SessionEngine {
     }
     if (status_) progress_.update(-1.0, status_());
     if (!over) return schedule_tick();
+    if (hold_stream_) hold_stream_(true);
     closed_loop_.complete(*in_flight_, rig_.result(), counts_);
     const TrialRig::Result& result = rig_.result();
     publish(!result.delivered ? TrialStage::kAborted
@@ -946,6 +952,9 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
   engine.time_up_ = [&] {
     return static_cast<double>(loop.counters().samples) / rate >= options.seconds;
   };
+  if (!remote && options.pace == drivers::Pace::kMax) {
+    engine.hold_stream_ = [probe = rig.probe.get()](bool held) { probe->hold(held); };
+  }
   try {
     engine.run();
   } catch (const std::exception& e) {

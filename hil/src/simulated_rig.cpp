@@ -38,6 +38,11 @@ drivers::ReadStatus SimulatedProbe::read(drivers::SampleBlock& block) noexcept {
     last_error_ = "block not allocated for this probe";
     return drivers::ReadStatus::kError;
   }
+  if (config.pace == drivers::Pace::kMax && held_.load(std::memory_order_acquire)) {
+    // Brief, so the acquisition loop neither spins a core nor notices a stop late.
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    return drivers::ReadStatus::kWouldBlock;
+  }
   std::size_t rows = std::min(block.capacity_samples(), config.block_samples);
   const std::int64_t next = subject_->generated_until();
   if (total_samples_ > 0) {

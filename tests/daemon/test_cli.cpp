@@ -10,7 +10,9 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
+#include "twinloop/daemon/session_record.hpp"
 #include "twinloop/drivers/npy.hpp"
 #include "twinloop/drivers/spikeglx.hpp"
 
@@ -233,6 +235,35 @@ TEST(Cli, RunsTheOptogeneticExampleWhereTheNullIsTrue) {
   EXPECT_NE(r.output.find("respond only to direction, contrast and spatial frequency"),
             std::string::npos)
       << r.output;
+  fs::remove_all(dir);
+}
+
+// At max pace the simulated stream waits while the session computes (design, refits, the
+// durable pre-registration), so the subject's seconds hold as many trials as at realtime pace:
+// onsets one protocol interval apart (1 s in the demo), however long the refits take. Before the
+// stream waited, a 20 s session held 8 trials, all before the first refit.
+TEST(Cli, AMaxPaceSessionSpendsNoStreamTimeOnRefits) {
+  const fs::path dir = temp_dir("maxpace");
+  const fs::path session = dir / "session";
+  const Result r =
+      run("run " + (kExamples / "protocol_demo.yaml").string() +
+          " --rig sim --seconds 16 --seed 2 --pace max --quiet --out " + session.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::ifstream in(session / "summary.json");
+  const nlohmann::json summary = nlohmann::json::parse(in);
+  EXPECT_GE(summary["refits"]["count"].get<int>(), 3) << summary.dump(2);
+  const twinloop::daemon::SessionRecord record =
+      twinloop::daemon::SessionRecord::open_existing(session);
+  std::vector<std::int64_t> onsets;
+  for (const twinloop::daemon::RecordedTrial& t : record.trials()) {
+    if (t.onset_sample >= 0) onsets.push_back(t.onset_sample);
+  }
+  EXPECT_GE(onsets.size(), 14u) << summary.dump(2);
+  const std::int64_t interval = 30000;  // baseline + stimulus + inter-trial: 1 s at 30 kHz
+  for (std::size_t i = 1; i < onsets.size(); ++i) {
+    EXPECT_GE(onsets[i] - onsets[i - 1], interval) << "trial " << i;
+    EXPECT_LE(onsets[i] - onsets[i - 1], interval + interval / 5) << "trial " << i;
+  }
   fs::remove_all(dir);
 }
 

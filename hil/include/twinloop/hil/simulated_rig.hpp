@@ -16,6 +16,7 @@
 // Neither object is copyable or movable (driver interfaces own their device).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 
@@ -40,11 +41,18 @@ class SimulatedProbe final : public drivers::ProbeSource {
   /// \note Real-time safe after start(): no allocation, no locks, no exceptions.
   [[nodiscard]] drivers::ReadStatus read(drivers::SampleBlock& block) noexcept override;
   void stop() noexcept override;
+  /// At max pace, stops the stream (read() waits 0.2 ms and returns kWouldBlock) until released.
+  /// A session holds it while nothing waits on the stream (between trials, during a refit): a
+  /// simulated subject has no clock of its own, so only computation would otherwise spend its
+  /// seconds. Ignored at realtime pace, where the stream keeps time as hardware does.
+  /// \note Any thread; lock-free.
+  void hold(bool held) noexcept { held_.store(held, std::memory_order_release); }
 
   [[nodiscard]] SimulatedSubject& subject() noexcept { return *subject_; }
 
  private:
   std::shared_ptr<SimulatedSubject> subject_;
+  std::atomic<bool> held_{false};
   bool started_ = false;
   std::int64_t total_samples_ = 0;  // 0: endless
   std::chrono::steady_clock::time_point clock_zero_{};
