@@ -231,6 +231,7 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
   stop_ = protocol.stop;
   if (options.max_trials && *options.max_trials > 0) stop_.max_trials = *options.max_trials;
   one_.resize(1, units);
+  check_row_.resize(units);
   score_row_.resize(hypotheses_.size());
 }
 
@@ -527,14 +528,30 @@ void ClosedLoop::learn(const protocols::Stimulus& stimulus, bool validation, boo
                        std::span<const std::uint32_t> counts) {
   posterior_trace_.emplace_back(posterior_.probabilities().begin(),
                                 posterior_.probabilities().end());
-  // The check judges fitted twins: validation trials whose predictions still came from the prior
-  // say nothing about whether the family can describe this subject.
-  if (validation && fitted) {
-    ++validation_trials_;
+  // The check judges fitted twins: trials whose predictions still came from the prior say
+  // nothing about whether the family can describe this subject. The PIT tests take validation
+  // trials only (the designer looks where the fits' approximations are worst, which tilts the
+  // PIT histogram); the one-sided encompassing test takes designed trials too, where the rivals
+  // disagree most (ModelCheck, file comment).
+  if (fitted) {
+    if (validation) ++validation_trials_;
     for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
-      std::copy_n(score_row_[k].first, units_, one_.mean.begin());
-      std::copy_n(score_row_[k].second, units_, one_.dispersion.begin());
-      checks_[k].add_trial(one_, 0, counts);
+      for (std::size_t u = 0; u < units_; ++u) {
+        check_row_[u] = {score_row_[k].first[u], score_row_[k].second[u]};
+      }
+      // Every other hypothesis is a rival, in protocol order.
+      rival_means_.clear();
+      for (std::size_t j = 0; j < hypotheses_.size(); ++j) {
+        if (j != k) {
+          rival_means_.insert(rival_means_.end(), score_row_[j].first,
+                              score_row_[j].first + units_);
+        }
+      }
+      if (validation) {
+        checks_[k].add_trial(check_row_, counts, rival_means_);
+      } else {
+        checks_[k].add_rival_trial(check_row_, counts, rival_means_);
+      }
     }
   }
   history_stimuli_.push_back(stimulus);

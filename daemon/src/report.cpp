@@ -458,10 +458,11 @@ struct InfoPoint {
 };
 
 struct Analysis {
-  std::vector<const Trial*> scored;      ///< usable scored trials, trial order
-  std::vector<const Trial*> validation;  ///< scored validation trials
-  std::set<std::uint64_t> checked;       ///< validation trials the session's model check uses
-  std::size_t fit_after = 0;             ///< scored trials before the twins are first fitted
+  std::vector<const Trial*> scored;            ///< usable scored trials, trial order
+  std::vector<const Trial*> validation;        ///< scored validation trials
+  std::set<std::uint64_t> checked;             ///< validation trials the session's model check uses
+  std::vector<const Trial*> designed_checked;  ///< designed trials its encompassing test uses
+  std::size_t fit_after = 0;                   ///< scored trials before the twins are first fitted
   std::vector<HypothesisCheck> checks;
   std::optional<std::size_t> null_index;
   // The posterior rebuilt from the predictions and counts on record, as `resume` does.
@@ -545,6 +546,8 @@ Analysis analyse(const Session& s) {
     if (t.validation) {
       a.validation.push_back(&t);
       if (fitted) a.checked.insert(t.trial);
+    } else if (fitted) {
+      a.designed_checked.push_back(&t);
     }
     a.scored.push_back(&t);
     if (!first_fit_launched && a.scored.size() >= a.fit_after) {
@@ -568,12 +571,31 @@ Analysis analyse(const Session& s) {
       HypothesisCheck& c = a.checks[h];
       twin::ModelCheck check(s.units, options);
       std::vector<twin::CountDistribution> row(s.units);
+      std::vector<double> rivals;
+      // As ClosedLoop::learn: this hypothesis's row, and every other one's means as rivals.
+      const auto fill = [&](const Trial& t) {
+        rivals.clear();
+        for (std::size_t j = 0; j < hypotheses; ++j) {
+          for (std::size_t u = 0; u < s.units; ++u) {
+            if (j == h) row[u] = distribution(t, h, u);
+            if (j != h) rivals.push_back(distribution(t, j, u).mean);
+          }
+        }
+      };
       std::vector<const Trial*> accepted;
       for (const Trial* t : checked_trials) {
-        for (std::size_t u = 0; u < s.units; ++u) row[u] = distribution(*t, h, u);
         try {
-          check.add_trial(row, t->counts);
+          fill(*t);
+          check.add_trial(row, t->counts, rivals);
           accepted.push_back(t);
+        } catch (const std::invalid_argument&) {
+          ++c.skipped_trials;
+        }
+      }
+      for (const Trial* t : a.designed_checked) {
+        try {
+          fill(*t);
+          check.add_rival_trial(row, t->counts, rivals);
         } catch (const std::invalid_argument&) {
           ++c.skipped_trials;
         }
@@ -1252,7 +1274,11 @@ class Page {
         "Spearman &rho; is between predicted mean and observed count over (trial, unit) "
         "pairs, with a 95% bootstrap interval over trials. Bits per spike, &rho;, the PIT "
         "p-value and fits are on the validation trials scored after the twins were first fitted (" +
-        std::to_string(a_.checked.size()) + " trials). ";
+        std::to_string(a_.checked.size()) +
+        " trials); the model check's p-value also holds its encompassing test (do this "
+        "hypothesis's errors lean toward what another predicted?), which judges the designed "
+        "trials after the first fit as well (" +
+        std::to_string(a_.checked.size() + a_.designed_checked.size()) + " trials in all). ";
     out_ += s_.summary
                 ? "Values are from summary.json; the column &ldquo;recomputed&rdquo; is this "
                   "report's own computation from the record with the session's code and "

@@ -583,6 +583,13 @@ nlohmann::json internal::summary_json(const SessionSummary& summary,
   nlohmann::json posterior = nlohmann::json::object();
   for (const HypothesisSummary& h : summary.hypotheses) {
     posterior[h.name] = h.posterior;
+    // The check's encompassing statistic against each rival (every other hypothesis, in order).
+    nlohmann::json rival_z = nlohmann::json::object();
+    std::size_t rival = 0;
+    for (const HypothesisSummary& other : summary.hypotheses) {
+      if (&other == &h || rival >= h.check.encompassing_z.size()) continue;
+      rival_z[other.name] = number(h.check.encompassing_z[rival++]);
+    }
     hypotheses.push_back(
         {{"name", h.name},
          {"family", h.family},
@@ -596,6 +603,10 @@ nlohmann::json internal::summary_json(const SessionSummary& summary,
          {"spearman_ci", {number(h.check.spearman_ci_low), number(h.check.spearman_ci_high)}},
          {"fits", h.check.fits},
          {"pit_p_value", number(h.check.p_value)},
+         {"encompassing",
+          {{"z", rival_z},
+           {"p_value", number(h.check.encompassing_p_value)},
+           {"trials", h.check.encompassing_trials}}},
          {"coverage", number(h.check.coverage)}});
   }
   return {{"verdict", summary.verdict.name},

@@ -247,9 +247,13 @@ Outcome run_session(const protocols::Protocol& protocol, protocols::DesignerStra
   outcome.verdict = summary.verdict.name;
   for (const daemon::HypothesisSummary& h : summary.hypotheses) {
     char line[200];
-    std::snprintf(line, sizeof line, " %s P=%.3f p=%.2g (chi2 %.2g ks %.2g coh %.2g, %zu trials)",
+    std::string rivals;
+    for (const double z : h.check.encompassing_z) rivals += " " + std::to_string(z).substr(0, 5);
+    std::snprintf(line, sizeof line,
+                  " %s P=%.3f p=%.2g (chi2 %.2g ks %.2g coh %.2g enc %.2g [z%s], %zu trials)",
                   h.name.c_str(), h.posterior, h.check.p_value, h.check.chi_square_p_value,
-                  h.check.ks_p_value, h.check.coherence_p_value, h.check.trials);
+                  h.check.ks_p_value, h.check.coherence_p_value, h.check.encompassing_p_value,
+                  rivals.c_str(), h.check.trials);
     outcome.checks += line;
   }
   outcome.trials = loop.trials();

@@ -82,6 +82,15 @@ TEST(ClosedLoop, TrueHypothesisWinsAndTheRecordVerifies) {
   EXPECT_EQ(summary.hypotheses[0].bits_per_spike_against, "flat");
   EXPECT_GT(summary.hypotheses[0].bits_per_spike, 0.0);
   EXPECT_EQ(summary.hypotheses[1].bits_per_spike, 0.0);
+  // The encompassing test judges the designed trials too, each hypothesis against the other:
+  // the null's errors lean toward the tuned twin's predictions, the tuned twin's do not lean
+  // toward the null's.
+  for (const HypothesisSummary& h : summary.hypotheses) {
+    ASSERT_EQ(h.check.encompassing_z.size(), 1u) << h.name;
+    EXPECT_GT(h.check.encompassing_trials, h.check.trials) << h.name;
+  }
+  EXPECT_LT(summary.hypotheses[0].check.encompassing_z[0], 2.0);
+  EXPECT_GT(summary.hypotheses[1].check.encompassing_z[0], 3.0);
   const VerifyReport report = verify(dir);
   EXPECT_TRUE(report.clean()) << (report.violations.empty() ? "" : report.violations[0].what);
   EXPECT_EQ(report.trials, summary.trials);

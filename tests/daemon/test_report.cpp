@@ -266,6 +266,15 @@ TEST_F(ReportSession, RecomputesTheSessionsScoresFromTheRecord) {
         << name << ": " << line;
     EXPECT_NE(line.find(", " + std::string(buffer) + ", "), std::string::npos)
         << name << ": " << line;
+    // The model check's p-value, encompassing test included (designed trials and rivals): the
+    // summary's cell and the end of the recomputed list.
+    ASSERT_TRUE(h.at("pit_p_value").is_number()) << h.dump();
+    std::snprintf(buffer, sizeof buffer, "%.3g", h.at("pit_p_value").get<double>());
+    EXPECT_NE(line.find(", " + std::string(buffer) + "</td>"), std::string::npos)
+        << name << ": " << line;
+    EXPECT_GT(h.at("encompassing").at("trials").get<int>(),
+              summary.at("validation_trials").get<int>())
+        << h.dump();
   }
   EXPECT_NE(html_.find("matches the recorded posterior"), std::string::npos);
 }

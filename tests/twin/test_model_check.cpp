@@ -244,6 +244,125 @@ TEST(ModelCheck, TrialCoherenceCatchesAModelWrongOnlyAtSomeStimuli) {
   EXPECT_LE(rejections(0.0, true, kSessions), 6);
 }
 
+// The encompassing test. A column whose units have a second lobe 3/4 of the first: one hypothesis
+// says "no second lobe" (direction-like), its rival "an equal one" (orientation-like), both
+// wrong. Each session has 25 validation trials at random directions and 25 designed trials at
+// the preferred direction or its opposite (where the two disagree). The counts at the opposite
+// direction lie between the two, so each one's errors lean toward the other.
+struct EncompassingSession {
+  ModelCheckResult equal_lobes;  ///< checked against the one-lobe rival
+  ModelCheckResult pit_only;     ///< the same hypothesis and validation trials, no rival
+};
+
+EncompassingSession encompassing_session(double true_second_lobe, double model_second_lobe,
+                                         double rival_second_lobe, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  ModelCheckOptions options;
+  options.bootstrap_resamples = 0;
+  options.seed = seed;
+  ModelCheck with_rival(4, options), without(4, options);
+  std::vector<double> rival(4);
+  const auto trial = [&](int direction, bool validation) {
+    const auto counts = draw(Column::at(direction, true_second_lobe), rng);
+    const auto model = Column::at(direction, model_second_lobe);
+    const auto other = Column::at(direction, rival_second_lobe);
+    for (std::size_t u = 0; u < 4; ++u) rival[u] = other[u].mean;
+    if (validation) {
+      with_rival.add_trial(model, counts, rival);
+      without.add_trial(model, counts);
+    } else {
+      with_rival.add_rival_trial(model, counts, rival);
+    }
+  };
+  for (int t = 0; t < 50; ++t) {
+    if (t % 2 == 0) {
+      trial(static_cast<int>(rng() % 16), true);
+    } else {
+      trial(t % 4 == 1 ? 0 : 8, false);
+    }
+  }
+  return {with_rival.result(), without.result()};
+}
+
+TEST(ModelCheck, EncompassingCatchesASecondLobeTheRivalDescribesBetter) {
+  int by_pit = 0, by_encompassing = 0, fails = 0;
+  for (std::uint64_t s = 0; s < 100; ++s) {
+    const EncompassingSession r = encompassing_session(0.75, 1.0, 0.0, 900 + s);
+    ASSERT_EQ(r.equal_lobes.encompassing_z.size(), 1u);
+    EXPECT_EQ(r.equal_lobes.encompassing_trials, 50u);
+    EXPECT_EQ(r.equal_lobes.trials, 25u);
+    by_pit += r.pit_only.fits ? 0 : 1;
+    by_encompassing += r.equal_lobes.encompassing_p_value < 0.01 ? 1 : 0;
+    fails += r.equal_lobes.fits ? 0 : 1;
+  }
+  std::cout << "equal lobes on a 3/4 second lobe: rejected in " << by_pit
+            << " of 100 sessions by the PIT tests alone, " << fails
+            << " with the encompassing test (which alone has p < 0.01 in " << by_encompassing
+            << ")\n";
+  EXPECT_GE(fails, 80);
+  EXPECT_GT(fails, 2 * by_pit);
+}
+
+TEST(ModelCheck, EncompassingHoldsItsSizeUnderTheRightModelWhateverChoseTheStimuli) {
+  // The right model (one lobe) against the equal-lobe rival; the designed trials still go where
+  // the two disagree. z is N(0, 1): over 400 sessions about 1% fall below p = 0.01.
+  int rejected = 0;
+  double sum = 0.0, sum_of_squares = 0.0;
+  constexpr int kSessions = 400;
+  for (std::uint64_t s = 0; s < kSessions; ++s) {
+    const ModelCheckResult r = encompassing_session(0.0, 0.0, 1.0, 4000 + s).equal_lobes;
+    rejected += r.encompassing_p_value < 0.01 ? 1 : 0;
+    sum += r.encompassing_z.at(0);
+    sum_of_squares += r.encompassing_z.at(0) * r.encompassing_z.at(0);
+  }
+  const double mean = sum / kSessions;
+  EXPECT_LE(rejected, 10);
+  EXPECT_NEAR(mean, 0.0, 0.2);
+  EXPECT_NEAR(sum_of_squares / kSessions - mean * mean, 1.0, 0.2);
+}
+
+TEST(ModelCheck, EncompassingIsOneSidedAndLeavesThePitValuesAlone) {
+  // A right-shaped model shrunk toward its rival (a flat mean, as a prior pulls a young fit):
+  // its counts lean away from the rival, z < 0, and the test does not reject.
+  const Population population;
+  std::mt19937_64 rng(21);
+  ModelCheck shrunk(population.units), same(population.units);
+  std::vector<double> flat(population.units, 3.0);
+  for (int t = 0; t < 200; ++t) {
+    const int direction = static_cast<int>(rng() % 8);
+    const auto counts = draw(population.truth(direction), rng);
+    auto model = population.truth(direction);
+    for (auto& d : model) d.mean = 0.7 * d.mean + 0.3 * 3.0;
+    shrunk.add_trial(model, counts, flat);
+    same.add_trial(model, counts);
+    shrunk.add_rival_trial(model, counts, flat);  // a designed trial: not a PIT value
+  }
+  const ModelCheckResult r = shrunk.result();
+  EXPECT_LT(r.encompassing_z.at(0), -3.0);
+  EXPECT_GT(r.encompassing_p_value, 0.99);
+  EXPECT_EQ(r.encompassing_trials, 400u);
+  ASSERT_EQ(shrunk.pit_values().size(), same.pit_values().size());
+  EXPECT_TRUE(std::equal(shrunk.pit_values().begin(), shrunk.pit_values().end(),
+                         same.pit_values().begin()));
+  // Without rivals there is no encompassing test and the p-value is the PIT tests' alone.
+  EXPECT_TRUE(same.result().encompassing_z.empty());
+  EXPECT_EQ(same.result().encompassing_p_value, 1.0);
+}
+
+TEST(ModelCheck, EncompassingRefusesRivalMeansThatDoNotFit) {
+  ModelCheck model_check(2);
+  const std::vector<CountDistribution> row{{1.0, 0.0}, {2.0, 0.0}};
+  const std::vector<std::uint32_t> counts{1, 2};
+  const std::vector<double> three{1.0, 2.0, 3.0}, one_rival{1.0, 2.0}, two_rivals{1, 2, 3, 4};
+  const std::vector<double> negative{1.0, -2.0};
+  EXPECT_THROW(model_check.add_trial(row, counts, three), std::invalid_argument);
+  EXPECT_THROW(model_check.add_rival_trial(row, counts, negative), std::invalid_argument);
+  model_check.add_trial(row, counts, one_rival);
+  EXPECT_THROW(model_check.add_trial(row, counts, two_rivals), std::invalid_argument);
+  EXPECT_THROW(model_check.add_rival_trial(row, counts, two_rivals), std::invalid_argument);
+  EXPECT_EQ(model_check.result().encompassing_z.size(), 1u);
+}
+
 TEST(ModelCheck, TrialCoherenceIsChiSquareOverTrialsForARightModel) {
   const Population population;  // 12 units, independent Poisson given the stimulus
   std::mt19937_64 draws(31);
@@ -523,6 +642,20 @@ TEST(Verdict, DecisionRuleOnHandMadeChecks) {
   EXPECT_EQ(decide(posterior, checks, 0.99).name, "a");
   checks = {fails, fits};  // the leader fails, the runner-up fits: still nothing to name
   EXPECT_EQ(decide(posterior, checks, 0.99).kind, VerdictKind::none_fits);
+  // The reason says which test failed, and for the encompassing test, toward which rival.
+  ModelCheckResult leans = fails;
+  leans.chi_square_p_value = leans.ks_p_value = 0.5;
+  leans.encompassing_z = {3.4};
+  leans.encompassing_p_value = 3e-4;
+  checks = {leans, fits};
+  EXPECT_NE(decide(posterior, checks, 0.99).reason.find("lean toward what 'b' predicted"),
+            std::string::npos)
+      << decide(posterior, checks, 0.99).reason;
+  leans.encompassing_p_value = 0.9;
+  leans.ks_p_value = 1e-5;
+  checks = {leans, fits};
+  EXPECT_NE(decide(posterior, checks, 0.99).reason.find("PIT values are not uniform"),
+            std::string::npos);
   checks = {unknown, fits};  // the leader has not been checked enough
   EXPECT_EQ(decide(posterior, checks, 0.99).kind, VerdictKind::undecided);
   checks = {fits, fails};  // threshold not reached

@@ -15,6 +15,12 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+/// The encompassing test's weight of one (trial, unit): how much more the rival predicted, in
+/// log terms, with half a count added to both so that near-silent predictions do not dominate.
+double encompassing_weight(double rival_mean, double mean) noexcept {
+  return std::log((rival_mean + 0.5) / (mean + 0.5));
+}
+
 /// Uniform in [0, 1) from the top 53 bits: the same on every standard library, unlike
 /// std::uniform_real_distribution.
 double uniform01(std::mt19937_64& rng) noexcept {
@@ -286,6 +292,7 @@ ModelCheck::ModelCheck(std::size_t units, ModelCheckOptions options)
     : units_(units),
       options_(options),
       rng_(options.seed),
+      rival_rng_(options.seed ^ 0x72697661ULL),
       unit_spikes_(units, 0),
       unit_log_factorials_(units, 0.0) {
   if (units == 0) throw std::invalid_argument("ModelCheck: no units");
@@ -301,14 +308,47 @@ ModelCheck::ModelCheck(std::size_t units, ModelCheckOptions options)
   }
 }
 
-void ModelCheck::add_trial(std::span<const CountDistribution> predictions,
-                           std::span<const std::uint32_t> counts) {
+void ModelCheck::check_trial(std::span<const CountDistribution> predictions,
+                             std::span<const std::uint32_t> counts,
+                             std::span<const double> rival_means, const char* caller) {
   if (predictions.size() != units_ || counts.size() != units_) {
-    throw std::invalid_argument("ModelCheck::add_trial: " + std::to_string(predictions.size()) +
+    throw std::invalid_argument(std::string(caller) + ": " + std::to_string(predictions.size()) +
                                 " predictions and " + std::to_string(counts.size()) +
                                 " counts for " + std::to_string(units_) + " units");
   }
   for (const auto& d : predictions) check_prediction(d);
+  const std::size_t rivals = rival_means.size() / units_;
+  if (rival_means.size() % units_ != 0 ||
+      (!rival_means.empty() && !rival_sum_.empty() && rivals != rival_sum_.size())) {
+    throw std::invalid_argument(std::string(caller) + ": " + std::to_string(rival_means.size()) +
+                                " rival means for " + std::to_string(units_) + " units and " +
+                                std::to_string(rival_sum_.size()) + " rivals so far");
+  }
+  for (const double m : rival_means) {
+    if (!std::isfinite(m) || m < 0.0) {
+      throw std::invalid_argument(std::string(caller) + ": rival mean " + std::to_string(m) +
+                                  " is not finite and >= 0");
+    }
+  }
+  if (!rival_means.empty() && rival_sum_.empty()) {
+    rival_sum_.assign(rivals, 0.0);
+    rival_weight_.assign(rivals, 0.0);
+  }
+}
+
+void ModelCheck::add_encompassing(std::size_t unit, double mean, double z,
+                                  std::span<const double> rival_means) noexcept {
+  for (std::size_t j = 0; j < rival_sum_.size() && !rival_means.empty(); ++j) {
+    const double w = encompassing_weight(rival_means[j * units_ + unit], mean);
+    rival_sum_[j] += w * z;
+    rival_weight_[j] += w * w;
+  }
+}
+
+void ModelCheck::add_trial(std::span<const CountDistribution> predictions,
+                           std::span<const std::uint32_t> counts,
+                           std::span<const double> rival_means) {
+  check_trial(predictions, counts, rival_means, "ModelCheck::add_trial");
   const double lo = (1.0 - options_.interval) / 2.0;
   const double hi = 1.0 - lo;
   double z_sum = 0.0;
@@ -318,7 +358,9 @@ void ModelCheck::add_trial(std::span<const CountDistribution> predictions,
     const double u01 = randomized_pit(d, y, uniform01(rng_));
     pit_.push_back(u01);
     // Clamped so that a PIT of exactly 0 or 1 (a count the model gave no mass) stays finite.
-    z_sum += normal_quantile(std::clamp(u01, 1e-15, 1.0 - 1e-15));
+    const double z = normal_quantile(std::clamp(u01, 1e-15, 1.0 - 1e-15));
+    z_sum += z;
+    add_encompassing(u, d.mean, z, rival_means);
     predicted_mean_.push_back(d.mean);
     observed_.push_back(static_cast<double>(y));
     const std::uint32_t q_lo = count_quantile(d, lo);
@@ -347,6 +389,18 @@ void ModelCheck::add_trial(const PredictionBatch& batch, std::size_t candidate,
   add_trial(row, counts);
 }
 
+void ModelCheck::add_rival_trial(std::span<const CountDistribution> predictions,
+                                 std::span<const std::uint32_t> counts,
+                                 std::span<const double> rival_means) {
+  check_trial(predictions, counts, rival_means, "ModelCheck::add_rival_trial");
+  for (std::size_t u = 0; u < units_; ++u) {
+    const double u01 = randomized_pit(predictions[u], counts[u], uniform01(rival_rng_));
+    add_encompassing(u, predictions[u].mean, normal_quantile(std::clamp(u01, 1e-15, 1.0 - 1e-15)),
+                     rival_means);
+  }
+  ++rival_trials_;
+}
+
 double bits_per_spike_against(const ModelCheckResult& model,
                               const ModelCheckResult& reference) noexcept {
   if (model.spikes == 0 || model.trials != reference.trials || model.spikes != reference.spikes) {
@@ -366,6 +420,19 @@ ModelCheckResult ModelCheck::result() const {
   ModelCheckResult r;
   r.trials = trials_;
   r.values = pit_.size();
+  r.encompassing_trials = trials_ + rival_trials_;
+  double rival_smallest = 1.0;
+  for (std::size_t j = 0; j < rival_sum_.size(); ++j) {
+    const double z = rival_weight_[j] > 0.0 ? rival_sum_[j] / std::sqrt(rival_weight_[j]) : 0.0;
+    r.encompassing_z.push_back(z);
+    // One-sided: only counts that lean toward the rival say that it knows something this
+    // hypothesis does not. Leaning away (a fit shrunk toward the rival by its prior) is not the
+    // misfit this test looks for.
+    rival_smallest = std::min(rival_smallest, 0.5 * std::erfc(z / std::numbers::sqrt2));
+  }
+  if (!rival_sum_.empty()) {
+    r.encompassing_p_value = std::min(1.0, static_cast<double>(rival_sum_.size()) * rival_smallest);
+  }
   r.enough_data = r.values >= options_.min_values && r.values > 0;
   r.histogram.assign(options_.bins, 0);
   const auto n = static_cast<double>(r.values);
@@ -403,6 +470,10 @@ ModelCheckResult ModelCheck::result() const {
       r.coherence_p_value = chi_square_survival(coherence_, static_cast<double>(trials_));
       smallest = std::min(smallest, r.coherence_p_value);
       tests = 3.0;
+    }
+    if (!rival_sum_.empty()) {
+      smallest = std::min(smallest, r.encompassing_p_value);
+      tests += 1.0;
     }
     r.p_value = std::min(1.0, tests * smallest);
     r.fits = r.enough_data && r.p_value >= options_.alpha;
@@ -462,6 +533,32 @@ ModelCheckResult ModelCheck::result() const {
   return r;
 }
 
+namespace {
+
+/// Which of a failed check's tests gave its smallest p-value, in words: ": its PIT values are not
+/// uniform", or ": its counts lean toward what 'other' predicted (encompassing z = 3.4)".
+std::string failing_test(const ModelCheckResult& check, const Posterior& posterior,
+                         std::size_t hypothesis) {
+  const double pit = std::min(check.chi_square_p_value, check.ks_p_value);
+  const double coherence = check.coherence_p_value;
+  if (check.encompassing_z.empty() || check.encompassing_p_value > std::min(pit, coherence)) {
+    return coherence < pit ? ": its errors are shared across units (trial coherence)"
+                           : ": its PIT values are not uniform";
+  }
+  const auto largest = std::max_element(check.encompassing_z.begin(), check.encompassing_z.end()) -
+                       check.encompassing_z.begin();
+  const auto rival =
+      static_cast<std::size_t>(largest) + (static_cast<std::size_t>(largest) >= hypothesis ? 1 : 0);
+  std::array<char, 32> z{};
+  std::snprintf(z.data(), z.size(), "%.1f",
+                check.encompassing_z[static_cast<std::size_t>(largest)]);
+  return ": its counts lean toward what '" +
+         (rival < posterior.size() ? posterior.names()[rival] : std::string("another")) +
+         "' predicted (encompassing z = " + z.data() + ")";
+}
+
+}  // namespace
+
 Verdict decide(const Posterior& posterior, std::span<const ModelCheckResult> checks,
                double probability_threshold) {
   if (checks.size() != posterior.size()) {
@@ -495,7 +592,7 @@ Verdict decide(const Posterior& posterior, std::span<const ModelCheckResult> che
       std::all_of(checks.begin(), checks.end(),
                   [](const ModelCheckResult& c) { return c.enough_data && !c.fits; });
   if (all_checked_and_failed) {
-    return none("no hypothesis passes its model check (PIT calibration rejected for all)");
+    return none("no hypothesis passes its model check (each fails its PIT or encompassing test)");
   }
   if (v.leader_probability < probability_threshold) {
     // Enough digits that the two numbers printed differ (0.9999989 < 0.999999, not 0.999999 <
@@ -515,8 +612,8 @@ Verdict decide(const Posterior& posterior, std::span<const ModelCheckResult> che
                      std::to_string(check.values) + " checked values: too few to judge its fit");
   }
   if (!check.fits) {
-    return none("leader '" + leader +
-                "' is ahead but fails its model check (p = " + std::to_string(check.p_value) + ")");
+    return none("leader '" + leader + "' is ahead but fails its model check (p = " +
+                std::to_string(check.p_value) + ")" + failing_test(check, posterior, v.leader));
   }
   v.kind = VerdictKind::winner;
   v.name = leader;

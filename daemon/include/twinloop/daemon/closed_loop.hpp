@@ -323,7 +323,9 @@ class ClosedLoop {
   std::vector<std::uint32_t> history_counts_;
   std::vector<std::uint32_t> counts_;
   std::vector<double> log_likelihoods_;
-  twin::PredictionBatch one_;  // one candidate's row, for checks and rescoring
+  twin::PredictionBatch one_;                       // one candidate's row, for checks and rescoring
+  std::vector<twin::CountDistribution> check_row_;  // one hypothesis's row, for its check
+  std::vector<double> rival_means_;                 // the others' means, for its check
   std::vector<std::pair<const double*, const double*>> score_row_;  // per hypothesis: mean, disp
   std::vector<std::vector<double>> posterior_trace_;                // per trial, per hypothesis
   std::chrono::steady_clock::time_point started_;
