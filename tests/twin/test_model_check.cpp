@@ -347,6 +347,9 @@ TEST(ModelCheck, EncompassingIsOneSidedAndLeavesThePitValuesAlone) {
   // Without rivals there is no encompassing test and the p-value is the PIT tests' alone.
   EXPECT_TRUE(same.result().encompassing_z.empty());
   EXPECT_EQ(same.result().encompassing_p_value, 1.0);
+  EXPECT_EQ(same.result().encompassing_trials, 0u);
+  same.add_rival_trial(population.truth(0), draw(population.truth(0), rng), {});
+  EXPECT_EQ(same.result().encompassing_trials, 0u);
 }
 
 TEST(ModelCheck, EncompassingRefusesRivalMeansThatDoNotFit) {

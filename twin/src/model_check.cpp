@@ -393,6 +393,7 @@ void ModelCheck::add_rival_trial(std::span<const CountDistribution> predictions,
                                  std::span<const std::uint32_t> counts,
                                  std::span<const double> rival_means) {
   check_trial(predictions, counts, rival_means, "ModelCheck::add_rival_trial");
+  if (rival_means.empty()) return;  // a lone hypothesis: nothing to lean toward
   for (std::size_t u = 0; u < units_; ++u) {
     const double u01 = randomized_pit(predictions[u], counts[u], uniform01(rival_rng_));
     add_encompassing(u, predictions[u].mean, normal_quantile(std::clamp(u01, 1e-15, 1.0 - 1e-15)),
@@ -420,7 +421,7 @@ ModelCheckResult ModelCheck::result() const {
   ModelCheckResult r;
   r.trials = trials_;
   r.values = pit_.size();
-  r.encompassing_trials = trials_ + rival_trials_;
+  r.encompassing_trials = rival_sum_.empty() ? 0 : trials_ + rival_trials_;
   double rival_smallest = 1.0;
   for (std::size_t j = 0; j < rival_sum_.size(); ++j) {
     const double z = rival_weight_[j] > 0.0 ? rival_sum_[j] / std::sqrt(rival_weight_[j]) : 0.0;
