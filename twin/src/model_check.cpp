@@ -15,10 +15,14 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-/// The encompassing test's weight of one (trial, unit): how much more the rival predicted, in
-/// log terms, with half a count added to both so that near-silent predictions do not dominate.
-double encompassing_weight(double rival_mean, double mean) noexcept {
-  return std::log((rival_mean + 0.5) / (mean + 0.5));
+/// The encompassing test's weight of one (trial, unit): how far the rival's mean is from this
+/// prediction's, in units of its standard deviation. With z close to the standardised residual,
+/// sum w z is then the score statistic for a true mean m + lambda (m_rival - m) at lambda = 0,
+/// the locally most powerful direction (log-ratio weights gave the leading, wrong twin a smaller
+/// statistic in 15 of 18 two-lobe columns, bench_efficiency). The variance is floored at 1/4,
+/// so that a near-silent prediction does not take all the weight.
+double encompassing_weight(double rival_mean, const CountDistribution& d) noexcept {
+  return (rival_mean - d.mean) / std::sqrt(std::max(d.variance(), 0.25));
 }
 
 /// Uniform in [0, 1) from the top 53 bits: the same on every standard library, unlike
@@ -336,10 +340,10 @@ void ModelCheck::check_trial(std::span<const CountDistribution> predictions,
   }
 }
 
-void ModelCheck::add_encompassing(std::size_t unit, double mean, double z,
+void ModelCheck::add_encompassing(std::size_t unit, const CountDistribution& prediction, double z,
                                   std::span<const double> rival_means) noexcept {
   for (std::size_t j = 0; j < rival_sum_.size() && !rival_means.empty(); ++j) {
-    const double w = encompassing_weight(rival_means[j * units_ + unit], mean);
+    const double w = encompassing_weight(rival_means[j * units_ + unit], prediction);
     rival_sum_[j] += w * z;
     rival_weight_[j] += w * w;
   }
@@ -360,7 +364,7 @@ void ModelCheck::add_trial(std::span<const CountDistribution> predictions,
     // Clamped so that a PIT of exactly 0 or 1 (a count the model gave no mass) stays finite.
     const double z = normal_quantile(std::clamp(u01, 1e-15, 1.0 - 1e-15));
     z_sum += z;
-    add_encompassing(u, d.mean, z, rival_means);
+    add_encompassing(u, d, z, rival_means);
     predicted_mean_.push_back(d.mean);
     observed_.push_back(static_cast<double>(y));
     const std::uint32_t q_lo = count_quantile(d, lo);
@@ -396,7 +400,7 @@ void ModelCheck::add_rival_trial(std::span<const CountDistribution> predictions,
   if (rival_means.empty()) return;  // a lone hypothesis: nothing to lean toward
   for (std::size_t u = 0; u < units_; ++u) {
     const double u01 = randomized_pit(predictions[u], counts[u], uniform01(rival_rng_));
-    add_encompassing(u, predictions[u].mean, normal_quantile(std::clamp(u01, 1e-15, 1.0 - 1e-15)),
+    add_encompassing(u, predictions[u], normal_quantile(std::clamp(u01, 1e-15, 1.0 - 1e-15)),
                      rival_means);
   }
   ++rival_trials_;

@@ -28,29 +28,29 @@
 // direction-tuned units, 100 sessions, it rejected the TRUE model in 34 (the check without it:
 // 1), `bench_check_size --coherence --spread 15`. It needs twins that model what units share.
 //
-// Calibration is not enough: a stimulus-blind prediction (the null's, with a dispersion wide
-// enough for the whole session's spread) is calibrated on trials drawn at random, and on a
-// column of 8 tuned units the null passed the PIT tests in most sessions. The encompassing test
-// asks instead whether another hypothesis knows something this one does not: whether this one's
-// errors lean toward what a rival predicted (forecast encompassing; Chong & Hendry 1986, Rev.
-// Econ. Stud. 53:671; Harvey, Leybourne & Newbold 1998, J. Bus. Econ. Stat. 16:254). With
-// w = log((m_rival + 1/2) / (m + 1/2)) per (trial, unit), from predictions registered before the
-// trial, and z = Phi^-1(u) as above, T = sum w z / sqrt(sum w^2) is N(0, 1) when this
-// hypothesis's predictions are right, whatever chose the stimuli (w is known before the count, z
-// is then independent of it). It is one-sided, T > 0: a fit shrunk toward a rival by its prior
-// (a true twin from few trials) leans away from it, which is no sign of a missing structure. A
-// twin that lacks a second lobe which a rival has, or the null against a tuned rival, leans
-// toward it. Because any rule may choose the stimuli, designed trials enter this test too
-// (add_rival_trial), and they are where rivals disagree most: on a column of 8 units over 10
-// sessions the true twin's largest T was 1.1 while the wrong twin's were 1.6-5.1 and the null's
-// 2.7-6.1 (bench_efficiency --units 8). Its p-value is Bonferroni over rivals.
+// Calibration is not enough: a stimulus-blind prediction (the null's, with a dispersion wide enough
+// for the whole session's spread) is calibrated on trials drawn at random, and on a column of 8
+// tuned units the null passed the PIT tests in most sessions. The encompassing test asks instead
+// whether another hypothesis knows something this one does not: whether this one's errors lean
+// toward what a rival predicted (forecast encompassing; Chong & Hendry 1986, Rev. Econ. Stud.
+// 53:671; Harvey, Leybourne & Newbold 1998, J. Bus. Econ. Stat. 16:254). With w = (m_rival - m) /
+// sd per (trial, unit), from predictions registered before the trial (sd the prediction's, at least
+// 1/2), and z = Phi^-1(u) as above, T = sum w z / sqrt(sum w^2) is N(0, 1) when this hypothesis's
+// predictions are right, whatever chose the stimuli (w is known before the count, z is then
+// independent of it). It is one-sided, T > 0: a fit shrunk toward a rival by its prior (a true twin
+// from few trials) leans away from it, which is no sign of a missing structure. A twin that lacks a
+// second lobe which a rival has, or the null against a tuned rival, leans toward it. Because any
+// rule may choose the stimuli, designed trials enter this test too (add_rival_trial), and they are
+// where rivals disagree most: on a column of 8 units over 10 sessions the true twin's largest T was
+// 1.4 while the wrong twin's were 1.9-5.6 and the null's 3.0-6.8 (bench_efficiency --units 8). Its
+// p-value is Bonferroni over rivals.
 //
-// The reported p_value is the Bonferroni combination min(1, k min(p_i)) over the k tests (the
-// two PIT tests, plus coherence when on with >= 2 units, plus encompassing when rivals were
-// given); the hypothesis FITS when there are at least
-// min_values PIT values and p_value >= alpha (default 0.01). Caveats: units are assumed
-// conditionally independent given the stimulus (noise correlations make the tests reject more
-// often than alpha), and with very many values even a small, harmless miscalibration is detected.
+// The reported p_value is the Bonferroni combination min(1, k min(p_i)) over the k tests (the two
+// PIT tests, plus coherence when on with >= 2 units, plus encompassing when rivals were given); the
+// hypothesis FITS when there are at least min_values PIT values and p_value >= alpha (default
+// 0.01). Caveats: units are assumed conditionally independent given the stimulus (noise
+// correlations make the tests reject more often than alpha), and with very many values even a
+// small, harmless miscalibration is detected.
 //
 // Coverage of the central 90% predictive interval, two ways: `coverage` is the fraction of u in
 // [0.05, 0.95] (expectation exactly 0.90 under a right model); `interval_coverage` is the
@@ -216,7 +216,7 @@ class ModelCheck {
   void check_trial(std::span<const CountDistribution> predictions,
                    std::span<const std::uint32_t> counts, std::span<const double> rival_means,
                    const char* caller);
-  void add_encompassing(std::size_t unit, double mean, double z,
+  void add_encompassing(std::size_t unit, const CountDistribution& prediction, double z,
                         std::span<const double> rival_means) noexcept;
   std::vector<double> predicted_mean_;  ///< trial-major, aligned with observed_
   std::vector<double> observed_;
