@@ -202,6 +202,12 @@ double normal_quantile(double p) noexcept {
   return x - u / (1.0 + x * u / 2.0);
 }
 
+/// Phi^-1 of a PIT value, clamped so that a PIT of exactly 0 or 1 (a count the model gave no
+/// mass) stays finite.
+double pit_z(double u01) noexcept {
+  return normal_quantile(std::clamp(u01, 1e-15, 1.0 - 1e-15));
+}
+
 /// Type-7 (linear interpolation) sample quantile of sorted values.
 double sorted_quantile(const std::vector<double>& sorted, double p) noexcept {
   const double h = p * static_cast<double>(sorted.size() - 1);
@@ -361,8 +367,7 @@ void ModelCheck::add_trial(std::span<const CountDistribution> predictions,
     const std::uint32_t y = counts[u];
     const double u01 = randomized_pit(d, y, uniform01(rng_));
     pit_.push_back(u01);
-    // Clamped so that a PIT of exactly 0 or 1 (a count the model gave no mass) stays finite.
-    const double z = normal_quantile(std::clamp(u01, 1e-15, 1.0 - 1e-15));
+    const double z = pit_z(u01);
     z_sum += z;
     add_encompassing(u, d, z, rival_means);
     predicted_mean_.push_back(d.mean);
@@ -400,8 +405,7 @@ void ModelCheck::add_rival_trial(std::span<const CountDistribution> predictions,
   if (rival_means.empty()) return;  // a lone hypothesis: nothing to lean toward
   for (std::size_t u = 0; u < units_; ++u) {
     const double u01 = randomized_pit(predictions[u], counts[u], uniform01(rival_rng_));
-    add_encompassing(u, predictions[u], normal_quantile(std::clamp(u01, 1e-15, 1.0 - 1e-15)),
-                     rival_means);
+    add_encompassing(u, predictions[u], pit_z(u01), rival_means);
   }
   ++rival_trials_;
 }
