@@ -1287,9 +1287,9 @@ class Page {
                   "with the session's code and seed.</p>\n";
     out_ +=
         "<table><tr><th>hypothesis</th><th>family</th><th>posterior</th><th>log BF</th>"
-        "<th>against</th><th>bits/spike</th><th>Spearman &rho; [95% CI]</th><th>PIT p</th>"
+        "<th>against</th><th>bits/spike</th><th>Spearman &rho; [95% CI]</th><th>check p</th>"
         "<th>fits</th>" +
-        std::string(s_.summary ? "<th>recomputed: log BF, bits/spike, &rho;, PIT p</th>" : "") +
+        std::string(s_.summary ? "<th>recomputed: log BF, bits/spike, &rho;, check p</th>" : "") +
         "</tr>\n";
     for (std::size_t k = 0; k < s_.hypotheses.size(); ++k) {
       const HypothesisCheck& c = a_.checks[k];
@@ -1475,7 +1475,8 @@ class Page {
       const std::string m = percent(i.mass);
       out_ += "<th>PIT in central " + m + "</th><th>counts in " + m + " interval (expected)</th>";
     }
-    out_ += "<th>PIT p (&chi;&sup2; and KS)</th></tr>\n";
+    out_ +=
+        "<th>PIT p (&chi;&sup2; and KS)</th><th>encompassing z against each rival (p)</th></tr>\n";
     for (std::size_t k = 0; k < s_.hypotheses.size(); ++k) {
       const HypothesisCheck& c = a_.checks[k];
       out_ += "<tr><td>" + esc(s_.hypotheses[k].name) + "</td><td class=\"n\">" +
@@ -1486,7 +1487,18 @@ class Page {
                 percent(i.count_share) + " (" + percent(i.expected_count_share) + ")</td>";
       }
       out_ += "<td class=\"n\">" + num(c.result.chi_square_p_value, 3) + ", " +
-              num(c.result.ks_p_value, 3) + "</td></tr>\n";
+              num(c.result.ks_p_value, 3) + "</td><td>";
+      // The rivals are the other hypotheses in record order (ClosedLoop::learn).
+      std::size_t rival = 0;
+      for (std::size_t j = 0; j < s_.hypotheses.size(); ++j) {
+        if (j == k || rival >= c.result.encompassing_z.size()) continue;
+        out_ += (rival > 0 ? ", " : "") + esc(s_.hypotheses[j].name) + " " +
+                fixed(c.result.encompassing_z[rival], 2);
+        ++rival;
+      }
+      out_ += c.result.encompassing_z.empty()
+                  ? "n/a</td></tr>\n"
+                  : " (" + num(c.result.encompassing_p_value, 3) + ")</td></tr>\n";
       if (c.skipped_trials > 0) {
         out_ += "<tr><td colspan=\"9\">" + esc(s_.hypotheses[k].name) + ": " +
                 plural(c.skipped_trials, "trial", "trials") +
