@@ -138,8 +138,8 @@ int main(int argc, char** argv) {
   run_cmd
       ->add_option("--pace", run_pace,
                    "realtime, or max: the simulated stream as fast as this machine runs it, "
-                   "stopped between trials (design, refits), so --seconds holds as many trials "
-                   "as at realtime")
+                   "stopped between trials (design, refits), so --seconds holds about as many "
+                   "trials as at realtime")
       ->capture_default_str()
       ->check(CLI::IsMember({"realtime", "max"}));
   run_cmd->add_option("--out", run_out,
