@@ -313,8 +313,9 @@ class SessionEngine {
   /// No new trial starts once this returns true (the session's --seconds on the probe clock).
   std::function<bool()> time_up_;
   /// Optional: stops (true) and restarts (false) a stream that can wait, the simulated probe at
-  /// max pace. Held from the end of one trial to the start of the next, so design, refits and
-  /// the durable pre-registration spend none of the subject's seconds.
+  /// max pace. Held from the end of one trial to the start of the next (and, by the caller,
+  /// until the first), so design, refits and the durable pre-registration spend none of the
+  /// subject's seconds.
   std::function<void(bool)> hold_stream_;
 
  private:
@@ -713,6 +714,10 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
       stimulator = net_sink.get();
     } else {
       rig = hil::make_simulated_rig(sim);
+      // At max pace the stream waits for the first trial too: setting the session up (the
+      // twins, the designer's tables) would otherwise spend the subject's seconds, all of them
+      // on a loaded machine with a short --seconds.
+      if (options.pace == drivers::Pace::kMax) rig.probe->hold(true);
       probe = rig.probe.get();
       stimulator = rig.stimulator.get();
     }
