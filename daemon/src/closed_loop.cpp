@@ -539,18 +539,15 @@ void ClosedLoop::learn(const protocols::Stimulus& stimulus, bool validation, boo
       for (std::size_t u = 0; u < units_; ++u) {
         check_row_[u] = {score_row_[k].first[u], score_row_[k].second[u]};
       }
-      // Every other hypothesis is a rival, in protocol order.
       rival_means_.clear();
-      for (std::size_t j = 0; j < hypotheses_.size(); ++j) {
-        if (j != k) {
-          rival_means_.insert(rival_means_.end(), score_row_[j].first,
-                              score_row_[j].first + units_);
-        }
+      for (std::size_t r = 0; r + 1 < hypotheses_.size(); ++r) {
+        const double* means = score_row_[twin::rival_hypothesis(k, r)].first;
+        rival_means_.insert(rival_means_.end(), means, means + units_);
       }
       if (validation) {
         checks_[k].add_trial(check_row_, counts, rival_means_);
       } else {
-        checks_[k].add_rival_trial(check_row_, counts, rival_means_);
+        checks_[k].add_designed_trial(check_row_, counts, rival_means_);
       }
     }
   }

@@ -561,10 +561,8 @@ Analysis analyse(const Session& s) {
   options.seed ^= s.seed;
   // The bootstrap interval takes a while on big sessions; summary.json already holds it.
   if (s.summary) options.bootstrap_resamples = 0;
-  std::vector<const Trial*> checked_trials;
-  for (const Trial* t : a.validation) {
-    if (a.checked.contains(t->trial)) checked_trials.push_back(t);
-  }
+  const std::set<const Trial*> designed_checked(a.designed_checked.begin(),
+                                                a.designed_checked.end());
   a.checks.resize(hypotheses);
   if (s.units > 0) {
     for (std::size_t h = 0; h < hypotheses; ++h) {
@@ -572,30 +570,29 @@ Analysis analyse(const Session& s) {
       twin::ModelCheck check(s.units, options);
       std::vector<twin::CountDistribution> row(s.units);
       std::vector<double> rivals;
-      // As ClosedLoop::learn: this hypothesis's row, and every other one's means as rivals.
+      // As ClosedLoop::learn, in trial order: this hypothesis's row, and every other one's means
+      // as rivals.
       const auto fill = [&](const Trial& t) {
         rivals.clear();
-        for (std::size_t j = 0; j < hypotheses; ++j) {
+        for (std::size_t u = 0; u < s.units; ++u) row[u] = distribution(t, h, u);
+        for (std::size_t r = 0; r + 1 < hypotheses; ++r) {
           for (std::size_t u = 0; u < s.units; ++u) {
-            if (j == h) row[u] = distribution(t, h, u);
-            if (j != h) rivals.push_back(distribution(t, j, u).mean);
+            rivals.push_back(distribution(t, twin::rival_hypothesis(h, r), u).mean);
           }
         }
       };
       std::vector<const Trial*> accepted;
-      for (const Trial* t : checked_trials) {
+      for (const Trial* t : a.scored) {
+        const bool validation = a.checked.contains(t->trial);
+        if (!validation && !designed_checked.contains(t)) continue;
         try {
           fill(*t);
-          check.add_trial(row, t->counts, rivals);
-          accepted.push_back(t);
-        } catch (const std::invalid_argument&) {
-          ++c.skipped_trials;
-        }
-      }
-      for (const Trial* t : a.designed_checked) {
-        try {
-          fill(*t);
-          check.add_rival_trial(row, t->counts, rivals);
+          if (validation) {
+            check.add_trial(row, t->counts, rivals);
+            accepted.push_back(t);
+          } else {
+            check.add_designed_trial(row, t->counts, rivals);
+          }
         } catch (const std::invalid_argument&) {
           ++c.skipped_trials;
         }
@@ -1488,20 +1485,18 @@ class Page {
       }
       out_ += "<td class=\"n\">" + num(c.result.chi_square_p_value, 3) + ", " +
               num(c.result.ks_p_value, 3) + "</td><td>";
-      // The rivals are the other hypotheses in record order (ClosedLoop::learn).
-      std::size_t rival = 0;
-      for (std::size_t j = 0; j < s_.hypotheses.size(); ++j) {
-        if (j == k || rival >= c.result.encompassing_z.size()) continue;
-        out_ += (rival > 0 ? ", " : "") + esc(s_.hypotheses[j].name) + " " +
-                fixed(c.result.encompassing_z[rival], 2);
-        ++rival;
+      for (std::size_t r = 0; r < c.result.encompassing_z.size(); ++r) {
+        const std::size_t j = twin::rival_hypothesis(k, r);
+        out_ += (r > 0 ? ", " : "") +
+                esc(j < s_.hypotheses.size() ? s_.hypotheses[j].name : std::string("?")) + " " +
+                fixed(c.result.encompassing_z[r], 2);
       }
       out_ += c.result.encompassing_z.empty()
                   ? "n/a</td></tr>\n"
                   : " (" + num(c.result.encompassing_p_value, 3) + ")</td></tr>\n";
       if (c.skipped_trials > 0) {
-        out_ += "<tr><td colspan=\"9\">" + esc(s_.hypotheses[k].name) + ": " +
-                plural(c.skipped_trials, "trial", "trials") +
+        out_ += "<tr><td colspan=\"" + std::to_string(5 + 2 * c.intervals.size()) + "\">" +
+                esc(s_.hypotheses[k].name) + ": " + plural(c.skipped_trials, "trial", "trials") +
                 " skipped: a prediction that is not finite and non-negative</td></tr>\n";
       }
     }

@@ -582,14 +582,16 @@ nlohmann::json internal::summary_json(const SessionSummary& summary,
   };
   nlohmann::json hypotheses = nlohmann::json::array();
   nlohmann::json posterior = nlohmann::json::object();
-  for (const HypothesisSummary& h : summary.hypotheses) {
+  for (std::size_t k = 0; k < summary.hypotheses.size(); ++k) {
+    const HypothesisSummary& h = summary.hypotheses[k];
     posterior[h.name] = h.posterior;
-    // The check's encompassing statistic against each rival (every other hypothesis, in order).
+    // The check's encompassing statistic against each rival.
     nlohmann::json rival_z = nlohmann::json::object();
-    std::size_t rival = 0;
-    for (const HypothesisSummary& other : summary.hypotheses) {
-      if (&other == &h || rival >= h.check.encompassing_z.size()) continue;
-      rival_z[other.name] = number(h.check.encompassing_z[rival++]);
+    for (std::size_t r = 0; r < h.check.encompassing_z.size(); ++r) {
+      const std::size_t j = twin::rival_hypothesis(k, r);
+      if (j < summary.hypotheses.size()) {
+        rival_z[summary.hypotheses[j].name] = number(h.check.encompassing_z[r]);
+      }
     }
     hypotheses.push_back(
         {{"name", h.name},

@@ -21,6 +21,7 @@
 //                    [--directions N (16)] [--spatial-frequencies N (5)] [--verbose]
 //                    [--first-subject K (0)] [--trace] [--coherence]
 //                    [--random-max-trials T (as --max-trials)] [--no-random] [--set NAME=VALUE]
+//                    [--misspecified-only two-lobe|adapting|both]
 //
 // --directions sets how finely the direction space is sampled (8 contrasts each): the share of
 // candidates that can tell the hypotheses apart shrinks as it grows, which is where a designer
@@ -44,6 +45,8 @@
 // --random-max-trials gives the random designer a budget of its own: a session that has not
 // reached 0.99 within it counts as the budget, so with the default budget the ratios are lower
 // bounds. --no-random runs the discriminating designer alone (to compare changes to it quickly).
+// --misspecified-only KIND skips the true-model subjects and runs the misspecified ones of that
+// kind only (to measure the model check's power quickly).
 // --set NAME=VALUE sets a parameter of both tuned twins (docs/protocol.md), e.g. to compare fits.
 // The summary gives 95% bootstrap intervals over subjects: sessions of one designer on one
 // subject vary a lot with the noise of the first trials, and 20 subjects pin a median only so far.
@@ -136,9 +139,10 @@ struct Settings {
   std::size_t refit_every = 1;  // as sessions do (ClosedLoopOptions), now that refits run aside
   double window_s = 0.25;
   bool verbose = false;
-  bool coherence = false;  // the model check's trial-coherence test
-  bool trace = false;      // every trial of every session (stimulus, counts, posterior)
-  bool random = true;      // also run the random designer (the baseline)
+  bool coherence = false;         // the model check's trial-coherence test
+  bool trace = false;             // every trial of every session (stimulus, counts, posterior)
+  std::string misspecified_only;  // "two-lobe", "adapting" or "both"; empty: every subject
+  bool random = true;             // also run the random designer (the baseline)
   std::uint32_t random_max_trials = 0;  // the random designer's budget (0: max_trials)
   std::vector<std::pair<std::string, double>> twin_params;  // --set NAME=VALUE, tuned twins
 };
@@ -336,6 +340,8 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
                                  std::strtod(setting.c_str() + equals + 1, nullptr));
     } else if (arg == "--no-random")
       s.random = false;
+    else if (arg == "--misspecified-only" && has_value)
+      s.misspecified_only = argv[++i];
     else if (arg == "--random-max-trials" && has_value)
       s.random_max_trials = static_cast<std::uint32_t>(std::strtoul(argv[++i], nullptr, 10));
     else {
@@ -346,6 +352,7 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
           "                        [--directions N (16)] [--spatial-frequencies N (5)]\n"
           "                        [--first-subject K (0)] [--verbose] [--trace] [--coherence]\n"
           "                        [--random-max-trials T (as --max-trials)] [--no-random]\n"
+          "                        [--misspecified-only two-lobe|adapting|both]\n"
           "                        [--set NAME=VALUE (a parameter of both tuned twins)]...\n");
       exit_code = arg == "--help" ? 0 : 2;
       return false;
@@ -361,6 +368,12 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
     return false;
   }
   if (s.misspecified < 0) s.misspecified = 0;
+  if (!s.misspecified_only.empty() && s.misspecified_only != "two-lobe" &&
+      s.misspecified_only != "adapting" && s.misspecified_only != "both") {
+    std::fputs("bench_efficiency: --misspecified-only takes two-lobe, adapting or both\n", stderr);
+    exit_code = 2;
+    return false;
+  }
   if (!(s.window_s > 0.0) || s.spread_deg > 180.0) {
     std::fputs("bench_efficiency: --window must be > 0 and --spread <= 180\n", stderr);
     exit_code = 2;
@@ -395,112 +408,121 @@ int main(int argc, char** argv) {
   const std::uint32_t random_budget =
       settings.random_max_trials > 0 ? settings.random_max_trials : budget;
 
-  std::printf(
-      "%zu subjects (alternately direction- and orientation-tuned columns) x %zu units, "
-      "preferences within +-%.0f deg; %zu candidates (%zu directions x 8 contrasts 0.02..1 x "
-      "%zu spatial frequencies); hypotheses direction / orientation / flat; budget %u trials; "
-      "twins fit from trial %zu, refit every %zu:\n",
-      settings.subjects, settings.units, settings.spread_deg, protocol.stimulus.candidate_count(),
-      settings.directions, std::max<std::size_t>(settings.spatial_frequencies, 1), budget,
-      settings.min_trials_to_fit, settings.refit_every);
-  std::vector<double> ratio, discriminate_trials, random_trials, session_trials, reference_margins;
-  std::size_t wrong[2] = {0, 0}, unreached[2] = {0, 0}, none[2] = {0, 0}, undecided[2] = {0, 0};
-  for (std::size_t s = settings.first_subject; s < settings.first_subject + settings.subjects;
-       ++s) {
-    const std::uint64_t seed = 1000 + s;
-    const bool orientation = s % 2 == 1;
-    const std::size_t truth = orientation ? 1 : 0;
-    const std::string truth_name = orientation ? "orientation" : "direction";
-    const hil::ResponseMix mix = orientation ? only_orientation() : only_direction();
-    const Outcome d = run_session(protocol, protocols::DesignerStrategy::kDiscriminate, mix, seed,
-                                  settings, truth);
-    Settings random_settings = settings;
-    random_settings.max_trials = random_budget;
-    const Outcome r = settings.random ? run_session(protocol, protocols::DesignerStrategy::kRandom,
-                                                    mix, seed, random_settings, truth)
-                                      : Outcome{};
-    const double dt = d.trials_to_099 ? static_cast<double>(*d.trials_to_099) : budget;
-    const double rt = r.trials_to_099 ? static_cast<double>(*r.trials_to_099) : random_budget;
-    discriminate_trials.push_back(dt);
-    random_trials.push_back(rt);
-    session_trials.push_back(static_cast<double>(d.trials));
-    ratio.push_back(rt / dt);
-    const Outcome* both[2] = {&d, &r};
-    for (int k = 0; k < 2; ++k) {
-      const std::string& v = both[k]->verdict;
-      wrong[k] += (v != truth_name && v != "undecided" && v != "none") ? 1 : 0;
-      none[k] += v == "none" ? 1 : 0;
-      undecided[k] += v == "undecided" ? 1 : 0;
-      unreached[k] += both[k]->trials_to_099 ? 0 : 1;
-    }
-    reference_margins.push_back(d.reference_margin);
-    std::printf(
-        "  subject %2zu (%-11s): discriminate %4.0f trials (verdict %s after %zu; "
-        "reference %+.1f)",
-        s, truth_name.c_str(), dt, d.verdict.c_str(), d.trials, d.reference_margin);
-    if (settings.random)
-      std::printf(", random %4.0f (verdict %s after %zu)", rt, r.verdict.c_str(), r.trials);
-    std::printf("  [%.0f s]\n", elapsed());
-    if (settings.verbose) {
-      std::printf("    discriminate:%s\n", d.checks.c_str());
-      if (settings.random) std::printf("    random:%s\n", r.checks.c_str());
-    }
-    std::fflush(stdout);
-  }
-  const std::size_t n = settings.subjects;
-  const auto pick = [](const std::vector<double>& from, const std::vector<std::size_t>& sample) {
-    std::vector<double> picked;
-    for (const std::size_t i : sample) picked.push_back(from[i]);
-    return picked;
-  };
-  const auto [d_low, d_high] = bootstrap_interval(
-      n, [&](const auto& sample) { return median(pick(discriminate_trials, sample)); });
-  if (settings.random) {
-    const auto [ratio_low, ratio_high] =
-        bootstrap_interval(n, [&](const auto& sample) { return median(pick(ratio, sample)); });
-    const auto [of_medians_low, of_medians_high] = bootstrap_interval(n, [&](const auto& sample) {
-      return median(pick(random_trials, sample)) / median(pick(discriminate_trials, sample));
-    });
-    std::printf(
-        "trials until P(true) >= 0.99, median: discriminate %.1f (95%% bootstrap interval "
-        "%.1f-%.1f), random %.1f; median ratio random/discriminate %.2fx (per subject, same "
-        "seeds; interval %.2f-%.2fx); ratio of medians %.2fx (interval %.2f-%.2fx)\n",
-        median(discriminate_trials), d_low, d_high, median(random_trials), median(ratio), ratio_low,
-        ratio_high, median(random_trials) / median(discriminate_trials), of_medians_low,
-        of_medians_high);
-    std::printf(
-        "never reached within budget: discriminate %zu, random %zu; wrong verdicts: "
-        "discriminate %zu of %zu, random %zu of %zu; 'none' on a true model: discriminate %zu, "
-        "random %zu; undecided: discriminate %zu, random %zu; discriminate sessions (validation "
-        "included) median %.0f trials\n",
-        unreached[0], unreached[1], wrong[0], n, wrong[1], n, none[0], none[1], undecided[0],
-        undecided[1], median(session_trials));
-  } else {
-    std::printf(
-        "trials until P(true) >= 0.99, median: discriminate %.1f (95%% bootstrap interval "
-        "%.1f-%.1f); never reached within budget %zu; wrong verdicts %zu of %zu; 'none' on a "
-        "true model %zu; undecided %zu; sessions (validation included) median %.0f trials\n",
-        median(discriminate_trials), d_low, d_high, unreached[0], wrong[0], n, none[0],
-        undecided[0], median(session_trials));
-  }
   const auto beaten = [](const std::vector<double>& margins) {
     return static_cast<std::size_t>(std::count_if(margins.begin(), margins.end(),
                                                   [](double m) { return m > std::log(100.0); }));
   };
-  std::printf(
-      "prototype reference check (each candidate its own rate): log BF(reference vs best twin) > "
-      "log 100 in %zu of %zu discriminate sessions on true models; median %.1f\n",
-      beaten(reference_margins), reference_margins.size(), median(reference_margins));
-  std::fflush(stdout);
+  if (settings.misspecified_only.empty()) {
+    std::printf(
+        "%zu subjects (alternately direction- and orientation-tuned columns) x %zu units, "
+        "preferences within +-%.0f deg; %zu candidates (%zu directions x 8 contrasts 0.02..1 x "
+        "%zu spatial frequencies); hypotheses direction / orientation / flat; budget %u trials; "
+        "twins fit from trial %zu, refit every %zu:\n",
+        settings.subjects, settings.units, settings.spread_deg, protocol.stimulus.candidate_count(),
+        settings.directions, std::max<std::size_t>(settings.spatial_frequencies, 1), budget,
+        settings.min_trials_to_fit, settings.refit_every);
+    std::vector<double> ratio, discriminate_trials, random_trials, session_trials,
+        reference_margins;
+    std::size_t wrong[2] = {0, 0}, unreached[2] = {0, 0}, none[2] = {0, 0}, undecided[2] = {0, 0};
+    for (std::size_t s = settings.first_subject; s < settings.first_subject + settings.subjects;
+         ++s) {
+      const std::uint64_t seed = 1000 + s;
+      const bool orientation = s % 2 == 1;
+      const std::size_t truth = orientation ? 1 : 0;
+      const std::string truth_name = orientation ? "orientation" : "direction";
+      const hil::ResponseMix mix = orientation ? only_orientation() : only_direction();
+      const Outcome d = run_session(protocol, protocols::DesignerStrategy::kDiscriminate, mix, seed,
+                                    settings, truth);
+      Settings random_settings = settings;
+      random_settings.max_trials = random_budget;
+      const Outcome r = settings.random
+                            ? run_session(protocol, protocols::DesignerStrategy::kRandom, mix, seed,
+                                          random_settings, truth)
+                            : Outcome{};
+      const double dt = d.trials_to_099 ? static_cast<double>(*d.trials_to_099) : budget;
+      const double rt = r.trials_to_099 ? static_cast<double>(*r.trials_to_099) : random_budget;
+      discriminate_trials.push_back(dt);
+      random_trials.push_back(rt);
+      session_trials.push_back(static_cast<double>(d.trials));
+      ratio.push_back(rt / dt);
+      const Outcome* both[2] = {&d, &r};
+      for (int k = 0; k < 2; ++k) {
+        const std::string& v = both[k]->verdict;
+        wrong[k] += (v != truth_name && v != "undecided" && v != "none") ? 1 : 0;
+        none[k] += v == "none" ? 1 : 0;
+        undecided[k] += v == "undecided" ? 1 : 0;
+        unreached[k] += both[k]->trials_to_099 ? 0 : 1;
+      }
+      reference_margins.push_back(d.reference_margin);
+      std::printf(
+          "  subject %2zu (%-11s): discriminate %4.0f trials (verdict %s after %zu; "
+          "reference %+.1f)",
+          s, truth_name.c_str(), dt, d.verdict.c_str(), d.trials, d.reference_margin);
+      if (settings.random)
+        std::printf(", random %4.0f (verdict %s after %zu)", rt, r.verdict.c_str(), r.trials);
+      std::printf("  [%.0f s]\n", elapsed());
+      if (settings.verbose) {
+        std::printf("    discriminate:%s\n", d.checks.c_str());
+        if (settings.random) std::printf("    random:%s\n", r.checks.c_str());
+      }
+      std::fflush(stdout);
+    }
+    const std::size_t n = settings.subjects;
+    const auto pick = [](const std::vector<double>& from, const std::vector<std::size_t>& sample) {
+      std::vector<double> picked;
+      for (const std::size_t i : sample) picked.push_back(from[i]);
+      return picked;
+    };
+    const auto [d_low, d_high] = bootstrap_interval(
+        n, [&](const auto& sample) { return median(pick(discriminate_trials, sample)); });
+    if (settings.random) {
+      const auto [ratio_low, ratio_high] =
+          bootstrap_interval(n, [&](const auto& sample) { return median(pick(ratio, sample)); });
+      const auto [of_medians_low, of_medians_high] = bootstrap_interval(n, [&](const auto& sample) {
+        return median(pick(random_trials, sample)) / median(pick(discriminate_trials, sample));
+      });
+      std::printf(
+          "trials until P(true) >= 0.99, median: discriminate %.1f (95%% bootstrap interval "
+          "%.1f-%.1f), random %.1f; median ratio random/discriminate %.2fx (per subject, same "
+          "seeds; interval %.2f-%.2fx); ratio of medians %.2fx (interval %.2f-%.2fx)\n",
+          median(discriminate_trials), d_low, d_high, median(random_trials), median(ratio),
+          ratio_low, ratio_high, median(random_trials) / median(discriminate_trials),
+          of_medians_low, of_medians_high);
+      std::printf(
+          "never reached within budget: discriminate %zu, random %zu; wrong verdicts: "
+          "discriminate %zu of %zu, random %zu of %zu; 'none' on a true model: discriminate %zu, "
+          "random %zu; undecided: discriminate %zu, random %zu; discriminate sessions (validation "
+          "included) median %.0f trials\n",
+          unreached[0], unreached[1], wrong[0], n, wrong[1], n, none[0], none[1], undecided[0],
+          undecided[1], median(session_trials));
+    } else {
+      std::printf(
+          "trials until P(true) >= 0.99, median: discriminate %.1f (95%% bootstrap interval "
+          "%.1f-%.1f); never reached within budget %zu; wrong verdicts %zu of %zu; 'none' on a "
+          "true model %zu; undecided %zu; sessions (validation included) median %.0f trials\n",
+          median(discriminate_trials), d_low, d_high, unreached[0], wrong[0], n, none[0],
+          undecided[0], median(session_trials));
+    }
+    std::printf(
+        "prototype reference check (each candidate its own rate): log BF(reference vs best twin) > "
+        "log 100 in %zu of %zu discriminate sessions on true models; median %.1f\n",
+        beaten(reference_margins), reference_margins.size(), median(reference_margins));
+    std::fflush(stdout);
+  }
 
   // Subjects no hypothesis describes, discriminating designer (as a session would run).
   struct Misspecified {
     const char* what;
+    const char* option;  // its --misspecified-only name
     hil::ResponseMix mix;
     std::uint64_t seed_base;
   };
-  for (const Misspecified& m : {Misspecified{"two unequal lobes", only_bimodal(), 5000},
-                                Misspecified{"adapting", only_adapting(), 7000}}) {
+  for (const Misspecified& m : {Misspecified{"two unequal lobes", "two-lobe", only_bimodal(), 5000},
+                                Misspecified{"adapting", "adapting", only_adapting(), 7000}}) {
+    if (!settings.misspecified_only.empty() && settings.misspecified_only != "both" &&
+        settings.misspecified_only != m.option) {
+      continue;
+    }
     std::size_t none_fits = 0, false_winner = 0, still_undecided = 0;
     std::vector<double> trials, margins;
     for (std::size_t s = 0; s < static_cast<std::size_t>(settings.misspecified); ++s) {

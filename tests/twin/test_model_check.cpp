@@ -281,7 +281,7 @@ EncompassingSession encompassing_session(double true_second_lobe, double model_s
       with_rival.add_trial(model, counts, rival);
       without.add_trial(model, counts);
     } else {
-      with_rival.add_rival_trial(model, counts, rival);
+      with_rival.add_designed_trial(model, counts, rival);
     }
   };
   for (int t = 0; t < 50; ++t) {
@@ -351,7 +351,7 @@ TEST(ModelCheck, EncompassingHoldsItsSizeWhenTheUnitsOfATrialShareTheirNoise) {
       const auto counts = draw(population.predict(direction, gain, 0.0), rng);
       const auto model = population.predict(direction, 1.0, 0.1);
       for (std::size_t u = 0; u < population.units; ++u) rival[u] = 1.3 * model[u].mean;
-      model_check.add_rival_trial(model, counts, rival);
+      model_check.add_designed_trial(model, counts, rival);
     }
     rejected += model_check.result().encompassing_p_value < 0.01 ? 1 : 0;
   }
@@ -372,7 +372,7 @@ TEST(ModelCheck, EncompassingIsOneSidedAndLeavesThePitValuesAlone) {
     for (auto& d : model) d.mean = 0.7 * d.mean + 0.3 * 3.0;
     shrunk.add_trial(model, counts, flat);
     same.add_trial(model, counts);
-    shrunk.add_rival_trial(model, counts, flat);  // a designed trial: not a PIT value
+    shrunk.add_designed_trial(model, counts, flat);  // a designed trial: not a PIT value
   }
   const ModelCheckResult r = shrunk.result();
   EXPECT_LT(r.encompassing_z.at(0), -3.0);
@@ -385,7 +385,7 @@ TEST(ModelCheck, EncompassingIsOneSidedAndLeavesThePitValuesAlone) {
   EXPECT_TRUE(same.result().encompassing_z.empty());
   EXPECT_EQ(same.result().encompassing_p_value, 1.0);
   EXPECT_EQ(same.result().encompassing_trials, 0u);
-  same.add_rival_trial(population.truth(0), draw(population.truth(0), rng), {});
+  same.add_designed_trial(population.truth(0), draw(population.truth(0), rng), {});
   EXPECT_EQ(same.result().encompassing_trials, 0u);
 }
 
@@ -396,10 +396,10 @@ TEST(ModelCheck, EncompassingRefusesRivalMeansThatDoNotFit) {
   const std::vector<double> three{1.0, 2.0, 3.0}, one_rival{1.0, 2.0}, two_rivals{1, 2, 3, 4};
   const std::vector<double> negative{1.0, -2.0};
   EXPECT_THROW(model_check.add_trial(row, counts, three), std::invalid_argument);
-  EXPECT_THROW(model_check.add_rival_trial(row, counts, negative), std::invalid_argument);
+  EXPECT_THROW(model_check.add_designed_trial(row, counts, negative), std::invalid_argument);
   model_check.add_trial(row, counts, one_rival);
   EXPECT_THROW(model_check.add_trial(row, counts, two_rivals), std::invalid_argument);
-  EXPECT_THROW(model_check.add_rival_trial(row, counts, two_rivals), std::invalid_argument);
+  EXPECT_THROW(model_check.add_designed_trial(row, counts, two_rivals), std::invalid_argument);
   EXPECT_EQ(model_check.result().encompassing_z.size(), 1u);
 }
 

@@ -25,6 +25,17 @@ double encompassing_weight(double rival_mean, const CountDistribution& d) noexce
   return (rival_mean - d.mean) / std::sqrt(std::max(d.variance(), 0.25));
 }
 
+/// Student's t of n trial scores against 0 from their sum and sum of squares, through the
+/// self-normalised sum U = sum / sqrt(squares): t = U sqrt((n - 1) / (n - U^2)). NaN when there
+/// are fewer than 2 scores or all are 0.
+double student_t_of_scores(double sum, double squares, double n) noexcept {
+  if (n < 2.0 || !(squares > 0.0)) return kNaN;
+  const double u = sum / std::sqrt(squares);
+  const double rest = n - u * u;
+  return rest > 0.0 ? u * std::sqrt((n - 1.0) / rest)
+                    : std::copysign(std::numeric_limits<double>::infinity(), u);
+}
+
 /// Uniform in [0, 1) from the top 53 bits: the same on every standard library, unlike
 /// std::uniform_real_distribution.
 double uniform01(std::mt19937_64& rng) noexcept {
@@ -347,7 +358,7 @@ ModelCheck::ModelCheck(std::size_t units, ModelCheckOptions options)
     : units_(units),
       options_(options),
       rng_(options.seed),
-      rival_rng_(options.seed ^ 0x72697661ULL),
+      designed_rng_(options.seed ^ 0x72697661ULL),
       unit_spikes_(units, 0),
       unit_log_factorials_(units, 0.0) {
   if (units == 0) throw std::invalid_argument("ModelCheck: no units");
@@ -363,9 +374,9 @@ ModelCheck::ModelCheck(std::size_t units, ModelCheckOptions options)
   }
 }
 
-void ModelCheck::check_trial(std::span<const CountDistribution> predictions,
-                             std::span<const std::uint32_t> counts,
-                             std::span<const double> rival_means, const char* caller) {
+void ModelCheck::validate_trial(std::span<const CountDistribution> predictions,
+                                std::span<const std::uint32_t> counts,
+                                std::span<const double> rival_means, const char* caller) const {
   if (predictions.size() != units_ || counts.size() != units_) {
     throw std::invalid_argument(std::string(caller) + ": " + std::to_string(predictions.size()) +
                                 " predictions and " + std::to_string(counts.size()) +
@@ -385,7 +396,10 @@ void ModelCheck::check_trial(std::span<const CountDistribution> predictions,
                                   " is not finite and >= 0");
     }
   }
-  if (!rival_means.empty() && rival_sum_.empty()) {
+}
+
+void ModelCheck::open_trial_scores(std::size_t rivals) {
+  if (rivals > 0 && rival_sum_.empty()) {
     rival_sum_.assign(rivals, 0.0);
     rival_square_.assign(rivals, 0.0);
     trial_score_.assign(rivals, 0.0);
@@ -393,8 +407,8 @@ void ModelCheck::check_trial(std::span<const CountDistribution> predictions,
   std::fill(trial_score_.begin(), trial_score_.end(), 0.0);
 }
 
-void ModelCheck::add_encompassing(std::size_t unit, const CountDistribution& prediction, double z,
-                                  std::span<const double> rival_means) noexcept {
+void ModelCheck::add_unit_scores(std::size_t unit, const CountDistribution& prediction, double z,
+                                 std::span<const double> rival_means) noexcept {
   for (std::size_t j = 0; j < rival_sum_.size() && !rival_means.empty(); ++j) {
     const double w = encompassing_weight(rival_means[j * units_ + unit], prediction);
     trial_score_[j] += w * z;
@@ -411,7 +425,8 @@ void ModelCheck::close_trial_scores() noexcept {
 void ModelCheck::add_trial(std::span<const CountDistribution> predictions,
                            std::span<const std::uint32_t> counts,
                            std::span<const double> rival_means) {
-  check_trial(predictions, counts, rival_means, "ModelCheck::add_trial");
+  validate_trial(predictions, counts, rival_means, "ModelCheck::add_trial");
+  open_trial_scores(rival_means.size() / units_);
   const double lo = (1.0 - options_.interval) / 2.0;
   const double hi = 1.0 - lo;
   double z_sum = 0.0;
@@ -422,7 +437,7 @@ void ModelCheck::add_trial(std::span<const CountDistribution> predictions,
     pit_.push_back(u01);
     const double z = pit_z(u01);
     z_sum += z;
-    add_encompassing(u, d, z, rival_means);
+    add_unit_scores(u, d, z, rival_means);
     predicted_mean_.push_back(d.mean);
     observed_.push_back(static_cast<double>(y));
     const std::uint32_t q_lo = count_quantile(d, lo);
@@ -452,17 +467,18 @@ void ModelCheck::add_trial(const PredictionBatch& batch, std::size_t candidate,
   add_trial(row, counts);
 }
 
-void ModelCheck::add_rival_trial(std::span<const CountDistribution> predictions,
-                                 std::span<const std::uint32_t> counts,
-                                 std::span<const double> rival_means) {
-  check_trial(predictions, counts, rival_means, "ModelCheck::add_rival_trial");
+void ModelCheck::add_designed_trial(std::span<const CountDistribution> predictions,
+                                    std::span<const std::uint32_t> counts,
+                                    std::span<const double> rival_means) {
+  validate_trial(predictions, counts, rival_means, "ModelCheck::add_designed_trial");
   if (rival_means.empty()) return;  // a lone hypothesis: nothing to lean toward
+  open_trial_scores(rival_means.size() / units_);
   for (std::size_t u = 0; u < units_; ++u) {
-    const double u01 = randomized_pit(predictions[u], counts[u], uniform01(rival_rng_));
-    add_encompassing(u, predictions[u], pit_z(u01), rival_means);
+    const double u01 = randomized_pit(predictions[u], counts[u], uniform01(designed_rng_));
+    add_unit_scores(u, predictions[u], pit_z(u01), rival_means);
   }
   close_trial_scores();
-  ++rival_trials_;
+  ++designed_trials_;
 }
 
 double bits_per_spike_against(const ModelCheckResult& model,
@@ -484,25 +500,18 @@ ModelCheckResult ModelCheck::result() const {
   ModelCheckResult r;
   r.trials = trials_;
   r.values = pit_.size();
-  r.encompassing_trials = rival_sum_.empty() ? 0 : trials_ + rival_trials_;
+  r.encompassing_trials = rival_sum_.empty() ? 0 : trials_ + designed_trials_;
   double rival_smallest = 1.0;
-  const auto scored_trials = static_cast<double>(trials_ + rival_trials_);
+  const auto scored_trials = static_cast<double>(trials_ + designed_trials_);
   for (std::size_t j = 0; j < rival_sum_.size(); ++j) {
     // Each trial's score s_t = sum over units of w z; the units of a trial share its stimulus
     // and, on a probe, spikes and noise, so the trial is the independent unit. Student's t of
-    // the scores against 0 (from the self-normalised sum U = sum s / sqrt(sum s^2):
-    // t = U sqrt((n - 1) / (n - U^2))), one-sided: only counts that lean toward the rival say
-    // that it knows something this hypothesis does not, and a fit shrunk toward the rival by its
-    // prior leans away. The t-test is conservative for symmetric scores of unequal variances
-    // (Efron 1969, J. Am. Stat. Assoc. 64:1278). Reported as the normal score of its p-value.
-    double p = 1.0;
-    if (scored_trials >= 2.0 && rival_square_[j] > 0.0) {
-      const double u = rival_sum_[j] / std::sqrt(rival_square_[j]);
-      const double rest = scored_trials - u * u;
-      const double t = rest > 0.0 ? u * std::sqrt((scored_trials - 1.0) / rest)
-                                  : std::copysign(std::numeric_limits<double>::infinity(), u);
-      p = student_t_survival(t, scored_trials - 1.0);
-    }
+    // the scores against 0, one-sided: only counts that lean toward the rival say that it knows
+    // something this hypothesis does not, and a fit shrunk toward the rival by its prior leans
+    // away. The t-test is conservative for symmetric scores of unequal variances (Efron 1969,
+    // J. Am. Stat. Assoc. 64:1278). Reported as the normal score of its p-value.
+    const double t = student_t_of_scores(rival_sum_[j], rival_square_[j], scored_trials);
+    const double p = std::isnan(t) ? 1.0 : student_t_survival(t, scored_trials - 1.0);
     r.encompassing_z.push_back(-normal_quantile(std::clamp(p, 1e-300, 1.0 - 1e-16)));
     rival_smallest = std::min(rival_smallest, p);
   }
@@ -617,17 +626,17 @@ std::string failing_test(const ModelCheckResult& check, const Posterior& posteri
                          std::size_t hypothesis) {
   const double pit = std::min(check.chi_square_p_value, check.ks_p_value);
   const double coherence = check.coherence_p_value;
-  if (check.encompassing_z.empty() || check.encompassing_p_value > std::min(pit, coherence)) {
+  const double encompassing = check.encompassing_z.empty() ? 1.0 : check.encompassing_p_value;
+  std::array<char, 32> z{};
+  if (check.encompassing_z.empty() || encompassing > std::min(pit, coherence)) {
     return coherence < pit ? ": its errors are shared across units (trial coherence)"
                            : ": its PIT values are not uniform";
   }
-  const auto largest = std::max_element(check.encompassing_z.begin(), check.encompassing_z.end()) -
-                       check.encompassing_z.begin();
-  const auto rival =
-      static_cast<std::size_t>(largest) + (static_cast<std::size_t>(largest) >= hypothesis ? 1 : 0);
-  std::array<char, 32> z{};
-  std::snprintf(z.data(), z.size(), "%.1f",
-                check.encompassing_z[static_cast<std::size_t>(largest)]);
+  const auto largest = static_cast<std::size_t>(
+      std::max_element(check.encompassing_z.begin(), check.encompassing_z.end()) -
+      check.encompassing_z.begin());
+  const std::size_t rival = rival_hypothesis(hypothesis, largest);
+  std::snprintf(z.data(), z.size(), "%.1f", check.encompassing_z[largest]);
   return ": its counts lean toward what '" +
          (rival < posterior.size() ? posterior.names()[rival] : std::string("another")) +
          "' predicted (encompassing z = " + z.data() + ")";

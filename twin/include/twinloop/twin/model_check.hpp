@@ -43,9 +43,9 @@
 // its prior (a true twin from few trials) leans away from it, which is no sign of a missing
 // structure; a twin that lacks a second lobe which a rival has, or the null against a tuned rival,
 // leans toward it. Because any rule may choose the stimuli, designed trials enter this test too
-// (add_rival_trial), and they are where rivals disagree most. encompassing_z is the normal score of
-// the t-test's p-value; its p-value is Bonferroni over rivals. docs/session.md gives its size and
-// power on the benches.
+// (add_designed_trial), and they are where rivals disagree most. encompassing_z is the normal score
+// of the t-test's p-value; its p-value is Bonferroni over rivals. docs/session.md gives its size
+// and power on the benches.
 //
 // The reported p_value is the Bonferroni combination min(1, k min(p_i)) over the k tests (the two
 // PIT tests, plus coherence when on with >= 2 units, plus encompassing when rivals were given); the
@@ -118,6 +118,13 @@ namespace twinloop::twin {
 /// is constant. \throws std::invalid_argument when the spans differ in length.
 [[nodiscard]] double spearman_correlation(std::span<const double> x, std::span<const double> y);
 
+/// The check's rivals of hypothesis `hypothesis`: every other one, in order. Rival `rival` (its
+/// index in rival_means and encompassing_z) is hypothesis rival_hypothesis(hypothesis, rival).
+[[nodiscard]] constexpr std::size_t rival_hypothesis(std::size_t hypothesis,
+                                                     std::size_t rival) noexcept {
+  return rival + (rival >= hypothesis ? 1 : 0);
+}
+
 struct ModelCheckOptions {
   std::uint64_t seed = 0x7477696e6c6f6f70;  ///< PIT randomisation and bootstrap
   std::size_t bins = 10;                    ///< chi-square bins on [0, 1)
@@ -186,18 +193,19 @@ class ModelCheck {
   /// trial, rival-major ([rivals x units], the same rivals in the same order on every trial), for
   /// the encompassing test (see the file comment).
   /// \throws std::invalid_argument when a span is not units() long, rival_means is not a
-  ///         multiple of it or changes its number of rivals, or a prediction or rival mean is not
+  ///         multiple of it or changes its number of rivals, or a prediction or mean is not
   ///         finite and >= 0.
   void add_trial(std::span<const CountDistribution> predictions,
                  std::span<const std::uint32_t> counts, std::span<const double> rival_means = {});
   /// The same from one candidate row of a prediction batch.
   void add_trial(const PredictionBatch& batch, std::size_t candidate,
                  std::span<const std::uint32_t> counts);
-  /// A trial for the encompassing test only, not the PIT tests: a designed trial (see the file
-  /// comment). Its PIT randomisation has a stream of its own, so adding these leaves the PIT
-  /// tests' values unchanged. \throws std::invalid_argument as add_trial.
-  void add_rival_trial(std::span<const CountDistribution> predictions,
-                       std::span<const std::uint32_t> counts, std::span<const double> rival_means);
+  /// A designed trial: for the encompassing test only, not the PIT tests (see the
+  /// file comment). Its PIT randomisation has a stream of its own, so adding these leaves the
+  /// PIT tests' values unchanged. \throws std::invalid_argument as add_trial.
+  void add_designed_trial(std::span<const CountDistribution> predictions,
+                          std::span<const std::uint32_t> counts,
+                          std::span<const double> rival_means);
 
   [[nodiscard]] std::size_t units() const noexcept { return units_; }
   [[nodiscard]] std::size_t trials() const noexcept { return trials_; }
@@ -211,23 +219,24 @@ class ModelCheck {
   std::size_t units_;
   ModelCheckOptions options_;
   std::mt19937_64 rng_;
-  std::mt19937_64 rival_rng_;  ///< PIT randomisation of add_rival_trial, apart from rng_
+  std::mt19937_64 designed_rng_;  ///< PIT randomisation of add_designed_trial, apart from rng_
   std::size_t trials_ = 0;
   std::vector<double> pit_;
   double coherence_ = 0.0;  ///< running sum of S_t^2
   // Encompassing test, per rival: sums over trials of the trial's score s = sum over units of
-  // w z, and of s^2; trial_score_ collects the trial being added.
+  // w z, and of s^2.
   std::vector<double> rival_sum_;
   std::vector<double> rival_square_;
-  std::vector<double> trial_score_;
-  void close_trial_scores() noexcept;
-  std::size_t rival_trials_ = 0;  ///< trials added by add_rival_trial
+  std::size_t designed_trials_ = 0;  ///< trials added by add_designed_trial
+  std::vector<double> trial_score_;  ///< one trial's scores per rival while it is added
 
-  void check_trial(std::span<const CountDistribution> predictions,
-                   std::span<const std::uint32_t> counts, std::span<const double> rival_means,
-                   const char* caller);
-  void add_encompassing(std::size_t unit, const CountDistribution& prediction, double z,
-                        std::span<const double> rival_means) noexcept;
+  void validate_trial(std::span<const CountDistribution> predictions,
+                      std::span<const std::uint32_t> counts, std::span<const double> rival_means,
+                      const char* caller) const;
+  void open_trial_scores(std::size_t rivals);
+  void add_unit_scores(std::size_t unit, const CountDistribution& prediction, double z,
+                       std::span<const double> rival_means) noexcept;
+  void close_trial_scores() noexcept;
   std::vector<double> predicted_mean_;  ///< trial-major, aligned with observed_
   std::vector<double> observed_;
   std::size_t in_interval_ = 0;
