@@ -16,6 +16,7 @@ namespace twinloop::daemon {
 namespace {
 
 constexpr std::string_view kDeadlineFallback = "deadline_fallback_random";
+constexpr std::string_view kCriticism = "criticism";
 constexpr std::string_view kDataExhaustedText =
     "the recorded data are exhausted: no candidate has an unused response left";
 // Below this expected information gain (nats) no candidate is worth choosing over another.
@@ -272,15 +273,15 @@ designer::StopDecision ClosedLoop::hard_stop_decision(
   return decision;
 }
 
-bool ClosedLoop::needs_validation() const noexcept {
+std::size_t ClosedLoop::validation_trials_needed() const noexcept {
   // Enough validation trials for the model check to judge (it needs a minimum of PIT values).
-  const std::size_t needed = std::max(options_.min_validation_trials,
-                                      (options_.model_check.min_values + units_ - 1) / units_);
-  if (stop_decision().reason != designer::StopReason::kPosteriorThreshold ||
-      validation_trials_ >= needed) {
-    return false;
-  }
-  // The hard limits end a session even while validation trials are still missing.
+  return std::max(options_.min_validation_trials,
+                  (options_.model_check.min_values + units_ - 1) / units_);
+}
+
+bool ClosedLoop::posterior_stop_pending() const noexcept {
+  if (stop_decision().reason != designer::StopReason::kPosteriorThreshold) return false;
+  // The hard limits end a session even while validation or criticism trials are still missing.
   designer::StopInputs inputs;
   inputs.posterior = posterior_.probabilities();
   inputs.trials_done = trial_;
@@ -288,6 +289,50 @@ bool ClosedLoop::needs_validation() const noexcept {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count() / 60.0;
   inputs.operator_stop = operator_stop_;
   return !hard_stop_decision(inputs).stop();
+}
+
+bool ClosedLoop::needs_validation() const noexcept {
+  return validation_trials_ < validation_trials_needed() && posterior_stop_pending();
+}
+
+bool ClosedLoop::needs_criticism() const noexcept {
+  // Criticism trials (protocol designer.criticism_trials): once the posterior would stop the
+  // session, designed trials where the leader's prediction is furthest, in its own standard
+  // deviations, from a rival's. They feed the model check's encompassing test where a misfit of
+  // the leader would show most (a second lobe it lacks), so that a winner is named only after
+  // trials chosen to refute it. The posterior keeps scoring them; should it fall below its
+  // threshold, the session designs as before.
+  return criticism_planned_ < protocol_.designer.criticism_trials && hypotheses_.size() > 1 &&
+         discriminate_ != nullptr && predictions_fitted_ && available_ > 0 &&
+         posterior_stop_pending();
+}
+
+std::uint32_t ClosedLoop::criticism_candidate() const noexcept {
+  const std::span<const double> p = posterior_.probabilities();
+  const auto leader = static_cast<std::size_t>(std::max_element(p.begin(), p.end()) - p.begin());
+  const twin::PredictionBatch& own = predictions_[leader];
+  // The rivals take turns: the one a misfit leans toward is unknown, and the largest
+  // disagreement (often with the null, at the leader's peak) would otherwise take every trial.
+  const std::size_t rivals = hypotheses_.size() - 1;
+  const twin::PredictionBatch& rival = predictions_[twin::rival_hypothesis(
+      leader, criticism_planned_ % std::max<std::size_t>(rivals, 1))];
+  std::uint32_t best = 0;
+  double best_score = -1.0;
+  for (std::size_t c = 0; c < candidates_.size(); ++c) {
+    if (!allowed_[c]) continue;
+    // The sum over units of the encompassing weight squared: what one trial adds to that test's
+    // noncentrality when the truth lies toward the rival.
+    double score = 0.0;
+    for (std::size_t u = 0; u < units_; ++u) {
+      const double w = twin::encompassing_weight(rival.mean[c * units_ + u], own.at(c, u));
+      score += w * w;
+    }
+    if (score > best_score) {
+      best_score = score;
+      best = static_cast<std::uint32_t>(c);
+    }
+  }
+  return best;
 }
 
 bool ClosedLoop::step() {
@@ -336,8 +381,15 @@ std::optional<PlannedTrial> ClosedLoop::plan() {
   if (refit_pending_) adopt_background_refit();
   // Only candidates the rig can still deliver are designed; with none left the session stops.
   refresh_allowed();
-  const bool force_validation = needs_validation();
-  if (!force_validation && stop_decision().stop()) return std::nullopt;
+  bool force_validation = needs_validation();
+  const bool force_criticism = needs_criticism();
+  if (!force_validation && !force_criticism && stop_decision().stop()) return std::nullopt;
+  if (force_validation && force_criticism) {
+    // Interleaved: whichever kind has more trials still to come goes first.
+    const std::size_t validation_left = validation_trials_needed() - validation_trials_;
+    const std::size_t criticism_left = protocol_.designer.criticism_trials - criticism_planned_;
+    force_validation = validation_left >= criticism_left;
+  }
   const std::uint64_t trial = trial_++;
   const std::size_t candidate_count = candidates_.size();
 
@@ -353,6 +405,10 @@ std::optional<PlannedTrial> ClosedLoop::plan() {
     candidate = draw_allowed();
     validation = true;
     strategy_name = "validation_random";
+  } else if (force_criticism) {
+    candidate = criticism_candidate();
+    ++criticism_planned_;
+    strategy_name = std::string(kCriticism);
   } else if (strategy_ == protocols::DesignerStrategy::kDiscriminate) {
     const auto started = std::chrono::steady_clock::now();
     const std::optional<designer::Decision> decision = discriminate_->decide(
@@ -573,6 +629,7 @@ RestoreReport ClosedLoop::restore() {
   for (const RecordedTrial& t : recorded) {
     trial_ = std::max<std::uint64_t>(trial_, t.trial + 1);
     if (t.strategy == kDeadlineFallback) ++deadline_misses_;
+    if (t.strategy == kCriticism) ++criticism_planned_;
     switch (t.status) {
       case TrialStatus::kFlagged:
         ++report.flagged;

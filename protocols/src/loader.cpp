@@ -50,8 +50,9 @@ constexpr std::array<std::string_view, 5> kTimingKeys = {
 constexpr std::array<std::string_view, 5> kSafetyKeys = {"amplitude_dimension", "max_amplitude",
                                                          "duration_dimension", "max_duty_cycle",
                                                          "min_interval_ms"};
-constexpr std::array<std::string_view, 5> kDesignerKeys = {
-    "strategy", "validation_fraction", "decision_deadline_ms", "seed", "candidates_per_decision"};
+constexpr std::array<std::string_view, 6> kDesignerKeys = {
+    "strategy", "validation_fraction",     "decision_deadline_ms",
+    "seed",     "candidates_per_decision", "criticism_trials"};
 constexpr std::array<std::string_view, 2> kStrategies = {"random", "discriminate"};
 constexpr std::array<std::string_view, 3> kStopKeys = {"posterior_threshold", "max_trials",
                                                        "max_minutes"};
@@ -538,6 +539,10 @@ class ProtocolReader {
       if (auto n = c_.integer(*v, 0, std::numeric_limits<std::int64_t>::max())) {
         d.seed = static_cast<std::uint64_t>(*n);
       }
+    }
+    if (auto v = map.get("criticism_trials")) {
+      if (auto n = c_.integer(*v, 0, kMaxTrials))
+        d.criticism_trials = static_cast<std::uint32_t>(*n);
     }
     candidates_per_decision_field_ = map.get("candidates_per_decision");
     if (candidates_per_decision_field_) {

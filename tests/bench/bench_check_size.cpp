@@ -15,9 +15,12 @@
 // --coherence adds the check's trial-coherence test (ModelCheckOptions::trial_coherence), which
 // is exact only for calibrated predictions; --spread DEG clusters the units' preferences within
 // +-DEG of one column direction, where the twins' errors are shared most between units (and
-// where that test is most at risk); --uncertain-only skips the plug-in sessions.
+// where that test is most at risk); --uncertain-only skips the plug-in sessions; --criticism N
+// sets the protocol's designer.criticism_trials (designed trials after the posterior threshold
+// that try to refute the leader, judged by the encompassing test).
 //
 //   bench_check_size [--sessions N (100)] [--coherence] [--spread DEG] [--uncertain-only]
+//                    [--criticism N (0)]
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -37,6 +40,7 @@ int main(int argc, char** argv) {
   int sessions = 100;
   bool coherence = false, uncertain_only = false;
   double spread_deg = -1.0;
+  long criticism = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--sessions" && i + 1 < argc) {
@@ -45,25 +49,29 @@ int main(int argc, char** argv) {
       spread_deg = std::strtod(argv[++i], nullptr);
     } else if (arg == "--coherence") {
       coherence = true;
+    } else if (arg == "--criticism" && i + 1 < argc) {
+      criticism = std::strtol(argv[++i], nullptr, 10);
     } else if (arg == "--uncertain-only") {
       uncertain_only = true;
     } else {
       std::printf(
           "usage: bench_check_size [--sessions N (100)] [--coherence] [--spread DEG] "
-          "[--uncertain-only]\n");
+          "[--uncertain-only] [--criticism N]\n");
       return arg == "--help" ? 0 : 2;
     }
   }
-  if (sessions < 1 || spread_deg > 180.0) {
-    std::fputs("bench_check_size: --sessions must be >= 1, --spread at most 180\n", stderr);
+  if (sessions < 1 || spread_deg > 180.0 || criticism < 0) {
+    std::fputs(
+        "bench_check_size: --sessions must be >= 1, --spread at most 180, --criticism >= 0\n",
+        stderr);
     return 2;
   }
   constexpr std::size_t kUnits = 16;
   std::printf(
       "%d sessions per setting: 16 direction-tuned Poisson units, hypotheses direction_tuning "
       "(true) and null; the check rejects a hypothesis at p < 0.01; trial-coherence test %s; "
-      "preferences %s\n",
-      sessions, coherence ? "on" : "off", spread_deg >= 0 ? "clustered" : "independent");
+      "preferences %s; %ld criticism trials\n",
+      sessions, coherence ? "on" : "off", spread_deg >= 0 ? "clustered" : "independent", criticism);
   for (const bool plug_in : {false, true}) {
     if (plug_in && uncertain_only) break;
     auto loaded =
@@ -75,6 +83,7 @@ int main(int argc, char** argv) {
     if (plug_in) {
       for (auto& h : loaded.protocol->hypotheses) h.params["parameter_uncertainty"] = 0.0;
     }
+    loaded.protocol->designer.criticism_trials = static_cast<std::uint32_t>(criticism);
     int winner = 0, none = 0, wrong = 0, undecided = 0, low_p = 0, coherence_rejects = 0;
     std::vector<std::size_t> histogram;
     for (int s = 1; s <= sessions; ++s) {

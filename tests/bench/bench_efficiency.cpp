@@ -21,7 +21,7 @@
 //                    [--directions N (16)] [--spatial-frequencies N (5)] [--verbose]
 //                    [--first-subject K (0)] [--trace] [--coherence]
 //                    [--random-max-trials T (as --max-trials)] [--no-random] [--set NAME=VALUE]
-//                    [--misspecified-only two-lobe|adapting|both]
+//                    [--misspecified-only two-lobe|adapting|both] [--criticism N (0)]
 //
 // --directions sets how finely the direction space is sampled (8 contrasts each): the share of
 // candidates that can tell the hypotheses apart shrinks as it grows, which is where a designer
@@ -45,6 +45,8 @@
 // --random-max-trials gives the random designer a budget of its own: a session that has not
 // reached 0.99 within it counts as the budget, so with the default budget the ratios are lower
 // bounds. --no-random runs the discriminating designer alone (to compare changes to it quickly).
+// --criticism N sets the protocol's designer.criticism_trials (0): designed trials after the
+// posterior threshold that try to refute the leader (docs/protocol.md).
 // --misspecified-only KIND skips the true-model subjects and runs the misspecified ones of that
 // kind only (to measure the model check's power quickly).
 // --set NAME=VALUE sets a parameter of both tuned twins (docs/protocol.md), e.g. to compare fits.
@@ -141,6 +143,7 @@ struct Settings {
   bool verbose = false;
   bool coherence = false;         // the model check's trial-coherence test
   bool trace = false;             // every trial of every session (stimulus, counts, posterior)
+  std::size_t criticism = 0;      // criticism trials after the posterior threshold
   std::string misspecified_only;  // "two-lobe", "adapting" or "both"; empty: every subject
   bool random = true;             // also run the random designer (the baseline)
   std::uint32_t random_max_trials = 0;  // the random designer's budget (0: max_trials)
@@ -340,6 +343,8 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
                                  std::strtod(setting.c_str() + equals + 1, nullptr));
     } else if (arg == "--no-random")
       s.random = false;
+    else if (arg == "--criticism" && has_value)
+      s.criticism = std::strtoul(argv[++i], nullptr, 10);
     else if (arg == "--misspecified-only" && has_value)
       s.misspecified_only = argv[++i];
     else if (arg == "--random-max-trials" && has_value)
@@ -352,7 +357,7 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
           "                        [--directions N (16)] [--spatial-frequencies N (5)]\n"
           "                        [--first-subject K (0)] [--verbose] [--trace] [--coherence]\n"
           "                        [--random-max-trials T (as --max-trials)] [--no-random]\n"
-          "                        [--misspecified-only two-lobe|adapting|both]\n"
+          "                        [--misspecified-only two-lobe|adapting|both] [--criticism N]\n"
           "                        [--set NAME=VALUE (a parameter of both tuned twins)]...\n");
       exit_code = arg == "--help" ? 0 : 2;
       return false;
@@ -396,6 +401,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   protocols::Protocol& protocol = *loaded.protocol;
+  protocol.designer.criticism_trials = static_cast<std::uint32_t>(settings.criticism);
   for (protocols::HypothesisSpec& h : protocol.hypotheses) {
     if (h.family == protocols::HypothesisFamily::kNull) continue;
     for (const auto& [name, value] : settings.twin_params) h.params[name] = value;

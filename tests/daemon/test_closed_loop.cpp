@@ -234,5 +234,56 @@ TEST(ClosedLoop, NoHypothesisFitsABimodalSubject) {
       << summary.verdict.reason;
 }
 
+// designer.criticism_trials: once the posterior reaches its threshold, that many more designed
+// trials, marked 'criticism', feed the leader's encompassing test; up to the threshold the session
+// is the one it would have been without them.
+TEST(ClosedLoop, CriticismTrialsComeAfterTheThresholdAndFeedTheEncompassingTest) {
+  const protocols::Protocol plain_protocol = load();
+  protocols::Protocol protocol = plain_protocol;
+  protocol.designer.criticism_trials = 6;
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("twinloop_criticism_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  SessionSetup setup;
+  setup.protocol_text = protocol.source_text;
+  for (const auto& h : protocol.hypotheses) {
+    setup.hypotheses.push_back({h.name, std::string(protocols::to_string(h.family))});
+  }
+  for (std::size_t u = 0; u < 16; ++u) setup.units.push_back({0, static_cast<std::int64_t>(u), ""});
+  for (std::size_t c = 0; c < protocol.stimulus.candidate_count(); ++c) {
+    setup.candidates_json.push_back("{}");
+  }
+  SessionRecord record = SessionRecord::create(dir, setup);
+  hil::CountSubject subject(subject_config({1, 0, 0, 0, 0}, 3));
+  CountRig rig(subject);
+  ClosedLoop loop(protocol, 16, rig, &record, options());
+  while (loop.step()) {
+  }
+  const SessionSummary summary = loop.summary();
+  const SessionSummary plain = run_to_end(plain_protocol, {1, 0, 0, 0, 0}, 3, options());
+  ASSERT_EQ(summary.verdict.name, "tuned") << summary.verdict.reason;
+  ASSERT_EQ(plain.verdict.name, "tuned") << plain.verdict.reason;
+
+  const std::optional<std::size_t> reached = loop.trials_to_reach(0, 0.99);
+  ASSERT_TRUE(reached.has_value());
+  std::size_t criticism = 0;
+  for (const RecordedTrial& t : record.trials()) {
+    if (t.strategy != "criticism") continue;
+    ++criticism;
+    EXPECT_FALSE(t.is_validation) << "trial " << t.trial;
+    EXPECT_GE(t.trial, *reached) << "a criticism trial before the posterior reached 0.99";
+  }
+  EXPECT_EQ(criticism, 6u);
+  // The tuned twin stays above the threshold, so the session is the plain one plus 6 trials,
+  // each judged by the encompassing test and by no PIT test.
+  EXPECT_EQ(summary.trials, plain.trials + 6);
+  for (std::size_t h = 0; h < 2; ++h) {
+    EXPECT_EQ(summary.hypotheses[h].check.encompassing_trials,
+              plain.hypotheses[h].check.encompassing_trials + 6);
+    EXPECT_EQ(summary.hypotheses[h].check.trials, plain.hypotheses[h].check.trials);
+  }
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace twinloop::daemon

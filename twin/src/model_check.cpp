@@ -15,16 +15,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-/// The encompassing test's weight of one (trial, unit): how far the rival's mean is from this
-/// prediction's, in units of its standard deviation. With z close to the standardised residual,
-/// sum w z is then the score statistic for a true mean m + lambda (m_rival - m) at lambda = 0,
-/// the locally most powerful direction (with the statistic pooled over units, log-ratio weights
-/// gave the leading, wrong twin a smaller one in 15 of 18 two-lobe columns, bench_efficiency).
-/// The variance is floored at 1/4, so that a near-silent prediction does not take all the weight.
-double encompassing_weight(double rival_mean, const CountDistribution& d) noexcept {
-  return (rival_mean - d.mean) / std::sqrt(std::max(d.variance(), 0.25));
-}
-
 /// Student's t of n trial scores against 0 from their sum and sum of squares, through the
 /// self-normalised sum U = sum / sqrt(squares): t = U sqrt((n - 1) / (n - U^2)). NaN when there
 /// are fewer than 2 scores or all are 0.
@@ -352,6 +342,15 @@ double spearman_correlation(std::span<const double> x, std::span<const double> y
   weighted_midranks(x, argsort(x), ones, rx);
   weighted_midranks(y, argsort(y), ones, ry);
   return weighted_pearson(rx, ry, ones);
+}
+
+double encompassing_weight(double rival_mean, const CountDistribution& prediction) noexcept {
+  // The variance is floored at 1/4, so that a near-silent prediction does not take all the
+  // weight. With z close to the standardised residual, sum w z is the score statistic for a true
+  // mean m + lambda (m_rival - m) at lambda = 0, the locally most powerful direction (with the
+  // statistic pooled over units, log-ratio weights gave the leading, wrong twin a smaller one in
+  // 15 of 18 two-lobe columns, bench_efficiency).
+  return (rival_mean - prediction.mean) / std::sqrt(std::max(prediction.variance(), 0.25));
 }
 
 ModelCheck::ModelCheck(std::size_t units, ModelCheckOptions options)

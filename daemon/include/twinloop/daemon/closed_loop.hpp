@@ -265,6 +265,8 @@ class ClosedLoop {
   [[nodiscard]] std::size_t available_candidates() const noexcept { return available_; }
   /// True when the posterior would stop the session but validation trials are still missing.
   [[nodiscard]] bool needs_validation() const noexcept;
+  /// True when the posterior would stop the session but criticism trials are still missing.
+  [[nodiscard]] bool needs_criticism() const noexcept;
   /// Scores so far and the verdict they support (model checks run here: not cheap).
   [[nodiscard]] SessionSummary summary() const;
   /// Trials until the given hypothesis first reached `threshold`, if it did.
@@ -332,6 +334,11 @@ class ClosedLoop {
   std::uint64_t trial_ = 0;
   std::size_t scored_since_refit_ = 0;
   std::size_t validation_trials_ = 0, flagged_ = 0, refused_ = 0, aborted_ = 0;
+  std::size_t criticism_planned_ = 0;  // criticism trials designed so far
+  [[nodiscard]] std::size_t validation_trials_needed() const noexcept;
+  [[nodiscard]] bool posterior_stop_pending() const noexcept;
+  // The allowed candidate where the posterior leader's prediction is furthest from a rival's.
+  [[nodiscard]] std::uint32_t criticism_candidate() const noexcept;
   std::size_t deadline_misses_ = 0;
   bool operator_stop_ = false;
   protocols::StopRules stop_;  // the protocol's, changed by the operator

@@ -88,6 +88,9 @@ struct DesignerSettings {
   double decision_deadline_ms = 100.0;  ///< > 0: time the designer has to choose
   std::uint64_t seed = 1;               ///< random seed (validation trials, random strategy)
   std::optional<std::uint32_t> candidates_per_decision;  ///< 1..candidate count; absent = all
+  /// Designed trials after the posterior threshold, each where the leader's prediction is
+  /// furthest from a rival's, before the verdict (discriminate only; see docs/protocol.md).
+  std::uint32_t criticism_trials = 0;
 };
 
 /// When the session stops on its own (the operator may always stop it).

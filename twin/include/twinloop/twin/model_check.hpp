@@ -125,6 +125,13 @@ namespace twinloop::twin {
   return rival + (rival >= hypothesis ? 1 : 0);
 }
 
+/// The encompassing test's weight of one (trial, unit): how far the rival's mean is from this
+/// prediction's, in the prediction's standard deviations (floored at 1/2). Its square, summed
+/// over units, is what one trial adds to that test's noncentrality when the truth lies toward
+/// the rival.
+[[nodiscard]] double encompassing_weight(double rival_mean,
+                                         const CountDistribution& prediction) noexcept;
+
 struct ModelCheckOptions {
   std::uint64_t seed = 0x7477696e6c6f6f70;  ///< PIT randomisation and bootstrap
   std::size_t bins = 10;                    ///< chi-square bins on [0, 1)
