@@ -282,6 +282,17 @@ TEST(ClosedLoop, CriticismTrialsComeAfterTheThresholdAndFeedTheEncompassingTest)
               plain.hypotheses[h].check.encompassing_trials + 6);
     EXPECT_EQ(summary.hypotheses[h].check.trials, plain.hypotheses[h].check.trials);
   }
+
+  // Resumed, the session counts the criticism trials on record and plans no more.
+  {
+    SessionRecord reopened = SessionRecord::open_existing(dir);
+    hil::CountSubject resumed_subject(subject_config({1, 0, 0, 0, 0}, 3));
+    CountRig resumed_rig(resumed_subject);
+    ClosedLoop resumed(protocol, 16, resumed_rig, &reopened, options());
+    (void)resumed.restore();
+    EXPECT_FALSE(resumed.needs_criticism());
+    EXPECT_FALSE(resumed.plan().has_value());
+  }
   std::filesystem::remove_all(dir);
 }
 
