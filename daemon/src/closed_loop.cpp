@@ -303,7 +303,8 @@ bool ClosedLoop::needs_criticism() const noexcept {
   // trials chosen to refute it. The posterior keeps scoring them; should it fall below its
   // threshold, the session designs as before.
   return criticism_planned_ < protocol_.designer.criticism_trials && hypotheses_.size() > 1 &&
-         discriminate_ != nullptr && twins_fitted_ && available_ > 0 && posterior_stop_pending();
+         strategy_ == protocols::DesignerStrategy::kDiscriminate && discriminate_ != nullptr &&
+         twins_fitted_ && available_ > 0 && posterior_stop_pending();
 }
 
 std::uint32_t ClosedLoop::criticism_candidate() const noexcept {
