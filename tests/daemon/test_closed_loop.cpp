@@ -42,6 +42,20 @@ ClosedLoopOptions options() {
   return o;
 }
 
+/// What a session record of `protocol` on 16 units holds before its first trial.
+SessionSetup record_setup(const protocols::Protocol& protocol) {
+  SessionSetup setup;
+  setup.protocol_text = protocol.source_text;
+  for (const auto& h : protocol.hypotheses) {
+    setup.hypotheses.push_back({h.name, std::string(protocols::to_string(h.family))});
+  }
+  for (std::size_t u = 0; u < 16; ++u) setup.units.push_back({0, static_cast<std::int64_t>(u), ""});
+  for (std::size_t c = 0; c < protocol.stimulus.candidate_count(); ++c) {
+    setup.candidates_json.push_back("{}");
+  }
+  return setup;
+}
+
 /// A session without a record on a simulated column of `mix`, run to its end.
 SessionSummary run_to_end(const protocols::Protocol& protocol, const hil::ResponseMix& mix,
                           std::uint64_t seed, const ClosedLoopOptions& loop_options) {
@@ -60,16 +74,7 @@ TEST(ClosedLoop, TrueHypothesisWinsAndTheRecordVerifies) {
   const auto dir = std::filesystem::temp_directory_path() /
                    ("twinloop_closed_loop_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
-  SessionSetup setup;
-  setup.protocol_text = protocol.source_text;
-  for (const auto& h : protocol.hypotheses) {
-    setup.hypotheses.push_back({h.name, std::string(protocols::to_string(h.family))});
-  }
-  for (std::size_t u = 0; u < 16; ++u) setup.units.push_back({0, static_cast<std::int64_t>(u), ""});
-  for (std::size_t c = 0; c < protocol.stimulus.candidate_count(); ++c) {
-    setup.candidates_json.push_back("{}");
-  }
-  SessionRecord record = SessionRecord::create(dir, setup);
+  SessionRecord record = SessionRecord::create(dir, record_setup(protocol));
   ClosedLoop loop(protocol, 16, rig, &record, options());
   while (loop.step()) {
   }
@@ -244,16 +249,7 @@ TEST(ClosedLoop, CriticismTrialsComeAfterTheThresholdAndFeedTheEncompassingTest)
   const auto dir =
       std::filesystem::temp_directory_path() / ("twinloop_criticism_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
-  SessionSetup setup;
-  setup.protocol_text = protocol.source_text;
-  for (const auto& h : protocol.hypotheses) {
-    setup.hypotheses.push_back({h.name, std::string(protocols::to_string(h.family))});
-  }
-  for (std::size_t u = 0; u < 16; ++u) setup.units.push_back({0, static_cast<std::int64_t>(u), ""});
-  for (std::size_t c = 0; c < protocol.stimulus.candidate_count(); ++c) {
-    setup.candidates_json.push_back("{}");
-  }
-  SessionRecord record = SessionRecord::create(dir, setup);
+  SessionRecord record = SessionRecord::create(dir, record_setup(protocol));
   hil::CountSubject subject(subject_config({1, 0, 0, 0, 0}, 3));
   CountRig rig(subject);
   ClosedLoop loop(protocol, 16, rig, &record, options());
