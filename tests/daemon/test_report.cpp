@@ -149,11 +149,11 @@ class ReportSession : public ::testing::Test {
     // resume) and an aborted trial to list. At max pace the stream waits for the twins' refits,
     // so a loaded machine still gives the session its fitted validation trials (at real-time
     // pace slow refits used up the seconds, and the scores had no fitted trial to judge).
-    killed_ = new Result(shell(
-        "TWINLOOP_FAILPOINT=after_delivery:4 " + twinloop() + " run " + protocol.string() +
-        " --rig sim --pace max --seconds 10 --seed 11 --quiet --out " + session_->string()));
-    run_ = new Result(shell(twinloop() + " resume " + session_->string() +
-                            " --seconds 10 --pace max --quiet"));
+    killed_ = new Result(
+        shell("TWINLOOP_FAILPOINT=after_delivery:4 " + twinloop() + " run " + protocol.string() +
+              " --rig sim --pace max --seconds 10 --seed 11 --quiet --out " + session_->string()));
+    run_ = new Result(
+        shell(twinloop() + " resume " + session_->string() + " --seconds 10 --pace max --quiet"));
     report_ = new Result(shell(twinloop() + " report " + session_->string()));
   }
   static void TearDownTestSuite() {
