@@ -625,9 +625,7 @@ std::string failing_test(const ModelCheckResult& check, const Posterior& posteri
                          std::size_t hypothesis) {
   const double pit = std::min(check.chi_square_p_value, check.ks_p_value);
   const double coherence = check.coherence_p_value;
-  const double encompassing = check.encompassing_z.empty() ? 1.0 : check.encompassing_p_value;
-  std::array<char, 32> z{};
-  if (check.encompassing_z.empty() || encompassing > std::min(pit, coherence)) {
+  if (check.encompassing_z.empty() || check.encompassing_p_value > std::min(pit, coherence)) {
     return coherence < pit ? ": its errors are shared across units (trial coherence)"
                            : ": its PIT values are not uniform";
   }
@@ -635,6 +633,7 @@ std::string failing_test(const ModelCheckResult& check, const Posterior& posteri
       std::max_element(check.encompassing_z.begin(), check.encompassing_z.end()) -
       check.encompassing_z.begin());
   const std::size_t rival = rival_hypothesis(hypothesis, largest);
+  std::array<char, 32> z{};
   std::snprintf(z.data(), z.size(), "%.1f", check.encompassing_z[largest]);
   return ": its counts lean toward what '" +
          (rival < posterior.size() ? posterior.names()[rival] : std::string("another")) +

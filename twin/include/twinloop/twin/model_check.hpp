@@ -200,16 +200,16 @@ class ModelCheck {
   /// trial, rival-major ([rivals x units], the same rivals in the same order on every trial), for
   /// the encompassing test (see the file comment).
   /// \throws std::invalid_argument when a span is not units() long, rival_means is not a
-  ///         multiple of it or changes its number of rivals, or a prediction or mean is not
+  ///         multiple of it or changes its number of rivals, or a prediction or rival mean is not
   ///         finite and >= 0.
   void add_trial(std::span<const CountDistribution> predictions,
                  std::span<const std::uint32_t> counts, std::span<const double> rival_means = {});
   /// The same from one candidate row of a prediction batch.
   void add_trial(const PredictionBatch& batch, std::size_t candidate,
                  std::span<const std::uint32_t> counts);
-  /// A designed trial: for the encompassing test only, not the PIT tests (see the
-  /// file comment). Its PIT randomisation has a stream of its own, so adding these leaves the
-  /// PIT tests' values unchanged. \throws std::invalid_argument as add_trial.
+  /// A designed trial: for the encompassing test only, not the PIT tests (see the file comment).
+  /// Its PIT randomisation has a stream of its own, so adding these leaves the PIT tests' values
+  /// unchanged. \throws std::invalid_argument as add_trial.
   void add_designed_trial(std::span<const CountDistribution> predictions,
                           std::span<const std::uint32_t> counts,
                           std::span<const double> rival_means);
