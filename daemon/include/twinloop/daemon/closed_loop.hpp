@@ -289,6 +289,13 @@ class ClosedLoop {
   [[nodiscard]] std::uint32_t draw_allowed() noexcept;
   [[nodiscard]] designer::StopDecision hard_stop_decision(const designer::StopInputs& inputs)
       const noexcept;  // every twin predicts every candidate; the designer's tables
+  // The posterior would stop the session and no hard limit (budget, time, operator) does: the
+  // time for the validation and criticism trials still missing.
+  [[nodiscard]] bool posterior_stop_pending() const noexcept;
+  [[nodiscard]] std::size_t validation_trials_needed() const noexcept;
+  // The allowed candidate where the posterior leader's prediction is furthest from the rival
+  // whose turn it is.
+  [[nodiscard]] std::uint32_t criticism_candidate() const noexcept;
   // After the posterior took a scored trial: trace, model checks (from score_row_), history.
   // `fitted`: the trial was predicted by fitted twins (the model check judges only those).
   void learn(const protocols::Stimulus& stimulus, bool validation, bool fitted,
@@ -335,10 +342,6 @@ class ClosedLoop {
   std::size_t scored_since_refit_ = 0;
   std::size_t validation_trials_ = 0, flagged_ = 0, refused_ = 0, aborted_ = 0;
   std::size_t criticism_planned_ = 0;  // criticism trials designed so far
-  [[nodiscard]] std::size_t validation_trials_needed() const noexcept;
-  [[nodiscard]] bool posterior_stop_pending() const noexcept;
-  // The allowed candidate where the posterior leader's prediction is furthest from a rival's.
-  [[nodiscard]] std::uint32_t criticism_candidate() const noexcept;
   std::size_t deadline_misses_ = 0;
   bool operator_stop_ = false;
   protocols::StopRules stop_;  // the protocol's, changed by the operator
