@@ -281,14 +281,16 @@ class ClosedLoop {
   // due.
   void adopt_background_refit();
   void launch_background_refit();
+  // Every twin predicts every candidate; the designer's tables follow.
   void refresh_predictions();
   // Asks the rig which candidates are still available, into allowed_; records those that ran
   // out since the last call and, once none is left, that the data are exhausted.
   void refresh_allowed();
   // A random draw among the allowed candidates (at least one is, whenever plan() designs).
   [[nodiscard]] std::uint32_t draw_allowed() noexcept;
-  [[nodiscard]] designer::StopDecision hard_stop_decision(const designer::StopInputs& inputs)
-      const noexcept;  // every twin predicts every candidate; the designer's tables
+  // The stop rule that holds with the posterior threshold left out.
+  [[nodiscard]] designer::StopDecision hard_stop_decision(
+      const designer::StopInputs& inputs) const noexcept;
   // The posterior would stop the session and no hard limit (budget, time, operator) does: the
   // time for the validation and criticism trials still missing.
   [[nodiscard]] bool posterior_stop_pending() const noexcept;
