@@ -144,16 +144,14 @@ class ReportSession : public ::testing::Test {
     session_ = new fs::path(*dir_ / "session");
     const fs::path protocol = *dir_ / "short.yaml";
     std::ofstream(protocol) << twinloop::test_support::short_trials_protocol("report_short", 16);
-    // Trials 0.25 s apart, at most 16. The run is killed (SIGKILL, from a test failpoint) right
-    // after trial 4's delivery and resumed, so the record also holds events (trial 4 aborted, the
-    // resume) and an aborted trial to list. At max pace the stream waits for the twins' refits,
-    // so a loaded machine still gives the session its fitted validation trials (at real-time
-    // pace slow refits used up the seconds, and the scores had no fitted trial to judge).
-    killed_ = new Result(
-        shell("TWINLOOP_FAILPOINT=after_delivery:4 " + twinloop() + " run " + protocol.string() +
-              " --rig sim --pace max --seconds 10 --seed 11 --quiet --out " + session_->string()));
-    run_ = new Result(
-        shell(twinloop() + " resume " + session_->string() + " --seconds 10 --pace max --quiet"));
+    // Trials 0.25 s apart, at most 16: a few seconds at real-time pace. The run is killed
+    // (SIGKILL, from a test failpoint) right after trial 4's delivery and resumed, so the record
+    // also holds events (trial 4 aborted, the resume) and an aborted trial to list.
+    killed_ = new Result(shell(
+        "TWINLOOP_FAILPOINT=after_delivery:4 " + twinloop() + " run " + protocol.string() +
+        " --rig sim --pace realtime --seconds 10 --seed 11 --quiet --out " + session_->string()));
+    run_ =
+        new Result(shell(twinloop() + " resume " + session_->string() + " --seconds 10 --quiet"));
     report_ = new Result(shell(twinloop() + " report " + session_->string()));
   }
   static void TearDownTestSuite() {
