@@ -130,7 +130,10 @@ int main(int argc, char** argv) {
       ->add_option("--dataset-session", run.dataset_session,
                    "--rig recorded: which session of the file (0-based)")
       ->capture_default_str();
-  run_cmd->add_option("--seconds", run.seconds, "Session length in seconds")
+  run_cmd
+      ->add_option("--seconds", run.seconds,
+                   "Session length in seconds of the probe's stream; no trial starts whose "
+                   "response window would end after it")
       ->capture_default_str()
       ->check(CLI::Range(1.0, 86400.0));
   run_cmd->add_option("--seed", run.seed, "Seed of the simulated subject and of random choices")
@@ -138,8 +141,8 @@ int main(int argc, char** argv) {
   run_cmd
       ->add_option("--pace", run_pace,
                    "realtime, or max: the simulated stream as fast as this machine runs it, "
-                   "stopped between trials (design, refits), so --seconds holds about as many "
-                   "trials as at realtime")
+                   "but only as far as the trial in flight needs, so design and refits spend "
+                   "none of --seconds and every onset is the one planned")
       ->capture_default_str()
       ->check(CLI::IsMember({"realtime", "max"}));
   run_cmd->add_option("--out", run_out,

@@ -77,6 +77,17 @@ class SpikeRig final : public TrialRig {
     record_ = record;
   }
 
+  // A stream that can wait (the simulated probe at max pace): the rig lets it run only as far as
+  // the trial in flight needs, to the moment the command goes out while it waits for the onset
+  // and to the response window's last published event while it counts, and no further between
+  // trials. So design, refits, the durable pre-registration and a session thread starved of CPU
+  // spend none of the subject's seconds, and every onset is the one planned.
+  void limit_stream(std::function<void(std::int64_t)> set_limit) {
+    set_limit_ = std::move(set_limit);
+    granted_ = 0;
+    set_limit_(granted_);
+  }
+
   void begin(std::uint64_t trial, const protocols::Stimulus& stimulus) {
     trial_ = trial;
     stimulus_values_ = stimulus;
@@ -94,7 +105,11 @@ class SpikeRig final : public TrialRig {
       case Stage::kArming: {
         // Detection must be armed (noise estimated) before a trial is worth running.
         if (now.finished) return end("the recording ended before the trial could start");
-        if (!now.armed) return false;
+        if (!now.armed) {
+          // The detector estimates the noise first; how many samples that takes is its business.
+          grant(now.next_sample + interval_);
+          return false;
+        }
         planned_ = now.next_sample + baseline_ + lead();
         if (last_onset_ >= 0) planned_ = std::max(planned_, last_onset_ + interval_);
         stage_ = Stage::kWaitingOnset;
@@ -102,6 +117,7 @@ class SpikeRig final : public TrialRig {
       }
       case Stage::kWaitingOnset: {
         if (now.finished) return end("the recording ended before the stimulus onset");
+        grant(planned_ - lead());
         if (now.next_sample < planned_ - lead()) return false;
         const std::uint64_t commands_before =
             net_sink_ != nullptr ? net_sink_->fault_counters().commands : 0;
@@ -131,10 +147,15 @@ class SpikeRig final : public TrialRig {
         if (!window_) return end("no free response window");
         gaps_before_ = gaps_;
         stage_ = Stage::kCounting;
+        // The acquisition publishes a sample's events this many samples after reading it.
+        grant(result_.window_end +
+              std::max<std::int64_t>(now.next_sample - now.final_before_sample, 0));
         return false;  // the caller sees the delivery before the window can complete
       }
       case Stage::kCounting: {
         if (!windows_.complete(*window_, now.final_before_sample)) {
+          // Should the detector's delay have grown, the stream is not left stalled short of it.
+          if (now.next_sample >= granted_) grant(now.next_sample + samples(10.0));
           if (!now.finished) return false;
           drain();
           if (!windows_.complete(*window_, loop_.counters().final_before_sample)) {
@@ -208,6 +229,15 @@ class SpikeRig final : public TrialRig {
   }
   [[nodiscard]] std::uint64_t faults_recorded() const noexcept { return faults_recorded_; }
 
+  // Samples from the stream's clock now to the end of the next trial's response window, were it
+  // begun now (once detection is armed).
+  [[nodiscard]] std::int64_t samples_to_next_window_end() const {
+    const std::int64_t next = loop_.counters().next_sample;
+    std::int64_t onset = next + baseline_ + lead();
+    if (last_onset_ >= 0) onset = std::max(onset, last_onset_ + interval_);
+    return onset + response_end_ - next;
+  }
+
   void attach_publisher(Publisher* publisher) noexcept { publisher_ = publisher; }
   [[nodiscard]] Stage stage() const noexcept { return stage_; }
   [[nodiscard]] const Result& result() const noexcept { return result_; }
@@ -220,6 +250,11 @@ class SpikeRig final : public TrialRig {
   }
   // The stimulus command goes out this long before its onset, so the rig can schedule it.
   [[nodiscard]] std::int64_t lead() const { return samples(20.0); }
+  void grant(std::int64_t end_sample) {
+    if (!set_limit_ || end_sample <= granted_) return;
+    granted_ = end_sample;
+    set_limit_(granted_);
+  }
   bool end(const std::string& problem) {
     result_.problem = problem;
     stage_ = Stage::kIdle;
@@ -250,6 +285,8 @@ class SpikeRig final : public TrialRig {
   std::uint64_t faults_recorded_ = 0;
   bool late_ = false;
   std::int64_t late_samples_ = 0;
+  std::function<void(std::int64_t)> set_limit_;
+  std::int64_t granted_ = 0;
 };
 
 // Test failpoints: TWINLOOP_FAILPOINT=<point>:<trial> makes the process kill itself with SIGKILL
@@ -312,11 +349,6 @@ class SessionEngine {
   std::function<void()> on_finish_;
   /// No new trial starts once this returns true (the session's --seconds on the probe clock).
   std::function<bool()> time_up_;
-  /// Optional: stops (true) and restarts (false) a stream that can wait, the simulated probe at
-  /// max pace. Held from the end of one trial to the start of the next (and, by the caller,
-  /// until the first), so design, refits and the durable pre-registration spend none of the
-  /// subject's seconds.
-  std::function<void(bool)> hold_stream_;
 
  private:
   void next_trial() {
@@ -345,7 +377,6 @@ class SessionEngine {
     if (!in_flight_) return finish();
     publish(TrialStage::kPreregistered, {});
     failpoint_.reached("after_preregister", in_flight_->trial);
-    if (hold_stream_) hold_stream_(false);
     rig_.begin(in_flight_->trial, in_flight_->stimulus);
     schedule_tick();
   }
@@ -368,7 +399,6 @@ class SessionEngine {
     }
     if (status_) progress_.update(-1.0, status_());
     if (!over) return schedule_tick();
-    if (hold_stream_) hold_stream_(true);
     closed_loop_.complete(*in_flight_, rig_.result(), counts_);
     const TrialRig::Result& result = rig_.result();
     publish(!result.delivered ? TrialStage::kAborted
@@ -718,8 +748,8 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
       rig = hil::make_simulated_rig(sim);
       // At max pace the stream waits for the first trial too: setting the session up (the
       // twins, the designer's tables) would otherwise spend the subject's seconds, all of them
-      // on a loaded machine with a short --seconds.
-      if (options.pace == drivers::Pace::kMax) rig.probe->hold(true);
+      // on a loaded machine with a short --seconds. The trial rig raises the limit from there.
+      if (options.pace == drivers::Pace::kMax) rig.probe->limit_stream(0);
       probe = rig.probe.get();
       stimulator = rig.stimulator.get();
     }
@@ -799,6 +829,10 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
     }
     spike_rig = std::make_unique<SpikeRig>(loop, *gate, protocol.timing, rate);
     if (remote) spike_rig->attach_network(net_probe.get(), net_sink.get(), record.get());
+    if (!remote && options.pace == drivers::Pace::kMax) {
+      spike_rig->limit_stream(
+          [probe = rig.probe.get()](std::int64_t end_sample) { probe->limit_stream(end_sample); });
+    }
     closed_loop =
         std::make_unique<ClosedLoop>(protocol, units, *spike_rig, record.get(), loop_options);
     if (resume) restored = closed_loop->restore();
@@ -968,11 +1002,12 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
     };
   }
   engine.time_up_ = [&] {
-    return static_cast<double>(loop.counters().samples) / rate >= options.seconds;
+    // A trial that could not end within --seconds would only be aborted, its predictions
+    // registered for nothing.
+    const auto samples = static_cast<double>(loop.counters().samples);
+    return (samples + static_cast<double>(spike_rig->samples_to_next_window_end())) / rate >
+           options.seconds;
   };
-  if (!remote && options.pace == drivers::Pace::kMax) {
-    engine.hold_stream_ = [probe = rig.probe.get()](bool held) { probe->hold(held); };
-  }
   try {
     engine.run();
   } catch (const std::exception& e) {

@@ -38,16 +38,20 @@ drivers::ReadStatus SimulatedProbe::read(drivers::SampleBlock& block) noexcept {
     last_error_ = "block not allocated for this probe";
     return drivers::ReadStatus::kError;
   }
-  if (config.pace == drivers::Pace::kMax && held_.load(std::memory_order_acquire)) {
-    // Brief, so the acquisition loop neither spins a core nor notices a stop late.
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-    return drivers::ReadStatus::kWouldBlock;
-  }
   std::size_t rows = std::min(block.capacity_samples(), config.block_samples);
   const std::int64_t next = subject_->generated_until();
   if (total_samples_ > 0) {
     if (next >= total_samples_) return drivers::ReadStatus::kEndOfStream;
     rows = std::min<std::size_t>(rows, static_cast<std::size_t>(total_samples_ - next));
+  }
+  if (config.pace == drivers::Pace::kMax) {
+    const std::int64_t limit = limit_.load(std::memory_order_acquire);
+    if (next >= limit) {
+      // Brief, so the acquisition loop neither spins a core nor notices a stop late.
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      return drivers::ReadStatus::kWouldBlock;
+    }
+    rows = std::min<std::size_t>(rows, static_cast<std::size_t>(limit - next));
   }
   if (config.pace == drivers::Pace::kRealtime) {
     // Hardware delivers a block once its last sample has been digitised.

@@ -162,30 +162,36 @@ TEST(SimulatedProbe, RealtimePaceKeepsToTheSampleClockAndMaxPaceDoesNot) {
   EXPECT_LT(max_s, 0.15);
 }
 
-// A session at max pace holds the stream between trials: nothing is generated while held, and
-// the stream goes on where it stopped (no samples skipped) once released. At realtime pace the
-// stream keeps time as hardware does, so the hold is ignored there.
-TEST(SimulatedProbe, HoldStopsAMaxPaceStreamWhereItIs) {
+// A session at max pace lets the stream run only as far as its trial needs: the stream stops
+// exactly at the limit (a block is cut short there), generates nothing while it is reached, and
+// goes on where it stopped (no samples skipped) once raised. At realtime pace the stream keeps
+// time as hardware does, so the limit is ignored there.
+TEST(SimulatedProbe, AMaxPaceStreamStopsExactlyAtItsLimit) {
   auto rig = make_simulated_rig(fast_config(0.1));
   ASSERT_TRUE(rig.probe->start());
   drivers::SampleBlock block;
   block.allocate(300, rig.probe->info().stored_channels);
   ASSERT_EQ(rig.probe->read(block), drivers::ReadStatus::kOk);
   const std::int64_t next = block.first_sample + static_cast<std::int64_t>(block.sample_count);
-  rig.probe->hold(true);
+  rig.probe->limit_stream(next + 7);
+  ASSERT_EQ(rig.probe->read(block), drivers::ReadStatus::kOk);
+  EXPECT_EQ(block.first_sample, next);
+  EXPECT_EQ(block.sample_count, 7u);
   for (int i = 0; i < 5; ++i) {
     EXPECT_EQ(rig.probe->read(block), drivers::ReadStatus::kWouldBlock);
   }
-  EXPECT_EQ(rig.subject->generated_until(), next);
-  rig.probe->hold(false);
+  EXPECT_EQ(rig.subject->generated_until(), next + 7);
+  rig.probe->limit_stream(next);  // below where it is: still stopped, nothing rewinds
+  EXPECT_EQ(rig.probe->read(block), drivers::ReadStatus::kWouldBlock);
+  rig.probe->limit_stream(SimulatedProbe::kUnlimited);
   ASSERT_EQ(rig.probe->read(block), drivers::ReadStatus::kOk);
-  EXPECT_EQ(block.first_sample, next);
+  EXPECT_EQ(block.first_sample, next + 7);
 
   auto realtime_config = fast_config(0.05);
   realtime_config.pace = drivers::Pace::kRealtime;
   auto realtime = make_simulated_rig(realtime_config);
   ASSERT_TRUE(realtime.probe->start());
-  realtime.probe->hold(true);
+  realtime.probe->limit_stream(0);
   EXPECT_EQ(realtime.probe->read(block), drivers::ReadStatus::kOk);
 }
 

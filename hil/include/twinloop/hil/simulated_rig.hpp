@@ -18,6 +18,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <memory>
 
 #include "twinloop/drivers/probe_source.hpp"
@@ -41,18 +43,23 @@ class SimulatedProbe final : public drivers::ProbeSource {
   /// \note Real-time safe after start(): no allocation, no locks, no exceptions.
   [[nodiscard]] drivers::ReadStatus read(drivers::SampleBlock& block) noexcept override;
   void stop() noexcept override;
-  /// At max pace, stops the stream (read() waits 0.2 ms and returns kWouldBlock) until released.
-  /// A session holds it while nothing waits on the stream (between trials, during a refit): a
-  /// simulated subject has no clock of its own, so only computation would otherwise spend its
-  /// seconds. Ignored at realtime pace, where the stream keeps time as hardware does.
+  /// At max pace, read() delivers no sample at or after `end_sample`: it stops there (waits
+  /// 0.2 ms and returns kWouldBlock) until the limit is raised. A session lets the stream run only
+  /// as far as the trial in flight needs, since a simulated subject has no clock of its own and
+  /// only computation (design, refits, a starved session thread) would otherwise spend its
+  /// seconds. Ignored at realtime pace, where the stream keeps time as hardware does. Unlimited
+  /// until set; kUnlimited lifts it.
   /// \note Any thread; lock-free.
-  void hold(bool held) noexcept { held_.store(held, std::memory_order_release); }
+  void limit_stream(std::int64_t end_sample) noexcept {
+    limit_.store(end_sample, std::memory_order_release);
+  }
+  static constexpr std::int64_t kUnlimited = std::numeric_limits<std::int64_t>::max();
 
   [[nodiscard]] SimulatedSubject& subject() noexcept { return *subject_; }
 
  private:
   std::shared_ptr<SimulatedSubject> subject_;
-  std::atomic<bool> held_{false};
+  std::atomic<std::int64_t> limit_{kUnlimited};
   bool started_ = false;
   std::int64_t total_samples_ = 0;  // 0: endless
   std::chrono::steady_clock::time_point clock_zero_{};
