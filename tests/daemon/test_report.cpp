@@ -144,15 +144,15 @@ class ReportSession : public ::testing::Test {
     session_ = new fs::path(*dir_ / "session");
     const fs::path protocol = *dir_ / "short.yaml";
     std::ofstream(protocol) << twinloop::test_support::short_trials_protocol("report_short", 16);
-    // Trials 0.25 s apart, at most 16: a few seconds at real-time pace. The run is killed
-    // (SIGKILL, from a test failpoint) right after trial 4's delivery and resumed, so the record
-    // also holds events (trial 4 aborted, the resume) and an aborted trial to list. The kill and
-    // the trial budget end both runs; --seconds is only a bound, set far above them because a
-    // session starved of CPU (headless Chromium rendering in the next test process) once held
-    // only 3 trials in 10 s.
-    killed_ = new Result(shell(
-        "TWINLOOP_FAILPOINT=after_delivery:4 " + twinloop() + " run " + protocol.string() +
-        " --rig sim --pace realtime --seconds 60 --seed 11 --quiet --out " + session_->string()));
+    // Trials 0.25 s apart, at most 16, at max pace: the stream runs only as far as each trial
+    // needs, so a session starved of CPU (headless Chromium rendering in the next test process)
+    // holds the same trials, only later. The run is killed (SIGKILL, from a test failpoint) right
+    // after trial 4's delivery and resumed, so the record also holds events (trial 4 aborted, the
+    // resume) and an aborted trial to list. The kill and the trial budget end both runs;
+    // --seconds is only a bound.
+    killed_ = new Result(
+        shell("TWINLOOP_FAILPOINT=after_delivery:4 " + twinloop() + " run " + protocol.string() +
+              " --rig sim --pace max --seconds 60 --seed 11 --quiet --out " + session_->string()));
     run_ =
         new Result(shell(twinloop() + " resume " + session_->string() + " --seconds 60 --quiet"));
     report_ = new Result(shell(twinloop() + " report " + session_->string()));
