@@ -107,10 +107,12 @@ class SpikeRig final : public TrialRig {
         if (now.finished) return end("the recording ended before the trial could start");
         if (!now.armed) {
           // The detector estimates the noise first; how many samples that takes is its business.
-          grant(now.next_sample + interval_);
+          grant(now.next_sample + samples(100.0));
           return false;
         }
-        planned_ = now.next_sample + baseline_ + lead();
+        // The stream may have run on to what was granted since `now`: the command must still go
+        // out before it passes the send time, or the onset would come late.
+        planned_ = std::max(now.next_sample + baseline_, granted_) + lead();
         if (last_onset_ >= 0) planned_ = std::max(planned_, last_onset_ + interval_);
         stage_ = Stage::kWaitingOnset;
         [[fallthrough]];
