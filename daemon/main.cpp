@@ -157,6 +157,12 @@ int main(int argc, char** argv) {
                    "hypothesis is true) or mixed (none of the built-in families is)")
       ->capture_default_str()
       ->check(CLI::IsMember({"direction_tuning", "null", "mixed"}));
+  run_cmd
+      ->add_option("--sim-units", run.sim_units,
+                   "Units of the simulated subject along the probe; the more, the more detection "
+                   "channels pool several of them")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
   run_cmd->add_flag("--quiet", run.quiet, "No live progress");
   run_cmd->add_flag("--record-raw", run.record_raw,
                     "Record the raw probe stream in SpikeGLX format in SESSION_DIR/raw/ for "

@@ -1038,7 +1038,8 @@ class Page {
     try {
       const json config = json::parse(s_.config_json);
       std::string line;
-      for (const char* key : {"rig", "seed", "seconds", "pace", "designer", "sim_model"}) {
+      for (const char* key :
+           {"rig", "seed", "seconds", "pace", "designer", "sim_model", "sim_units"}) {
         if (!config.contains(key)) continue;
         const std::string value = json_string(config, key);
         if (value.empty() || value == "\"\"") continue;

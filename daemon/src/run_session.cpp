@@ -512,6 +512,25 @@ std::filesystem::path default_session_dir(const protocols::Protocol& protocol) {
 }
 
 // Which built-in hypothesis, if any, is true of the simulated units.
+// Units this close along the probe (x, z) are seen by the same sites, so one detection channel
+// can carry spikes of both: the radius within which the detection score matches a spike to a
+// unit's peak site.
+constexpr double kPoolingRadiusUm = acquisition::ScoreOptions{}.radius_um;
+
+std::size_t count_units_near_another(const std::vector<hil::UnitTruth>& units, double radius_um) {
+  std::size_t near = 0;
+  for (std::size_t i = 0; i < units.size(); ++i) {
+    for (std::size_t j = 0; j < units.size(); ++j) {
+      if (i != j &&
+          std::hypot(units[i].x_um - units[j].x_um, units[i].z_um - units[j].z_um) <= radius_um) {
+        ++near;
+        break;
+      }
+    }
+  }
+  return near;
+}
+
 std::string configure_truth(const std::string& model, hil::SimulationConfig& sim) {
   hil::ResponseMix mix{0, 0, 0, 0, 0};
   // The simulated units read only direction, contrast and spatial frequency. In a space with none
@@ -677,6 +696,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
   sim.seconds = options.seconds;
   sim.pace = options.pace;
   sim.block_samples = 30;  // 1 ms blocks, as a live rig delivers them
+  sim.unit_count = options.sim_units;
   const auto direction = protocol.stimulus.dimension_index("direction");
   const auto contrast = protocol.stimulus.dimension_index("contrast");
   sim.direction_dimension = direction ? static_cast<int>(*direction) : -1;
@@ -805,6 +825,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
                           {"pace", options.pace == drivers::Pace::kMax ? "max" : "realtime"},
                           {"designer", options.designer.value_or("")},
                           {"sim_model", options.sim_model},
+                          {"sim_units", options.sim_units},
                           {"probe", probe_spec.name},
                           {"probe_endpoint", remote ? options.probe_endpoint : ""},
                           {"stimulus_endpoint", remote ? options.stimulus_endpoint : ""},
@@ -1062,8 +1083,10 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
   // Detection against the simulated subject's ground truth, over the armed part of the session.
   acquisition::DetectionScore score{};
   std::size_t truth_unit_count = 0;
+  std::size_t units_near_another = 0;
   if (!remote) {
     const hil::GroundTruth truth = rig.subject->ground_truth();
+    units_near_another = count_units_near_another(truth.units, kPoolingRadiusUm);
     std::vector<acquisition::TruthUnit> truth_units;
     for (const hil::UnitTruth& u : truth.units) {
       truth_units.push_back({static_cast<std::uint32_t>(u.peak_channel), u.snr});
@@ -1100,12 +1123,13 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
   if (!remote) {
     std::printf(
         "truth        simulated units are '%s'%s -> %s (units here are detection channels, "
-        "each pooling the units near it)\n",
+        "each pooling the units near it: %zu of %zu units lie within %.0f um of another)\n",
         truth_model.c_str(),
         truth_model == "null" && options.sim_model != "null"
             ? " (in this space: they respond only to direction, contrast and spatial frequency)"
             : "",
-        verdict_matches ? "verdict matches" : "verdict differs");
+        verdict_matches ? "verdict matches" : "verdict differs", units_near_another,
+        truth_unit_count, kPoolingRadiusUm);
   }
   const std::string stop_reason = closed_loop->stop_decision().stop() ? summary.stop_reason
                                   : engine.interrupted()              ? "by a signal"
@@ -1208,6 +1232,7 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
       out["truth"] = {{"model", truth_model},
                       {"verdict_matches", verdict_matches},
                       {"units", truth_unit_count},
+                      {"units_near_another", units_near_another},
                       {"detection_recall", score.recall()},
                       {"detection_precision", score.precision()}};
     }
@@ -1256,6 +1281,7 @@ int resume_session(const ResumeOptions& resume) {
     options.seed = config.value("seed", std::uint64_t{1});
     options.seconds = config.value("seconds", 30.0);
     options.sim_model = config.value("sim_model", std::string("direction_tuning"));
+    options.sim_units = config.value("sim_units", std::size_t{64});  // older records: 64
     options.probe_endpoint = config.value("probe_endpoint", options.probe_endpoint);
     options.stimulus_endpoint = config.value("stimulus_endpoint", options.stimulus_endpoint);
     options.heartbeat_endpoint = config.value("heartbeat_endpoint", options.heartbeat_endpoint);

@@ -197,6 +197,10 @@ TEST(Cli, RunOnTheSimulatedRigWritesAVerifiableRecordAndSummary) {
   EXPECT_EQ(summary["truth"]["model"], "direction_tuning");
   EXPECT_GE(summary["truth"]["detection_recall"].get<double>(), 0.8);
   EXPECT_GE(summary["truth"]["detection_precision"].get<double>(), 0.8);
+  // 64 units (the default) along 3.8 mm of probe: some lie close enough to share channels.
+  EXPECT_EQ(summary["truth"]["units"].get<int>(), 64);
+  EXPECT_GE(summary["truth"]["units_near_another"].get<int>(), 1);
+  EXPECT_LE(summary["truth"]["units_near_another"].get<int>(), 64);
   EXPECT_TRUE(fs::exists(session / "session.sqlite"));
   EXPECT_TRUE(fs::exists(session / "ground_truth" / "spike_times.npy"));
 
@@ -214,6 +218,26 @@ TEST(Cli, RunOnTheSimulatedRigWritesAVerifiableRecordAndSummary) {
   r = run("run " + (kExamples / "protocol_gratings.yaml").string() +
           " --rig sim --seconds 2 --pace max --quiet --out " + session.string());
   EXPECT_EQ(r.status, 1) << "an existing session must never be overwritten: " << r.output;
+  fs::remove_all(dir);
+}
+
+// --sim-units sets the simulated subject's size; a lone unit has no neighbour to share a channel.
+TEST(Cli, SimUnitsSetsTheSimulatedSubjectsUnits) {
+  const fs::path dir = temp_dir("simunits");
+  const fs::path session = dir / "session";
+  const Result r = run("run " + (kExamples / "protocol_demo.yaml").string() +
+                       " --rig sim --seconds 3 --seed 1 --pace max --sim-units 1 --quiet --out " +
+                       session.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const nlohmann::json summary = nlohmann::json::parse(std::ifstream(session / "summary.json"));
+  EXPECT_EQ(summary["truth"]["units"].get<int>(), 1) << summary.dump(2);
+  EXPECT_EQ(summary["truth"]["units_near_another"].get<int>(), 0) << summary.dump(2);
+  EXPECT_NE(r.output.find("0 of 1 units lie within 50 um of another"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(run("run " + (kExamples / "protocol_demo.yaml").string() +
+                " --rig sim --sim-units 0 --quiet --out " + (dir / "zero").string())
+                .status,
+            2);
   fs::remove_all(dir);
 }
 

@@ -99,7 +99,8 @@ std::size_t count_events(const fs::path& session, const std::string& kind) {
 
 std::string run_command(const fs::path& protocol, const fs::path& session) {
   return twinloop() + " run " + protocol.string() +
-         " --rig sim --seconds 30 --seed 4 --pace realtime --quiet --out " + session.string();
+         " --rig sim --seconds 30 --seed 4 --pace realtime --sim-units 24 --quiet --out " +
+         session.string();
 }
 
 // Kills a session at `point` of trial `trial`, then checks the record and resumes it.
@@ -160,6 +161,7 @@ void kill_and_resume(const std::string& point, int trial) {
   const nlohmann::json summary = nlohmann::json::parse(std::ifstream(session / "summary.json"));
   EXPECT_TRUE(summary["resumed"].get<bool>());
   EXPECT_EQ(summary["trials"].get<std::size_t>(), after.size());
+  EXPECT_EQ(summary["truth"]["units"].get<std::size_t>(), 24u) << "the subject resumed as it was";
 
   r = shell(twinloop() + " verify " + session.string());
   EXPECT_EQ(r.status, 0) << r.output;

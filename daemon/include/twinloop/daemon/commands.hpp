@@ -63,6 +63,7 @@ struct RunOptions {
   std::optional<std::filesystem::path> out;    ///< default: sessions/<protocol>-<time>
   std::optional<std::string> designer;         ///< "random" or "discriminate"; default: protocol's
   std::string sim_model = "direction_tuning";  ///< the simulated units' generative model
+  std::size_t sim_units = 64;                  ///< how many units the simulated subject has
   /// --rig recorded: real neurons' recorded responses (hil/recorded_responses.hpp), a MATLAB v5
   /// file read unmodified, and the 0-based session in it.
   std::filesystem::path dataset;
