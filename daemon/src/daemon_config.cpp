@@ -150,8 +150,8 @@ std::filesystem::path resolve(const std::filesystem::path& base, const std::stri
 void read_rig(Reader& r, const YAML::Node& node, DaemonRigConfig& rig) {
   const std::string path = "rig";
   if (!r.map(node, path,
-             {"kind", "seed", "pace", "sim_model", "probe_endpoint", "stimulus_endpoint",
-              "heartbeat_endpoint"},
+             {"kind", "seed", "pace", "sim_model", "sim_units", "probe_endpoint",
+              "stimulus_endpoint", "heartbeat_endpoint"},
              "a map with kind (sim, net or openephys)")) {
     return;
   }
@@ -174,6 +174,10 @@ void read_rig(Reader& r, const YAML::Node& node, DaemonRigConfig& rig) {
     if (auto v = r.choice(n, "rig.sim_model", {"direction_tuning", "null", "mixed"})) {
       rig.sim_model = *v;
     }
+  }
+  if (const YAML::Node n = node["sim_units"]; n) {
+    if (auto v = r.integer(n, "rig.sim_units", 1, 4096))
+      rig.sim_units = static_cast<std::size_t>(*v);
   }
   for (const char* key : {"probe_endpoint", "stimulus_endpoint"}) {
     if (const YAML::Node n = node[key]; n) {

@@ -232,6 +232,7 @@ int run_daemon(const DaemonOptions& options) {
   run.seed = config.rig.seed;
   run.pace = config.rig.pace;
   run.sim_model = config.rig.sim_model;
+  run.sim_units = config.rig.sim_units;
   run.seconds = config.max_session_seconds;
   run.quiet = true;
 

@@ -50,6 +50,7 @@ TEST(DaemonConfig, AcceptsAMinimalConfigAndResolvesPathsAgainstItsFolder) {
   const auto result = load_daemon_config_text(kGoodConfig, "d.yaml", "/etc/twinloop");
   ASSERT_TRUE(result.ok()) << format_diagnostics(result.diagnostics);
   EXPECT_EQ(result.config->rig.seed, 3U);
+  EXPECT_EQ(result.config->rig.sim_units, 64U);
   EXPECT_EQ(result.config->sessions_dir, fs::path("/etc/twinloop/sessions"));
   EXPECT_EQ(result.config->control_key, fs::path("/etc/twinloop/server.key_secret"));
   EXPECT_FALSE(result.config->threads.realtime.sched_fifo);
@@ -59,6 +60,15 @@ TEST(DaemonConfig, AcceptsAMinimalConfigAndResolvesPathsAgainstItsFolder) {
   ASSERT_TRUE(placed.ok()) << format_diagnostics(placed.diagnostics);
   EXPECT_EQ(placed.config->threads.refit_cpu, 1);
   EXPECT_EQ(placed.config->threads.session_cpu, 3);
+  std::string smaller(kGoodConfig);
+  smaller.replace(smaller.find("  pace:"), 0, "  sim_units: 8\n");
+  const auto few = load_daemon_config_text(smaller, "d.yaml", "/etc");
+  ASSERT_TRUE(few.ok()) << format_diagnostics(few.diagnostics);
+  EXPECT_EQ(few.config->rig.sim_units, 8U);
+  smaller.replace(smaller.find("sim_units: 8"), 12, "sim_units: 0");
+  EXPECT_NE(refused(smaller).find("d.yaml:4:14: error: rig.sim_units: found '0'"),
+            std::string::npos)
+      << refused(smaller);
 }
 
 TEST(DaemonConfig, TheShippedExampleIsValid) {

@@ -28,6 +28,7 @@ struct DaemonRigConfig {
   std::uint64_t seed = 1;          ///< sim: subject and random choices
   drivers::Pace pace = drivers::Pace::kRealtime;  ///< sim: realtime or max
   std::string sim_model = "direction_tuning";     ///< sim: direction_tuning, null, mixed
+  std::size_t sim_units = 64;                     ///< sim: units of the simulated subject
 };
 
 /// Optional real-time settings. Each is attempted only when asked for; when the system does not
