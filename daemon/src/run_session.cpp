@@ -511,7 +511,6 @@ std::filesystem::path default_session_dir(const protocols::Protocol& protocol) {
   return std::filesystem::path("sessions") / (protocol.name + "-" + stamp);
 }
 
-// Which built-in hypothesis, if any, is true of the simulated units.
 // Units this close along the probe (x, z) are seen by the same sites, so one detection channel
 // can carry spikes of both: the radius within which the detection score matches a spike to a
 // unit's peak site.
@@ -531,6 +530,7 @@ std::size_t count_units_near_another(const std::vector<hil::UnitTruth>& units, d
   return near;
 }
 
+// Which built-in hypothesis, if any, is true of the simulated units.
 std::string configure_truth(const std::string& model, hil::SimulationConfig& sim) {
   hil::ResponseMix mix{0, 0, 0, 0, 0};
   // The simulated units read only direction, contrast and spatial frequency. In a space with none
