@@ -35,8 +35,12 @@
 // that are not SF-tuned (the direction x contrast space alone).
 //
 // --first-subject K starts at subject K (seed 1000 + K), e.g. to trace one session again.
-// --trace prints every trial of every session: stimulus, counts, posterior. --coherence turns on
-// the model check's trial-coherence test.
+// --trace prints every trial of every session: stimulus, counts, posterior, and for a designed
+// trial its expected information gain about the hypothesis (by the session's estimate) beside
+// what its outcome gave, KL(posterior after || before), both in nats: the first is the
+// expectation of the second, so a run of trials where both are near 0 is one where the twins
+// agree on every candidate, not one where the estimate is off. --coherence turns on the model
+// check's trial-coherence test.
 //
 // Every session is also scored under an unstructured reference (CellReference: each candidate
 // its own rate per unit): how often it beats the best twin by more than a factor 100 is a
@@ -228,7 +232,18 @@ Outcome run_session(const protocols::Protocol& protocol, protocols::DesignerStra
                 subject.column_preferred_sf_cpd());
   }
   std::vector<std::uint32_t> counts(settings.units);
+  std::vector<double> prior;
   while (const auto planned = loop.plan()) {
+    double eig = std::numeric_limits<double>::quiet_NaN();
+    if (settings.trace) {
+      const auto p = loop.posterior().probabilities();
+      prior.assign(p.begin(), p.end());
+      if (!planned->validation) {
+        if (const auto a = loop.alternative(protocols::DesignerStrategy::kDiscriminate, *planned)) {
+          eig = a->eig_planned;
+        }
+      }
+    }
     const daemon::TrialRig::Result result =
         rig.run_trial(planned->trial, planned->stimulus, counts);
     loop.complete(*planned, result, counts);
@@ -240,8 +255,15 @@ Outcome run_session(const protocols::Protocol& protocol, protocols::DesignerStra
                 settings.spatial_frequencies ? planned->stimulus.value(2) : 0.0);
     for (const std::uint32_t c : counts) std::printf(" %2u", c);
     std::printf("  P");
-    for (const double p : loop.posterior().probabilities()) std::printf(" %.3f", p);
-    std::printf("\n");
+    double gained = 0.0;
+    const auto posterior = loop.posterior().probabilities();
+    for (std::size_t k = 0; k < posterior.size(); ++k) {
+      std::printf(" %.3f", posterior[k]);
+      if (posterior[k] > 0.0 && prior[k] > 0.0) {
+        gained += posterior[k] * std::log(posterior[k] / prior[k]);
+      }
+    }
+    std::printf("  EIG %.3f gained %.3f\n", eig, gained);
   }
   Outcome outcome;
   double best = -std::numeric_limits<double>::infinity();
