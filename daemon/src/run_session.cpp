@@ -110,10 +110,7 @@ class SpikeRig final : public TrialRig {
           grant(now.next_sample + samples(100.0));
           return false;
         }
-        // The stream may have run on to what was granted since `now`: the command must still go
-        // out before it passes the send time, or the onset would come late.
-        planned_ = std::max(now.next_sample + baseline_, granted_) + lead();
-        if (last_onset_ >= 0) planned_ = std::max(planned_, last_onset_ + interval_);
+        planned_ = onset_for(now.next_sample);
         stage_ = Stage::kWaitingOnset;
         [[fallthrough]];
       }
@@ -235,9 +232,7 @@ class SpikeRig final : public TrialRig {
   // begun now (once detection is armed).
   [[nodiscard]] std::int64_t samples_to_next_window_end() const {
     const std::int64_t next = loop_.counters().next_sample;
-    std::int64_t onset = next + baseline_ + lead();
-    if (last_onset_ >= 0) onset = std::max(onset, last_onset_ + interval_);
-    return onset + response_end_ - next;
+    return onset_for(next) + response_end_ - next;
   }
 
   void attach_publisher(Publisher* publisher) noexcept { publisher_ = publisher; }
@@ -252,6 +247,13 @@ class SpikeRig final : public TrialRig {
   }
   // The stimulus command goes out this long before its onset, so the rig can schedule it.
   [[nodiscard]] std::int64_t lead() const { return samples(20.0); }
+  // The onset of a trial armed with the stream at `next`: a baseline later, one interval after
+  // the last onset at the earliest. The stream may have run on to what was granted since `next`:
+  // the command must still go out before it passes the send time, or the onset would come late.
+  [[nodiscard]] std::int64_t onset_for(std::int64_t next) const {
+    const std::int64_t onset = std::max(next + baseline_, granted_) + lead();
+    return last_onset_ >= 0 ? std::max(onset, last_onset_ + interval_) : onset;
+  }
   void grant(std::int64_t end_sample) {
     if (!set_limit_ || end_sample <= granted_) return;
     granted_ = end_sample;
