@@ -227,6 +227,12 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
     }
     worker_ = std::make_unique<RefitWorker>(options.on_refit_thread_start);
   }
+  if (protocol.designer.criticism_trials > 0 && discriminate_ &&
+      strategy_ == protocols::DesignerStrategy::kDiscriminate) {
+    const std::size_t size = hypotheses_.size() * (hypotheses_.size() - 1) * candidate_count;
+    criticism_scores_.assign(size, 0.0);
+    if (options.background_refit) pending_criticism_scores_.assign(size, 0.0);
+  }
   counts_.assign(units, 0);
   log_likelihoods_.assign(hypotheses_.size(), 0.0);
   stop_ = protocol.stop;
@@ -310,29 +316,46 @@ bool ClosedLoop::needs_criticism() const noexcept {
 std::uint32_t ClosedLoop::criticism_candidate() const noexcept {
   const std::span<const double> p = posterior_.probabilities();
   const auto leader = static_cast<std::size_t>(std::max_element(p.begin(), p.end()) - p.begin());
-  const twin::PredictionBatch& own = predictions_[leader];
   // The rivals take turns: the one a misfit leans toward is unknown, and the largest
   // disagreement (often with the null, at the leader's peak) would otherwise take every trial.
   const std::size_t rivals = hypotheses_.size() - 1;
-  const twin::PredictionBatch& rival = predictions_[twin::rival_hypothesis(
-      leader, criticism_planned_ % std::max<std::size_t>(rivals, 1))];
+  const std::size_t candidate_count = candidates_.size();
+  const double* scores =
+      criticism_scores_.data() +
+      (leader * rivals + criticism_planned_ % std::max<std::size_t>(rivals, 1)) * candidate_count;
   std::uint32_t best = 0;
   double best_score = -1.0;
-  for (std::size_t c = 0; c < candidates_.size(); ++c) {
-    if (!allowed_[c]) continue;
-    // The sum over units of the encompassing weight squared: what one trial adds to that test's
-    // noncentrality when the truth lies toward the rival.
-    double score = 0.0;
-    for (std::size_t u = 0; u < units_; ++u) {
-      const double w = twin::encompassing_weight(rival.mean[c * units_ + u], own.at(c, u));
-      score += w * w;
-    }
-    if (score > best_score) {
-      best_score = score;
+  for (std::size_t c = 0; c < candidate_count; ++c) {
+    if (allowed_[c] && scores[c] > best_score) {
+      best_score = scores[c];
       best = static_cast<std::uint32_t>(c);
     }
   }
   return best;
+}
+
+void ClosedLoop::score_criticism(const std::vector<twin::PredictionBatch>& predictions,
+                                 std::vector<double>& scores) const noexcept {
+  if (scores.empty()) return;
+  const std::size_t rivals = hypotheses_.size() - 1;
+  const std::size_t candidate_count = candidates_.size();
+  for (std::size_t leader = 0; leader < hypotheses_.size(); ++leader) {
+    const twin::PredictionBatch& own = predictions[leader];
+    for (std::size_t r = 0; r < rivals; ++r) {
+      const twin::PredictionBatch& rival = predictions[twin::rival_hypothesis(leader, r)];
+      double* out = scores.data() + (leader * rivals + r) * candidate_count;
+      for (std::size_t c = 0; c < candidate_count; ++c) {
+        // What one trial adds to the encompassing test's noncentrality when the truth lies
+        // toward the rival.
+        double score = 0.0;
+        for (std::size_t u = 0; u < units_; ++u) {
+          const double w = twin::encompassing_weight(rival.mean[c * units_ + u], own.at(c, u));
+          score += w * w;
+        }
+        out[c] = score;
+      }
+    }
+  }
 }
 
 bool ClosedLoop::step() {
@@ -540,6 +563,7 @@ void ClosedLoop::adopt_background_refit() {
   refit_stats_.total_ms += pending_refit_ms_;
   refit_stats_.max_ms = std::max(refit_stats_.max_ms, pending_refit_ms_);
   predictions_.swap(pending_predictions_);
+  criticism_scores_.swap(pending_criticism_scores_);
   if (discriminate_) discriminate_.swap(spare_discriminate_);
   predictions_changed_ = false;
   predictions_fitted_ = true;
@@ -567,6 +591,7 @@ void ClosedLoop::launch_background_refit() {
       hypotheses_[k]->update(stimuli, counts);
       hypotheses_[k]->predict(candidates_, pending_predictions_[k]);
     }
+    score_criticism(pending_predictions_, pending_criticism_scores_);
     if (spare_discriminate_) (void)spare_discriminate_->set_predictions(pending_predictions_);
     pending_refit_ms_ =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
@@ -720,6 +745,7 @@ void ClosedLoop::refresh_predictions() {
   for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
     hypotheses_[k]->predict(candidates_, predictions_[k]);
   }
+  score_criticism(predictions_, criticism_scores_);
   if (discriminate_) discriminate_->set_predictions(predictions_);
   predictions_changed_ = false;
   predictions_fitted_ = twins_fitted_;

@@ -298,6 +298,11 @@ class ClosedLoop {
   // The allowed candidate where the posterior leader's prediction is furthest from the rival
   // whose turn it is.
   [[nodiscard]] std::uint32_t criticism_candidate() const noexcept;
+  // Per leader, rival turn and candidate, the sum over units of the encompassing weight squared
+  // (into `scores`, sized for it when criticism trials may run, else empty): computed with the
+  // predictions, so a criticism decision is only a search of the allowed candidates.
+  void score_criticism(const std::vector<twin::PredictionBatch>& predictions,
+                       std::vector<double>& scores) const noexcept;
   // After the posterior took a scored trial: trace, model checks (from score_row_), history.
   // `fitted`: the trial was predicted by fitted twins (the model check judges only those).
   void learn(const protocols::Stimulus& stimulus, bool validation, bool fitted,
@@ -311,6 +316,7 @@ class ClosedLoop {
   protocols::DesignerStrategy strategy_;
   std::vector<std::unique_ptr<twin::Hypothesis>> hypotheses_;
   std::vector<twin::PredictionBatch> predictions_;
+  std::vector<double> criticism_scores_;  // score_criticism() of predictions_
   std::vector<protocols::Stimulus> candidates_;
   std::vector<bool> allowed_storage_;
   std::unique_ptr<bool[]> allowed_;
@@ -321,6 +327,7 @@ class ClosedLoop {
   std::unique_ptr<RefitWorker> worker_;
   std::unique_ptr<designer::DiscriminateStrategy> spare_discriminate_;
   std::vector<twin::PredictionBatch> pending_predictions_;
+  std::vector<double> pending_criticism_scores_;
   bool refit_pending_ = false;     // launched and not yet adopted
   double pending_refit_ms_ = 0.0;  // written by the worker, read after it is done
   RefitStats refit_stats_;
