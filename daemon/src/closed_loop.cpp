@@ -227,8 +227,7 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
     }
     worker_ = std::make_unique<RefitWorker>(options.on_refit_thread_start);
   }
-  if (protocol.designer.criticism_trials > 0 && discriminate_ &&
-      strategy_ == protocols::DesignerStrategy::kDiscriminate) {
+  if (criticism_possible()) {
     const std::size_t size = hypotheses_.size() * (hypotheses_.size() - 1) * candidate_count;
     criticism_scores_.assign(size, 0.0);
     if (options.background_refit) pending_criticism_scores_.assign(size, 0.0);
@@ -308,9 +307,14 @@ bool ClosedLoop::needs_criticism() const noexcept {
   // the leader would show most (a second lobe it lacks), so that a winner is named only after
   // trials chosen to refute it. The posterior keeps scoring them; should it fall below its
   // threshold, the session designs as before.
-  return criticism_planned_ < protocol_.designer.criticism_trials && hypotheses_.size() > 1 &&
-         strategy_ == protocols::DesignerStrategy::kDiscriminate && discriminate_ != nullptr &&
+  return criticism_possible() && criticism_planned_ < protocol_.designer.criticism_trials &&
          twins_fitted_ && available_ > 0 && posterior_stop_pending();
+}
+
+bool ClosedLoop::criticism_possible() const noexcept {
+  // discriminate_ exists whenever there are two hypotheses or more.
+  return protocol_.designer.criticism_trials > 0 && discriminate_ != nullptr &&
+         strategy_ == protocols::DesignerStrategy::kDiscriminate;
 }
 
 std::uint32_t ClosedLoop::criticism_candidate() const noexcept {

@@ -295,6 +295,8 @@ class ClosedLoop {
   // time for the validation and criticism trials still missing.
   [[nodiscard]] bool posterior_stop_pending() const noexcept;
   [[nodiscard]] std::size_t validation_trials_needed() const noexcept;
+  // The protocol asks for criticism trials and this session can design them.
+  [[nodiscard]] bool criticism_possible() const noexcept;
   // The allowed candidate where the posterior leader's prediction is furthest from the rival
   // whose turn it is.
   [[nodiscard]] std::uint32_t criticism_candidate() const noexcept;
