@@ -338,30 +338,6 @@ std::uint32_t ClosedLoop::criticism_candidate() const noexcept {
   return best;
 }
 
-void ClosedLoop::score_criticism(const std::vector<twin::PredictionBatch>& predictions,
-                                 std::vector<double>& scores) const noexcept {
-  if (scores.empty()) return;
-  const std::size_t rivals = hypotheses_.size() - 1;
-  const std::size_t candidate_count = candidates_.size();
-  for (std::size_t leader = 0; leader < hypotheses_.size(); ++leader) {
-    const twin::PredictionBatch& own = predictions[leader];
-    for (std::size_t r = 0; r < rivals; ++r) {
-      const twin::PredictionBatch& rival = predictions[twin::rival_hypothesis(leader, r)];
-      double* out = scores.data() + (leader * rivals + r) * candidate_count;
-      for (std::size_t c = 0; c < candidate_count; ++c) {
-        // What one trial adds to the encompassing test's noncentrality when the truth lies
-        // toward the rival.
-        double score = 0.0;
-        for (std::size_t u = 0; u < units_; ++u) {
-          const double w = twin::encompassing_weight(rival.mean[c * units_ + u], own.at(c, u));
-          score += w * w;
-        }
-        out[c] = score;
-      }
-    }
-  }
-}
-
 bool ClosedLoop::step() {
   const std::optional<PlannedTrial> planned = plan();
   if (!planned) return false;
@@ -595,7 +571,9 @@ void ClosedLoop::launch_background_refit() {
       hypotheses_[k]->update(stimuli, counts);
       hypotheses_[k]->predict(candidates_, pending_predictions_[k]);
     }
-    score_criticism(pending_predictions_, pending_criticism_scores_);
+    // Scored with the predictions, so that a criticism decision is only a search of the
+    // allowed candidates (empty, and skipped, unless criticism trials can run).
+    twin::score_criticism_candidates(pending_predictions_, pending_criticism_scores_);
     if (spare_discriminate_) (void)spare_discriminate_->set_predictions(pending_predictions_);
     pending_refit_ms_ =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
@@ -749,7 +727,7 @@ void ClosedLoop::refresh_predictions() {
   for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
     hypotheses_[k]->predict(candidates_, predictions_[k]);
   }
-  score_criticism(predictions_, criticism_scores_);
+  twin::score_criticism_candidates(predictions_, criticism_scores_);
   if (discriminate_) discriminate_->set_predictions(predictions_);
   predictions_changed_ = false;
   predictions_fitted_ = twins_fitted_;

@@ -14,8 +14,9 @@
 // Part 2, full path: 4 built-in hypotheses (2 x direction_tuning, lnp, null) made by
 // twin::make_hypothesis and refitted once to simulated trials, then: their forward passes over
 // all candidates, predict() as the closed loop calls it, set_predictions(), cold and warm
-// decide(). Forward passes and set_predictions() run after a refit (between trials); only
-// predict() (a copy of cached rows) and decide() run on every trial.
+// decide(), and the criticism scores (twin::score_criticism_candidates, for sessions with
+// criticism trials). Forward passes, set_predictions() and the criticism scores run after a refit
+// (between trials); only predict() (a copy of cached rows) and decide() run on every trial.
 //
 // Usage: bench_designer [decisions (default 2000)] [cold decisions (default 200)]
 //                       [forward passes (default 20)] [cpu to pin to (default: current)]
@@ -38,6 +39,7 @@
 #include "twinloop/designer/discriminate_strategy.hpp"
 #include "twinloop/protocols/protocol.hpp"
 #include "twinloop/twin/hypothesis.hpp"
+#include "twinloop/twin/model_check.hpp"
 
 namespace {
 
@@ -371,6 +373,9 @@ void part_two(const Units& units, std::span<const bool> allowed, int decisions, 
   const DecisionTimes dt = time_decisions(s, preds, allowed, decisions, cold_reps);
   const DecisionTimes dtn = time_decisions(sn, preds, allowed, decisions / 4, cold_reps);
   const Stats set = time_it(forward_reps * 5, [&] { (void)s.set_predictions(preds); });
+  std::vector<double> criticism(kHypotheses * (kHypotheses - 1) * kCandidates);
+  const Stats criticism_scores =
+      time_it(forward_reps, [&] { twinloop::twin::score_criticism_candidates(preds, criticism); });
 
   std::printf("  after a refit (between trials, not per decision):\n");
   for (std::size_t h = 0; h < twins.size(); ++h) {
@@ -381,6 +386,7 @@ void part_two(const Units& units, std::span<const bool> allowed, int decisions, 
   print("set_predictions() (with table prebuild)", set);
   print("decide(), cold (first after set_predictions)", dt.cold);
   print("decide(), cold, no table prebuild (worst case)", dtn.cold);
+  print("criticism scores, 12 rows (criticism sessions)", criticism_scores);
   std::printf("  every trial:\n");
   print("predict() x 4 of cached rows (closed loop's copy)", cached);
   print("decide(), warm", dt.warm);

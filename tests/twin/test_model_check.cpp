@@ -11,8 +11,10 @@
 #include <limits>
 #include <numbers>
 #include <random>
+#include <span>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "twinloop/twin/model_check.hpp"
@@ -401,6 +403,43 @@ TEST(ModelCheck, EncompassingRefusesRivalMeansThatDoNotFit) {
   EXPECT_THROW(model_check.add_trial(row, counts, two_rivals), std::invalid_argument);
   EXPECT_THROW(model_check.add_designed_trial(row, counts, two_rivals), std::invalid_argument);
   EXPECT_EQ(model_check.result().encompassing_z.size(), 1u);
+}
+
+// Where a criticism trial looks: the squared encompassing weights summed over units, one row per
+// (leader, rival turn), with the variance floor of a near-silent prediction. Values by hand.
+TEST(ModelCheck, CriticismScoresEveryLeaderAgainstEachRivalInTurn) {
+  const auto batch = [](std::vector<double> mean, double dispersion) {
+    PredictionBatch b;
+    b.resize(2, 2);
+    b.mean = std::move(mean);
+    b.dispersion.assign(4, dispersion);
+    return b;
+  };
+  // Candidate-major: {candidate 0: unit 0, unit 1; candidate 1: unit 0, unit 1}.
+  const std::vector<PredictionBatch> predictions{
+      batch({1, 1, 4, 1}, 0.0), batch({1, 1, 1, 0.01}, 0.0), batch({2, 2, 2, 2}, 0.5)};
+  std::vector<double> scores(3 * 2 * 2, -7.0);
+  score_criticism_candidates(predictions, scores);
+  const auto at = [&](std::size_t leader, std::size_t turn, std::size_t candidate) {
+    return scores[(leader * 2 + turn) * 2 + candidate];
+  };
+  // Leader 0 against hypothesis 1: (1 - 4)^2 / 4 + (0.01 - 1)^2 / 1.
+  EXPECT_NEAR(at(0, 0, 1), 2.25 + 0.9801, 1e-12);
+  EXPECT_NEAR(at(0, 0, 0), 0.0, 1e-12);
+  // Leader 1 against hypothesis 0: unit 1's variance 0.01 is floored at 1/4.
+  EXPECT_NEAR(at(1, 0, 1), 9.0 + 0.99 * 0.99 / 0.25, 1e-12);
+  // Leader 1's second turn is hypothesis 2.
+  EXPECT_NEAR(at(1, 1, 0), 2.0, 1e-12);
+  // Leader 2 (NB, variance 2 + 0.5 * 4 = 4) against hypothesis 0.
+  EXPECT_NEAR(at(2, 0, 1), 1.0 + 0.25, 1e-12);
+  EXPECT_NEAR(at(2, 1, 0), 0.25 + 0.25, 1e-12);
+
+  // A buffer of another size (a session without criticism trials keeps it empty) is left alone.
+  std::vector<double> wrong(5, -7.0);
+  score_criticism_candidates(predictions, wrong);
+  EXPECT_EQ(wrong, std::vector<double>(5, -7.0));
+  score_criticism_candidates(std::span<const PredictionBatch>(predictions.data(), 1), wrong);
+  EXPECT_EQ(wrong, std::vector<double>(5, -7.0));
 }
 
 TEST(ModelCheck, TrialCoherenceIsChiSquareOverTrialsForARightModel) {

@@ -353,6 +353,30 @@ double encompassing_weight(double rival_mean, const CountDistribution& predictio
   return (rival_mean - prediction.mean) / std::sqrt(std::max(prediction.variance(), 0.25));
 }
 
+void score_criticism_candidates(std::span<const PredictionBatch> predictions,
+                                std::span<double> out) noexcept {
+  if (predictions.size() < 2) return;
+  const std::size_t rivals = predictions.size() - 1;
+  const std::size_t candidates = predictions[0].candidates;
+  const std::size_t units = predictions[0].units;
+  if (out.size() != predictions.size() * rivals * candidates) return;
+  for (std::size_t leader = 0; leader < predictions.size(); ++leader) {
+    const PredictionBatch& own = predictions[leader];
+    for (std::size_t r = 0; r < rivals; ++r) {
+      const PredictionBatch& rival = predictions[rival_hypothesis(leader, r)];
+      double* row = out.data() + (leader * rivals + r) * candidates;
+      for (std::size_t c = 0; c < candidates; ++c) {
+        double score = 0.0;
+        for (std::size_t u = 0; u < units; ++u) {
+          const double w = encompassing_weight(rival.mean[c * units + u], own.at(c, u));
+          score += w * w;
+        }
+        row[c] = score;
+      }
+    }
+  }
+}
+
 ModelCheck::ModelCheck(std::size_t units, ModelCheckOptions options)
     : units_(units),
       options_(options),

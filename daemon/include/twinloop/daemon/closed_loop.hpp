@@ -300,11 +300,6 @@ class ClosedLoop {
   // The allowed candidate where the posterior leader's prediction is furthest from the rival
   // whose turn it is.
   [[nodiscard]] std::uint32_t criticism_candidate() const noexcept;
-  // Per leader, rival turn and candidate, the sum over units of the encompassing weight squared
-  // (into `scores`, sized for it when criticism trials may run, else empty): computed with the
-  // predictions, so a criticism decision is only a search of the allowed candidates.
-  void score_criticism(const std::vector<twin::PredictionBatch>& predictions,
-                       std::vector<double>& scores) const noexcept;
   // After the posterior took a scored trial: trace, model checks (from score_row_), history.
   // `fitted`: the trial was predicted by fitted twins (the model check judges only those).
   void learn(const protocols::Stimulus& stimulus, bool validation, bool fitted,
@@ -318,7 +313,7 @@ class ClosedLoop {
   protocols::DesignerStrategy strategy_;
   std::vector<std::unique_ptr<twin::Hypothesis>> hypotheses_;
   std::vector<twin::PredictionBatch> predictions_;
-  std::vector<double> criticism_scores_;  // score_criticism() of predictions_
+  std::vector<double> criticism_scores_;  // twin::score_criticism_candidates() of predictions_
   std::vector<protocols::Stimulus> candidates_;
   std::vector<bool> allowed_storage_;
   std::unique_ptr<bool[]> allowed_;

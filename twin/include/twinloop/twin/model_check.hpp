@@ -132,6 +132,15 @@ namespace twinloop::twin {
 [[nodiscard]] double encompassing_weight(double rival_mean,
                                          const CountDistribution& prediction) noexcept;
 
+/// Where a criticism trial should look: for every leader k and rival turn r (hypothesis
+/// rival_hypothesis(k, r)), each candidate's sum over units of encompassing_weight squared, the
+/// noncentrality one trial there adds to the leader's test against that rival. `out` holds
+/// K (K - 1) rows of `candidates` values, row k (K - 1) + r; `predictions` has one batch per
+/// hypothesis, all of the same shape. Fills `out` without allocating; does nothing when `out`
+/// is not that size (a session without criticism trials keeps it empty).
+void score_criticism_candidates(std::span<const PredictionBatch> predictions,
+                                std::span<double> out) noexcept;
+
 struct ModelCheckOptions {
   std::uint64_t seed = 0x7477696e6c6f6f70;  ///< PIT randomisation and bootstrap
   std::size_t bins = 10;                    ///< chi-square bins on [0, 1)
