@@ -76,10 +76,12 @@ void AcquisitionLoop::run() noexcept {
     samples_.fetch_add(block_.sample_count, std::memory_order_relaxed);
     const std::int64_t block_end =
         block_.first_sample + static_cast<std::int64_t>(block_.sample_count);
-    if (block_end > next_sample_.load(std::memory_order_relaxed)) {
-      next_sample_.store(block_end, std::memory_order_relaxed);  // a late old block never rewinds
-    }
+    // Armed before the clock moves on (release, read with acquire): a reader that sees the
+    // stream at block_end sees whether the detector was armed by then.
     armed_.store(detector_->armed(), std::memory_order_relaxed);
+    if (block_end > next_sample_.load(std::memory_order_relaxed)) {
+      next_sample_.store(block_end, std::memory_order_release);  // a late old block never rewinds
+    }
     final_before_.store(
         block_.first_sample + static_cast<std::int64_t>(block_.sample_count) - delay,
         std::memory_order_release);
@@ -110,7 +112,7 @@ AcquisitionCounters AcquisitionLoop::counters() const noexcept {
   c.missing_samples = missing_samples_.load(std::memory_order_relaxed);
   c.gaps_dropped = gaps_dropped_.load(std::memory_order_relaxed);
   c.final_before_sample = final_before_.load(std::memory_order_acquire);
-  c.next_sample = next_sample_.load(std::memory_order_relaxed);
+  c.next_sample = next_sample_.load(std::memory_order_acquire);
   c.armed = armed_.load(std::memory_order_relaxed);
   c.finished = finished_.load(std::memory_order_acquire);
   c.failed = failed_.load(std::memory_order_relaxed);

@@ -107,10 +107,15 @@ class SpikeRig final : public TrialRig {
         if (now.finished) return end("the recording ended before the trial could start");
         if (!now.armed) {
           // The detector estimates the noise first; how many samples that takes is its business.
-          grant(now.next_sample + samples(100.0));
+          // A limited stream gets 100 ms more each time it has caught up, counted from the last
+          // grant and not from wherever the stream was when this tick ran, and the onset is
+          // planned from the grant in which detection armed: so at max pace the first onset,
+          // and with it the whole session, is the same whatever the threads' timing.
+          if (!set_limit_) return false;
+          if (now.next_sample >= granted_) grant(granted_ + samples(100.0));
           return false;
         }
-        planned_ = onset_for(now.next_sample);
+        planned_ = onset_for(planning_sample(now.next_sample));
         stage_ = Stage::kWaitingOnset;
         [[fallthrough]];
       }
@@ -232,7 +237,7 @@ class SpikeRig final : public TrialRig {
   // begun now (once detection is armed).
   [[nodiscard]] std::int64_t samples_to_next_window_end() const {
     const std::int64_t next = loop_.counters().next_sample;
-    return onset_for(next) + response_end_ - next;
+    return onset_for(planning_sample(next)) + response_end_ - next;
   }
 
   void attach_publisher(Publisher* publisher) noexcept { publisher_ = publisher; }
@@ -253,6 +258,11 @@ class SpikeRig final : public TrialRig {
   [[nodiscard]] std::int64_t onset_for(std::int64_t next) const {
     const std::int64_t onset = std::max(next + baseline_, granted_) + lead();
     return last_onset_ >= 0 ? std::max(onset, last_onset_ + interval_) : onset;
+  }
+  // Where a trial's plan starts: a limited stream's grant (where it runs to without waiting, the
+  // same whatever the threads' timing), else the stream's clock `next`.
+  [[nodiscard]] std::int64_t planning_sample(std::int64_t next) const {
+    return set_limit_ ? std::max(next, granted_) : next;
   }
   void grant(std::int64_t end_sample) {
     if (!set_limit_ || end_sample <= granted_) return;

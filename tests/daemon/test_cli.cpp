@@ -4,12 +4,14 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "twinloop/daemon/session_record.hpp"
@@ -293,6 +295,45 @@ TEST(Cli, AMaxPaceSessionSpendsNoStreamTimeOnRefits) {
   }
   for (const twinloop::daemon::RecordedTrial& t : record.trials()) {
     EXPECT_EQ(t.status, twinloop::daemon::TrialStatus::kScored) << "trial " << t.trial;
+  }
+  fs::remove_all(dir);
+}
+
+// At max pace a session is a function of its protocol and seed: the stream advances in grants
+// the session fixes, and the first onset is planned from the grant in which detection armed,
+// not from where a thread happened to find the stream. The second run shares the CPUs with two
+// busy threads, so the threads' timing differs between the runs.
+TEST(Cli, AMaxPaceSessionIsTheSameWhateverTheThreadsTiming) {
+  const fs::path dir = temp_dir("reproducible");
+  const auto session = [&](const std::string& name) {
+    const fs::path out = dir / name;
+    const Result r =
+        run("run " + (kExamples / "protocol_demo.yaml").string() +
+            " --rig sim --seconds 8 --seed 3 --pace max --quiet --out " + out.string());
+    EXPECT_EQ(r.status, 0) << r.output;
+    return twinloop::daemon::SessionRecord::open_existing(out).trials();
+  };
+  const std::vector<twinloop::daemon::RecordedTrial> quiet = session("quiet");
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> busy;
+  for (int i = 0; i < 2; ++i) {
+    busy.emplace_back([&stop] {
+      std::uint64_t spin = 0;
+      while (!stop.load(std::memory_order_relaxed)) spin = spin * 6364136223846793005ULL + 1;
+      EXPECT_NE(spin, 0x5eedULL);  // keeps the loop from being optimised away
+    });
+  }
+  const std::vector<twinloop::daemon::RecordedTrial> loaded = session("loaded");
+  stop = true;
+  for (std::thread& t : busy) t.join();
+  ASSERT_GE(quiet.size(), 6u);
+  ASSERT_EQ(loaded.size(), quiet.size());
+  for (std::size_t i = 0; i < quiet.size(); ++i) {
+    EXPECT_EQ(loaded[i].candidate, quiet[i].candidate) << "trial " << i;
+    EXPECT_EQ(loaded[i].onset_sample, quiet[i].onset_sample) << "trial " << i;
+    EXPECT_EQ(loaded[i].counts, quiet[i].counts) << "trial " << i;
+    EXPECT_EQ(loaded[i].mean, quiet[i].mean) << "trial " << i;
+    EXPECT_EQ(loaded[i].posterior, quiet[i].posterior) << "trial " << i;
   }
   fs::remove_all(dir);
 }
