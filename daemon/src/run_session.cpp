@@ -1133,6 +1133,10 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
   std::printf("verdict      %s: %s\n", summary.verdict.name.c_str(),
               summary.verdict.reason.c_str());
   if (!remote) {
+    // A channel that sums units with different preferences follows none of the units' models,
+    // so on a crowded probe "none" can be the right answer about the channels (docs/session.md).
+    const bool pooled_none = !verdict_matches && summary.verdict.name == "none" &&
+                             truth_model != "null" && units_near_another > 0;
     std::printf(
         "truth        simulated units are '%s'%s -> %s (units here are detection channels, "
         "each pooling the units near it: %zu of %zu units lie within %.0f um of another)\n",
@@ -1140,8 +1144,11 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
         truth_model == "null" && options.sim_model != "null"
             ? " (in this space: they respond only to direction, contrast and spatial frequency)"
             : "",
-        verdict_matches ? "verdict matches" : "verdict differs", units_near_another,
-        truth_unit_count, kPoolingRadiusUm);
+        verdict_matches ? "verdict matches"
+        : pooled_none   ? "verdict differs from the units' model, as it may where channels pool "
+                          "units of different preferences"
+                        : "verdict differs",
+        units_near_another, truth_unit_count, kPoolingRadiusUm);
   }
   const std::string stop_reason = closed_loop->stop_decision().stop() ? summary.stop_reason
                                   : engine.interrupted()              ? "by a signal"
