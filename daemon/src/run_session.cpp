@@ -650,10 +650,14 @@ nlohmann::json internal::summary_json(const SessionSummary& summary,
     posterior[h.name] = h.posterior;
     // The check's encompassing statistic against each rival.
     nlohmann::json rival_z = nlohmann::json::object();
+    nlohmann::json rival_power = nlohmann::json::object();
     for (std::size_t r = 0; r < h.check.encompassing_z.size(); ++r) {
       const std::size_t j = twin::rival_hypothesis(k, r);
       if (j < summary.hypotheses.size()) {
         rival_z[summary.hypotheses[j].name] = number(h.check.encompassing_z[r]);
+        if (r < h.check.encompassing_power.size()) {
+          rival_power[summary.hypotheses[j].name] = number(h.check.encompassing_power[r]);
+        }
       }
     }
     hypotheses.push_back(
@@ -671,6 +675,7 @@ nlohmann::json internal::summary_json(const SessionSummary& summary,
          {"pit_p_value", number(h.check.p_value)},
          {"encompassing",
           {{"z", rival_z},
+           {"power_halfway", rival_power},
            {"p_value", number(h.check.encompassing_p_value)},
            {"trials", h.check.encompassing_trials}}},
          {"coverage", number(h.check.coverage)}});

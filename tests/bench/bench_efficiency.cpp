@@ -200,7 +200,9 @@ struct Outcome {
   double reference_margin = 0.0;  // log score of CellReference minus the best twin's, at the end
   std::optional<std::size_t> trials_to_099;
   std::string verdict;
-  std::string checks;      // each hypothesis's model-check p-values (--verbose)
+  std::string checks;  // each hypothesis's model-check p-values (--verbose)
+  // A winner's check: its power against counts halfway toward the rival it sees least of.
+  double winner_power = std::numeric_limits<double>::quiet_NaN();
   std::size_t trials = 0;  // the whole session, validation trials after the threshold included
 };
 
@@ -275,15 +277,23 @@ Outcome run_session(const protocols::Protocol& protocol, protocols::DesignerStra
   const daemon::SessionSummary summary = loop.summary();
   outcome.verdict = summary.verdict.name;
   for (const daemon::HypothesisSummary& h : summary.hypotheses) {
-    char line[200];
-    std::string rivals;
+    char line[240];
+    std::string rivals, powers;
     for (const double z : h.check.encompassing_z) rivals += " " + std::to_string(z).substr(0, 5);
+    for (const double p : h.check.encompassing_power) {
+      powers += " " + std::to_string(p).substr(0, 4);
+    }
     std::snprintf(line, sizeof line,
-                  " %s P=%.3f p=%.2g (chi2 %.2g ks %.2g coh %.2g enc %.2g [z%s], %zu trials)",
+                  " %s P=%.3f p=%.2g (chi2 %.2g ks %.2g coh %.2g enc %.2g [z%s] [power%s], %zu "
+                  "trials)",
                   h.name.c_str(), h.posterior, h.check.p_value, h.check.chi_square_p_value,
                   h.check.ks_p_value, h.check.coherence_p_value, h.check.encompassing_p_value,
-                  rivals.c_str(), h.check.trials);
+                  rivals.c_str(), powers.c_str(), h.check.trials);
     outcome.checks += line;
+    if (h.name == outcome.verdict && !h.check.encompassing_power.empty()) {
+      outcome.winner_power =
+          *std::min_element(h.check.encompassing_power.begin(), h.check.encompassing_power.end());
+    }
   }
   outcome.trials = loop.trials();
   return outcome;
@@ -552,7 +562,7 @@ int main(int argc, char** argv) {
       continue;
     }
     std::size_t none_fits = 0, false_winner = 0, still_undecided = 0;
-    std::vector<double> trials, margins;
+    std::vector<double> trials, margins, winner_powers;
     for (std::size_t s = 0; s < static_cast<std::size_t>(settings.misspecified); ++s) {
       const Outcome d = run_session(protocol, protocols::DesignerStrategy::kDiscriminate, m.mix,
                                     m.seed_base + s, settings, 0);
@@ -561,8 +571,11 @@ int main(int argc, char** argv) {
       false_winner += (d.verdict != "none" && d.verdict != "undecided") ? 1 : 0;
       trials.push_back(static_cast<double>(d.trials));
       margins.push_back(d.reference_margin);
-      std::printf("  %s subject %2zu: verdict %s after %zu trials (reference %+.1f)  [%.0f s]\n",
-                  m.what, s, d.verdict.c_str(), d.trials, d.reference_margin, elapsed());
+      if (!std::isnan(d.winner_power)) winner_powers.push_back(d.winner_power);
+      std::printf(
+          "  %s subject %2zu: verdict %s after %zu trials (reference %+.1f, the check's power "
+          "halfway to its weakest rival %.2f)  [%.0f s]\n",
+          m.what, s, d.verdict.c_str(), d.trials, d.reference_margin, d.winner_power, elapsed());
       if (settings.verbose) std::printf("   %s\n", d.checks.c_str());
       std::fflush(stdout);
     }
@@ -571,6 +584,10 @@ int main(int argc, char** argv) {
         "%zu, undecided in %zu (median %.0f trials)\n",
         m.what, none_fits, static_cast<std::size_t>(settings.misspecified), false_winner,
         still_undecided, median(trials));
+    std::printf(
+        "  the winners' checks: power against counts halfway toward their weakest rival, median "
+        "%.2f over %zu winners\n",
+        median(winner_powers), winner_powers.size());
     std::printf(
         "  prototype reference check: log BF(reference vs best twin) > log 100 in %zu of %zu; "
         "median %.1f\n",

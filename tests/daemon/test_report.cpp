@@ -278,6 +278,22 @@ TEST_F(ReportSession, RecomputesTheSessionsScoresFromTheRecord) {
     EXPECT_GT(h.at("encompassing").at("trials").get<int>(),
               summary.at("validation_trials").get<int>())
         << h.dump();
+    // What a pass is worth: against every rival, a probability.
+    const nlohmann::json& power = h.at("encompassing").at("power_halfway");
+    EXPECT_EQ(power.size(), summary.at("hypotheses").size() - 1) << h.dump();
+    for (const auto& [rival, p] : power.items()) {
+      EXPECT_NE(rival, name);
+      EXPECT_GE(p.get<double>(), 0.0) << rival;
+      EXPECT_LE(p.get<double>(), 1.0) << rival;
+    }
+  }
+  const std::string verdict = summary.at("verdict").get<std::string>();
+  if (verdict != "none" && verdict != "undecided") {
+    EXPECT_NE(summary.at("verdict_reason")
+                  .get<std::string>()
+                  .find("would have caught counts halfway toward"),
+              std::string::npos)
+        << summary.at("verdict_reason");
   }
   EXPECT_NE(html_.find("matches the recorded posterior"), std::string::npos);
 }

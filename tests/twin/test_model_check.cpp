@@ -315,6 +315,57 @@ TEST(ModelCheck, EncompassingCatchesASecondLobeTheRivalDescribesBetter) {
   EXPECT_GT(fails, 2 * by_pit);
 }
 
+// The power a check reports is what it delivers. Two units, each predicted Poisson(3) by the
+// hypothesis and 3.6 by its rival; the counts come from halfway, Poisson(3.3). Over many sessions
+// the check fails through its encompassing test about as often as the mean reported power says;
+// within one, the power grows with every trial.
+TEST(ModelCheck, EncompassingPowerPredictsHowOftenAHalfwayMisfitIsCaught) {
+  constexpr int kSessions = 400;
+  constexpr int kTrials = 100;
+  const std::vector<CountDistribution> model{{3.0, 0.0}, {3.0, 0.0}};
+  const std::vector<double> rival{3.6, 3.6};
+  int caught = 0;
+  double predicted = 0.0;
+  std::vector<double> last_session_power;
+  for (std::uint64_t s = 0; s < kSessions; ++s) {
+    std::mt19937_64 rng(12000 + s);
+    std::poisson_distribution<std::uint32_t> halfway(3.3);
+    ModelCheckOptions options;
+    options.seed = s;
+    options.bootstrap_resamples = 0;
+    ModelCheck check(2, options);
+    for (int t = 0; t < kTrials; ++t) {
+      const std::vector<std::uint32_t> counts{halfway(rng), halfway(rng)};
+      check.add_designed_trial(model, counts, rival);
+      if (s == 0 && t >= 1) last_session_power.push_back(check.result().encompassing_power.at(0));
+    }
+    const ModelCheckResult r = check.result();
+    ASSERT_EQ(r.encompassing_power.size(), 1u);
+    // Chi-square, KS and encompassing: the check fails through the last at p < alpha / 3.
+    caught += 3.0 * r.encompassing_p_value < 0.01 ? 1 : 0;
+    predicted += r.encompassing_power[0];
+  }
+  predicted /= kSessions;
+  const double observed = static_cast<double>(caught) / kSessions;
+  std::cout << "halfway misfit: caught in " << observed << " of sessions, mean reported power "
+            << predicted << "\n";
+  // sum w^2 = 100 trials x 2 units x 0.36 / 3; noncentrality 0.5 sqrt(24) = 2.45 against
+  // Student's t critical value for p = 0.01 / 3 at 99 degrees of freedom, 2.77: Phi(-0.32).
+  EXPECT_NEAR(predicted, 0.374, 0.003);
+  // The normal approximation is a little optimistic at small counts (a randomised PIT moves
+  // less than the standardised count, 0.96 of it at a mean of 3): 0.30 caught here.
+  EXPECT_NEAR(observed, predicted, 0.1);
+  EXPECT_LT(observed, predicted + 0.03);
+  EXPECT_TRUE(std::is_sorted(last_session_power.begin(), last_session_power.end()));
+  EXPECT_LT(last_session_power.front(), 0.01);
+  EXPECT_GT(last_session_power.back(), last_session_power.front());
+
+  // Without rivals there is nothing to report.
+  ModelCheck lone(2);
+  lone.add_trial(model, std::vector<std::uint32_t>{3, 4});
+  EXPECT_TRUE(lone.result().encompassing_power.empty());
+}
+
 TEST(ModelCheck, EncompassingHoldsItsSizeUnderTheRightModelWhateverChoseTheStimuli) {
   // The right model (one lobe) against the equal-lobe rival; the designed trials still go where
   // the two disagree. z is N(0, 1): over 400 sessions about 1% fall below p = 0.01.

@@ -425,6 +425,7 @@ void ModelCheck::open_trial_scores(std::size_t rivals) {
   if (rivals > 0 && rival_sum_.empty()) {
     rival_sum_.assign(rivals, 0.0);
     rival_square_.assign(rivals, 0.0);
+    rival_information_.assign(rivals, 0.0);
     trial_score_.assign(rivals, 0.0);
   }
   std::fill(trial_score_.begin(), trial_score_.end(), 0.0);
@@ -435,6 +436,7 @@ void ModelCheck::add_unit_scores(std::size_t unit, const CountDistribution& pred
   for (std::size_t j = 0; j < rival_sum_.size() && !rival_means.empty(); ++j) {
     const double w = encompassing_weight(rival_means[j * units_ + unit], prediction);
     trial_score_[j] += w * z;
+    rival_information_[j] += w * w;
   }
 }
 
@@ -526,6 +528,21 @@ ModelCheckResult ModelCheck::result() const {
   r.encompassing_trials = rival_sum_.empty() ? 0 : trials_ + designed_trials_;
   double rival_smallest = 1.0;
   const auto scored_trials = static_cast<double>(trials_ + designed_trials_);
+  // The check fails when its Bonferroni p-value over `tests` tests falls below alpha, i.e. when
+  // one rival's one-sided p falls below alpha / (tests x rivals).
+  const double tests = 2.0 + (options_.trial_coherence && units_ >= 2 ? 1.0 : 0.0) +
+                       (rival_sum_.empty() ? 0.0 : 1.0);
+  // Its critical value: Student's t with the test's degrees of freedom, by bisection.
+  double rival_critical_t = 0.0;
+  if (!rival_sum_.empty() && scored_trials >= 2.0) {
+    const double tail = options_.alpha / (tests * static_cast<double>(rival_sum_.size()));
+    double lo = 0.0, hi = 1e3;
+    for (int i = 0; i < 100; ++i) {
+      const double mid = 0.5 * (lo + hi);
+      (student_t_survival(mid, scored_trials - 1.0) > tail ? lo : hi) = mid;
+    }
+    rival_critical_t = hi;
+  }
   for (std::size_t j = 0; j < rival_sum_.size(); ++j) {
     // Each trial's score s_t = sum over units of w z; the units of a trial share its stimulus
     // and, on a probe, spikes and noise, so the trial is the independent unit. Student's t of
@@ -537,6 +554,15 @@ ModelCheckResult ModelCheck::result() const {
     const double p = std::isnan(t) ? 1.0 : student_t_survival(t, scored_trials - 1.0);
     r.encompassing_z.push_back(-normal_quantile(std::clamp(p, 1e-300, 1.0 - 1e-16)));
     rival_smallest = std::min(rival_smallest, p);
+    // Were each count's mean shifted by lambda (rival - prediction), each unit's z would move by
+    // about lambda w, so the scores' sum by lambda sum(w^2) against a standard deviation of
+    // sqrt(sum(w^2)) under this hypothesis: noncentrality lambda sqrt(sum(w^2)).
+    constexpr double kHalfway = 0.5;
+    const double noncentrality = kHalfway * std::sqrt(rival_information_[j]);
+    r.encompassing_power.push_back(
+        scored_trials >= 2.0
+            ? 0.5 * std::erfc(-(noncentrality - rival_critical_t) / std::numbers::sqrt2)
+            : 0.0);
   }
   if (!rival_sum_.empty()) {
     r.encompassing_p_value = std::min(1.0, static_cast<double>(rival_sum_.size()) * rival_smallest);
@@ -572,17 +598,12 @@ ModelCheckResult ModelCheck::result() const {
     }
     r.ks_p_value = kolmogorov_survival(r.ks_statistic, r.values);
     double smallest = std::min(r.chi_square_p_value, r.ks_p_value);
-    double tests = 2.0;
     if (options_.trial_coherence && units_ >= 2) {
       r.coherence_chi_square = coherence_;
       r.coherence_p_value = chi_square_survival(coherence_, static_cast<double>(trials_));
       smallest = std::min(smallest, r.coherence_p_value);
-      tests = 3.0;
     }
-    if (!rival_sum_.empty()) {
-      smallest = std::min(smallest, r.encompassing_p_value);
-      tests += 1.0;
-    }
+    if (!rival_sum_.empty()) smallest = std::min(smallest, r.encompassing_p_value);
     r.p_value = std::min(1.0, tests * smallest);
     r.fits = r.enough_data && r.p_value >= options_.alpha;
 
@@ -664,6 +685,23 @@ std::string failing_test(const ModelCheckResult& check, const Posterior& posteri
          "' predicted (encompassing z = " + z.data() + ")";
 }
 
+/// What a pass is worth where it is worth least: "; it would have caught counts halfway toward
+/// 'other' with probability 0.42", for the rival the check could see least of; empty without
+/// rivals.
+std::string weakest_power(const ModelCheckResult& check, const Posterior& posterior,
+                          std::size_t hypothesis) {
+  if (check.encompassing_power.empty()) return {};
+  const auto weakest = static_cast<std::size_t>(
+      std::min_element(check.encompassing_power.begin(), check.encompassing_power.end()) -
+      check.encompassing_power.begin());
+  const std::size_t rival = rival_hypothesis(hypothesis, weakest);
+  std::array<char, 32> power{};
+  std::snprintf(power.data(), power.size(), "%.2f", check.encompassing_power[weakest]);
+  return "; it would have caught counts halfway toward '" +
+         (rival < posterior.size() ? posterior.names()[rival] : std::string("another")) +
+         "' with probability " + power.data();
+}
+
 }  // namespace
 
 Verdict decide(const Posterior& posterior, std::span<const ModelCheckResult> checks,
@@ -725,7 +763,8 @@ Verdict decide(const Posterior& posterior, std::span<const ModelCheckResult> che
   v.kind = VerdictKind::winner;
   v.name = leader;
   v.reason = "'" + leader + "' has posterior probability " + std::to_string(v.leader_probability) +
-             " and passes its model check (p = " + std::to_string(check.p_value) + ")";
+             " and passes its model check (p = " + std::to_string(check.p_value) + ")" +
+             weakest_power(check, posterior, v.leader);
   return v;
 }
 
