@@ -307,8 +307,18 @@ bool ClosedLoop::needs_criticism() const noexcept {
   // the leader would show most (a second lobe it lacks), so that a winner is named only after
   // trials chosen to refute it. The posterior keeps scoring them; should it fall below its
   // threshold, the session designs as before.
+  // With a power target (designer.criticism_power) they stop once the leader's check could have
+  // caught counts halfway toward any rival with that probability: a rig whose trials already
+  // say that much spends none, a weak one up to the budget.
   return criticism_possible() && criticism_planned_ < protocol_.designer.criticism_trials &&
-         twins_fitted_ && available_ > 0 && posterior_stop_pending();
+         twins_fitted_ && available_ > 0 && posterior_stop_pending() && !criticism_powered();
+}
+
+bool ClosedLoop::criticism_powered() const noexcept {
+  const std::optional<double> target = protocol_.designer.criticism_power;
+  if (!target) return false;
+  const double power = checks_[posterior_.leader()].weakest_encompassing_power();
+  return !std::isnan(power) && power >= *target;
 }
 
 bool ClosedLoop::criticism_possible() const noexcept {

@@ -50,9 +50,10 @@ constexpr std::array<std::string_view, 5> kTimingKeys = {
 constexpr std::array<std::string_view, 5> kSafetyKeys = {"amplitude_dimension", "max_amplitude",
                                                          "duration_dimension", "max_duty_cycle",
                                                          "min_interval_ms"};
-constexpr std::array<std::string_view, 6> kDesignerKeys = {
-    "strategy", "validation_fraction",     "decision_deadline_ms",
-    "seed",     "candidates_per_decision", "criticism_trials"};
+constexpr std::array<std::string_view, 7> kDesignerKeys = {
+    "strategy",       "validation_fraction",     "decision_deadline_ms",
+    "seed",           "candidates_per_decision", "criticism_trials",
+    "criticism_power"};
 constexpr std::array<std::string_view, 2> kStrategies = {"random", "discriminate"};
 constexpr std::array<std::string_view, 3> kStopKeys = {"posterior_threshold", "max_trials",
                                                        "max_minutes"};
@@ -544,6 +545,13 @@ class ProtocolReader {
       if (auto n = c_.integer(*v, 0, kMaxTrials))
         d.criticism_trials = static_cast<std::uint32_t>(*n);
     }
+    criticism_power_field_ = map.get("criticism_power");
+    if (criticism_power_field_) {
+      if (auto n = c_.number(*criticism_power_field_,
+                             NumberRange{0.0, 1.0, /*lo_open=*/true, /*hi_open=*/true})) {
+        d.criticism_power = *n;
+      }
+    }
     candidates_per_decision_field_ = map.get("candidates_per_decision");
     if (candidates_per_decision_field_) {
       if (auto n = c_.integer(*candidates_per_decision_field_, 1,
@@ -711,6 +719,11 @@ class ProtocolReader {
   }
 
   void check_designer() {
+    if (p_.designer.criticism_power && p_.designer.criticism_trials == 0) {
+      c_.error(criticism_power_field_->where, criticism_power_field_->path,
+               "a power target with criticism_trials 0",
+               "criticism_trials > 0, the most criticism trials the target may take");
+    }
     const auto& per_decision = p_.designer.candidates_per_decision;
     if (!per_decision || !candidates_ok_) return;
     const std::size_t count = p_.stimulus.candidate_count();
@@ -733,6 +746,7 @@ class ProtocolReader {
   std::optional<Field> amplitude_field_;
   std::optional<Field> duration_field_;
   std::optional<Field> candidates_per_decision_field_;
+  std::optional<Field> criticism_power_field_;
 };
 
 void load_into(Checker& checker, std::string_view text, Protocol& protocol) {

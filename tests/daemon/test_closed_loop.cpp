@@ -3,12 +3,15 @@
 // run verifies.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "twinloop/daemon/closed_loop.hpp"
@@ -293,4 +296,37 @@ TEST(ClosedLoop, CriticismTrialsComeAfterTheThresholdAndFeedTheEncompassingTest)
 }
 
 }  // namespace
+
+// designer.criticism_power: criticism trials stop once the leader's check could have caught
+// counts halfway toward every rival with that probability, criticism_trials being the budget.
+// The target is checked before each one, so a session takes criticism trials only while its
+// leader's power is below the target.
+TEST(ClosedLoop, ACriticismPowerTargetEndsCriticismOnceTheCheckCouldSeeAMisfit) {
+  const protocols::Protocol plain_protocol = load();
+  const SessionSummary plain = run_to_end(plain_protocol, {1, 0, 0, 0, 0}, 3, options());
+  ASSERT_EQ(plain.verdict.name, "tuned") << plain.verdict.reason;
+  const double power_at_threshold =
+      *std::min_element(plain.hypotheses[0].check.encompassing_power.begin(),
+                        plain.hypotheses[0].check.encompassing_power.end());
+  const auto criticism_taken = [&](double target) {
+    protocols::Protocol protocol = plain_protocol;
+    protocol.designer.criticism_trials = 6;
+    protocol.designer.criticism_power = target;
+    const SessionSummary s = run_to_end(protocol, {1, 0, 0, 0, 0}, 3, options());
+    EXPECT_EQ(s.verdict.name, "tuned") << s.verdict.reason;
+    const double power = *std::min_element(s.hypotheses[0].check.encompassing_power.begin(),
+                                           s.hypotheses[0].check.encompassing_power.end());
+    return std::pair{
+        s.hypotheses[0].check.encompassing_trials - plain.hypotheses[0].check.encompassing_trials,
+        power};
+  };
+  // Already there (16 units: 0.99999 here): none taken.
+  EXPECT_EQ(criticism_taken(power_at_threshold * 0.99).first, 0u);
+  // Out of reach: the whole budget, the power still short of the target.
+  const auto [all, power_short] = criticism_taken(std::nextafter(1.0, 0.0));
+  EXPECT_EQ(all, 6u);
+  EXPECT_LT(power_short, 1.0);
+  EXPECT_GE(power_short, power_at_threshold);
+}
+
 }  // namespace twinloop::daemon

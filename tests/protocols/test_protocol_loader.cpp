@@ -44,6 +44,7 @@ TEST(ProtocolLoader, ValidProtocolParsesEverySection) {
   EXPECT_DOUBLE_EQ(p.designer.validation_fraction, 0.1);  // default
   EXPECT_FALSE(p.designer.candidates_per_decision.has_value());
   EXPECT_EQ(p.designer.criticism_trials, 0u);  // default
+  EXPECT_FALSE(p.designer.criticism_power.has_value());
   EXPECT_DOUBLE_EQ(p.stop.posterior_threshold, 0.95);
   EXPECT_EQ(p.stop.max_trials, 100u);
   ASSERT_EQ(p.hypotheses.size(), 2u);
@@ -123,7 +124,7 @@ TEST(ProtocolLoader, OptionalFieldsAreRead) {
                                "    source: spikeglx\n    path: /data/run1_g0_t0.imec0.ap.bin\n");
   text += "description: hello\n";
   text.replace(text.find("  seed: 3\n"), 10,
-               "  candidates_per_decision: 12\n  criticism_trials: 20\n");
+               "  candidates_per_decision: 12\n  criticism_trials: 20\n  criticism_power: 0.8\n");
   text.replace(text.find("  max_trials: 100\n"), 18, "  max_trials: 100\n  max_minutes: 30\n");
   const auto result = load_protocol_text(text, "p.yaml");
   ASSERT_TRUE(result.ok()) << format_diagnostics(result.diagnostics);
@@ -133,6 +134,7 @@ TEST(ProtocolLoader, OptionalFieldsAreRead) {
   EXPECT_EQ(p.description, "hello");
   EXPECT_EQ(p.designer.candidates_per_decision, 12u);
   EXPECT_EQ(p.designer.criticism_trials, 20u);
+  EXPECT_EQ(p.designer.criticism_power, 0.8);
   EXPECT_EQ(p.stop.max_minutes, 30.0);
   EXPECT_EQ(p.designer.seed, 1u);  // default when absent
 }
@@ -268,6 +270,12 @@ const BadCase kBadCases[] = {
      "found 100, expected at most the number of candidates (24)"},
     {"NegativeCriticismTrials", "  seed: 3", "  criticism_trials: -2", 32, 21,
      "designer.criticism_trials", "found -2, expected an integer in [0,"},
+    {"CriticismPowerOfOne", "  seed: 3", "  criticism_trials: 5\n  criticism_power: 1", 33, 20,
+     "designer.criticism_power", "found 1, expected a number in (0, 1)"},
+    {"CriticismPowerWithoutTrials", "  seed: 3", "  criticism_power: 0.8", 32, 20,
+     "designer.criticism_power",
+     "found a power target with criticism_trials 0, expected "
+     "criticism_trials > 0"},
     {"SimProbeWithPath", "    source: sim\n", "    source: sim\n    path: /x.bin\n", 10, 11,
      "probes[0].path", "expected no path for source: sim"},
     {"BadDimensionName", "    contrast:", "    2contrast:", 16, 5, "stimulus.space.2contrast",

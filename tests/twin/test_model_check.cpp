@@ -341,6 +341,7 @@ TEST(ModelCheck, EncompassingPowerPredictsHowOftenAHalfwayMisfitIsCaught) {
     }
     const ModelCheckResult r = check.result();
     ASSERT_EQ(r.encompassing_power.size(), 1u);
+    EXPECT_DOUBLE_EQ(check.weakest_encompassing_power(), r.encompassing_power[0]);
     // Chi-square, KS and encompassing: the check fails through the last at p < alpha / 3.
     caught += 3.0 * r.encompassing_p_value < 0.01 ? 1 : 0;
     predicted += r.encompassing_power[0];
@@ -364,6 +365,7 @@ TEST(ModelCheck, EncompassingPowerPredictsHowOftenAHalfwayMisfitIsCaught) {
   ModelCheck lone(2);
   lone.add_trial(model, std::vector<std::uint32_t>{3, 4});
   EXPECT_TRUE(lone.result().encompassing_power.empty());
+  EXPECT_TRUE(std::isnan(lone.weakest_encompassing_power()));
 }
 
 TEST(ModelCheck, EncompassingHoldsItsSizeUnderTheRightModelWhateverChoseTheStimuli) {

@@ -521,6 +521,46 @@ double reported_bits_per_spike(const ModelCheckResult& model,
                          : model.bits_per_spike_vs_constant_rate;
 }
 
+double ModelCheck::test_count() const noexcept {
+  return 2.0 + (options_.trial_coherence && units_ >= 2 ? 1.0 : 0.0) +
+         (rival_sum_.empty() ? 0.0 : 1.0);
+}
+
+double ModelCheck::rival_critical_t() const noexcept {
+  // The check fails when its Bonferroni p-value over its tests falls below alpha, i.e. when one
+  // rival's one-sided p falls below alpha / (tests x rivals): Student's t at the test's degrees
+  // of freedom, by bisection.
+  const auto scored_trials = static_cast<double>(trials_ + designed_trials_);
+  if (rival_sum_.empty() || scored_trials < 2.0) return kNaN;
+  const double tail = options_.alpha / (test_count() * static_cast<double>(rival_sum_.size()));
+  double lo = 0.0, hi = 1e3;
+  for (int i = 0; i < 100; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (student_t_survival(mid, scored_trials - 1.0) > tail ? lo : hi) = mid;
+  }
+  return hi;
+}
+
+double ModelCheck::halfway_power(std::size_t rival, double critical_t) const noexcept {
+  if (std::isnan(critical_t)) return 0.0;
+  // Were each count's mean shifted by lambda (rival - prediction), each unit's z would move by
+  // about lambda w, so the scores' sum by lambda sum(w^2) against a standard deviation of
+  // sqrt(sum(w^2)) under this hypothesis: noncentrality lambda sqrt(sum(w^2)).
+  constexpr double kHalfway = 0.5;
+  const double noncentrality = kHalfway * std::sqrt(rival_information_[rival]);
+  return 0.5 * std::erfc(-(noncentrality - critical_t) / std::numbers::sqrt2);
+}
+
+double ModelCheck::weakest_encompassing_power() const noexcept {
+  if (rival_sum_.empty()) return kNaN;
+  const double critical_t = rival_critical_t();
+  double weakest = 1.0;
+  for (std::size_t j = 0; j < rival_sum_.size(); ++j) {
+    weakest = std::min(weakest, halfway_power(j, critical_t));
+  }
+  return weakest;
+}
+
 ModelCheckResult ModelCheck::result() const {
   ModelCheckResult r;
   r.trials = trials_;
@@ -528,21 +568,8 @@ ModelCheckResult ModelCheck::result() const {
   r.encompassing_trials = rival_sum_.empty() ? 0 : trials_ + designed_trials_;
   double rival_smallest = 1.0;
   const auto scored_trials = static_cast<double>(trials_ + designed_trials_);
-  // The check fails when its Bonferroni p-value over `tests` tests falls below alpha, i.e. when
-  // one rival's one-sided p falls below alpha / (tests x rivals).
-  const double tests = 2.0 + (options_.trial_coherence && units_ >= 2 ? 1.0 : 0.0) +
-                       (rival_sum_.empty() ? 0.0 : 1.0);
-  // Its critical value: Student's t with the test's degrees of freedom, by bisection.
-  double rival_critical_t = 0.0;
-  if (!rival_sum_.empty() && scored_trials >= 2.0) {
-    const double tail = options_.alpha / (tests * static_cast<double>(rival_sum_.size()));
-    double lo = 0.0, hi = 1e3;
-    for (int i = 0; i < 100; ++i) {
-      const double mid = 0.5 * (lo + hi);
-      (student_t_survival(mid, scored_trials - 1.0) > tail ? lo : hi) = mid;
-    }
-    rival_critical_t = hi;
-  }
+  const double tests = test_count();
+  const double critical_t = rival_critical_t();
   for (std::size_t j = 0; j < rival_sum_.size(); ++j) {
     // Each trial's score s_t = sum over units of w z; the units of a trial share its stimulus
     // and, on a probe, spikes and noise, so the trial is the independent unit. Student's t of
@@ -554,15 +581,7 @@ ModelCheckResult ModelCheck::result() const {
     const double p = std::isnan(t) ? 1.0 : student_t_survival(t, scored_trials - 1.0);
     r.encompassing_z.push_back(-normal_quantile(std::clamp(p, 1e-300, 1.0 - 1e-16)));
     rival_smallest = std::min(rival_smallest, p);
-    // Were each count's mean shifted by lambda (rival - prediction), each unit's z would move by
-    // about lambda w, so the scores' sum by lambda sum(w^2) against a standard deviation of
-    // sqrt(sum(w^2)) under this hypothesis: noncentrality lambda sqrt(sum(w^2)).
-    constexpr double kHalfway = 0.5;
-    const double noncentrality = kHalfway * std::sqrt(rival_information_[j]);
-    r.encompassing_power.push_back(
-        scored_trials >= 2.0
-            ? 0.5 * std::erfc(-(noncentrality - rival_critical_t) / std::numbers::sqrt2)
-            : 0.0);
+    r.encompassing_power.push_back(halfway_power(j, critical_t));
   }
   if (!rival_sum_.empty()) {
     r.encompassing_p_value = std::min(1.0, static_cast<double>(rival_sum_.size()) * rival_smallest);

@@ -91,6 +91,9 @@ struct DesignerSettings {
   /// Designed trials after the posterior threshold, each where the leader's prediction is
   /// furthest from a rival's, before the verdict (discriminate only; see docs/protocol.md).
   std::uint32_t criticism_trials = 0;
+  /// (0, 1), optional: criticism trials stop early once the leader's model check has this power
+  /// against counts halfway toward each rival; criticism_trials is then the most they may take.
+  std::optional<double> criticism_power;
 };
 
 /// When the session stops on its own (the operator may always stop it).

@@ -238,6 +238,9 @@ class ModelCheck {
   /// Runs the tests and the summary statistics on everything added so far. Deterministic: the
   /// bootstrap uses its own generator seeded from options.seed.
   [[nodiscard]] ModelCheckResult result() const;
+  /// The smallest of result().encompassing_power, without the rest of result() and without
+  /// allocating (a session asks it before each criticism trial). NaN without rivals.
+  [[nodiscard]] double weakest_encompassing_power() const noexcept;
 
  private:
   std::size_t units_;
@@ -263,6 +266,12 @@ class ModelCheck {
   void add_unit_scores(std::size_t unit, const CountDistribution& prediction, double z,
                        std::span<const double> rival_means) noexcept;
   void close_trial_scores() noexcept;
+  // The tests a failing check is Bonferroni-corrected over.
+  [[nodiscard]] double test_count() const noexcept;
+  // The encompassing t a rival must exceed for the check to fail; NaN before two trials.
+  [[nodiscard]] double rival_critical_t() const noexcept;
+  // Power against counts halfway toward `rival` (see ModelCheckResult::encompassing_power).
+  [[nodiscard]] double halfway_power(std::size_t rival, double critical_t) const noexcept;
   std::vector<double> predicted_mean_;  ///< trial-major, aligned with observed_
   std::vector<double> observed_;
   std::size_t in_interval_ = 0;
