@@ -683,6 +683,18 @@ ModelCheckResult ModelCheck::result() const {
 
 namespace {
 
+/// The name of `hypothesis`'s rival number `rival`, in its check's order.
+std::string rival_name(const Posterior& posterior, std::size_t hypothesis, std::size_t rival) {
+  const std::size_t j = rival_hypothesis(hypothesis, rival);
+  return j < posterior.size() ? posterior.names()[j] : std::string("another");
+}
+
+std::string formatted(const char* format, double value) {
+  std::array<char, 32> text{};
+  std::snprintf(text.data(), text.size(), format, value);
+  return text.data();
+}
+
 /// Which of a failed check's tests gave its smallest p-value, in words: ": its PIT values are not
 /// uniform", or ": its counts lean toward what 'other' predicted (encompassing z = 3.4)".
 std::string failing_test(const ModelCheckResult& check, const Posterior& posterior,
@@ -696,12 +708,8 @@ std::string failing_test(const ModelCheckResult& check, const Posterior& posteri
   const auto largest = static_cast<std::size_t>(
       std::max_element(check.encompassing_z.begin(), check.encompassing_z.end()) -
       check.encompassing_z.begin());
-  const std::size_t rival = rival_hypothesis(hypothesis, largest);
-  std::array<char, 32> z{};
-  std::snprintf(z.data(), z.size(), "%.1f", check.encompassing_z[largest]);
-  return ": its counts lean toward what '" +
-         (rival < posterior.size() ? posterior.names()[rival] : std::string("another")) +
-         "' predicted (encompassing z = " + z.data() + ")";
+  return ": its counts lean toward what '" + rival_name(posterior, hypothesis, largest) +
+         "' predicted (encompassing z = " + formatted("%.1f", check.encompassing_z[largest]) + ")";
 }
 
 /// What a pass is worth where it is worth least: "; it would have caught counts halfway toward
@@ -713,12 +721,9 @@ std::string weakest_power(const ModelCheckResult& check, const Posterior& poster
   const auto weakest = static_cast<std::size_t>(
       std::min_element(check.encompassing_power.begin(), check.encompassing_power.end()) -
       check.encompassing_power.begin());
-  const std::size_t rival = rival_hypothesis(hypothesis, weakest);
-  std::array<char, 32> power{};
-  std::snprintf(power.data(), power.size(), "%.2f", check.encompassing_power[weakest]);
   return "; it would have caught counts halfway toward '" +
-         (rival < posterior.size() ? posterior.names()[rival] : std::string("another")) +
-         "' with probability " + power.data();
+         rival_name(posterior, hypothesis, weakest) + "' with probability " +
+         formatted("%.2f", check.encompassing_power[weakest]);
 }
 
 }  // namespace
