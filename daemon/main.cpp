@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
                    "realtime, or max: the simulated stream as fast as this machine runs it, "
                    "but only as far as the trial in flight needs, so design and refits spend "
                    "none of --seconds, every onset is the one planned, and a --seed gives "
-                   "the same session every time")
+                   "the same session on this machine unless a decision misses its deadline")
       ->capture_default_str()
       ->check(CLI::IsMember({"realtime", "max"}));
   run_cmd->add_option("--out", run_out,

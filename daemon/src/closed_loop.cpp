@@ -311,10 +311,10 @@ bool ClosedLoop::needs_criticism() const noexcept {
   // caught counts halfway toward any rival with that probability: a rig whose trials already
   // say that much spends none, a weak one up to the budget.
   return criticism_possible() && criticism_planned_ < protocol_.designer.criticism_trials &&
-         twins_fitted_ && available_ > 0 && posterior_stop_pending() && !criticism_powered();
+         twins_fitted_ && available_ > 0 && posterior_stop_pending() && !criticism_power_reached();
 }
 
-bool ClosedLoop::criticism_powered() const noexcept {
+bool ClosedLoop::criticism_power_reached() const noexcept {
   const std::optional<double> target = protocol_.designer.criticism_power;
   if (!target) return false;
   const double power = checks_[posterior_.leader()].weakest_encompassing_power();

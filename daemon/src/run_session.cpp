@@ -97,8 +97,11 @@ class SpikeRig final : public TrialRig {
 
   // Moves the trial on as far as acquisition allows; true once it is over (result() says how).
   bool advance(std::span<std::uint32_t> counts) {
-    drain();
+    // The counters first: the acquisition publishes a block's events before its clock, so every
+    // event up to now.final_before_sample is in the queue by the time drain() empties it. In the
+    // other order a block published in between would close a window without its events.
     const acquisition::AcquisitionCounters now = loop_.counters();
+    drain();
     switch (stage_) {
       case Stage::kIdle:
         return true;
@@ -161,8 +164,9 @@ class SpikeRig final : public TrialRig {
           // Should the detector's delay have grown, the stream is not left stalled short of it.
           if (now.next_sample >= granted_) grant(now.next_sample + samples(10.0));
           if (!now.finished) return false;
+          const std::int64_t final_before = loop_.counters().final_before_sample;
           drain();
-          if (!windows_.complete(*window_, loop_.counters().final_before_sample)) {
+          if (!windows_.complete(*window_, final_before)) {
             windows_.close(*window_);
             return end("the recording ended inside the response window");
           }
@@ -1150,8 +1154,8 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
             ? " (in this space: they respond only to direction, contrast and spatial frequency)"
             : "",
         verdict_matches ? "verdict matches"
-        : pooled_none   ? "verdict differs from the units' model, as it may where channels pool "
-                          "units of different preferences"
+        : pooled_none   ? "verdict differs from the units' model, which channels that pool "
+                          "several units need not follow"
                         : "verdict differs",
         units_near_another, truth_unit_count, kPoolingRadiusUm);
   }

@@ -542,8 +542,11 @@ class ProtocolReader {
       }
     }
     if (auto v = map.get("criticism_trials")) {
-      if (auto n = c_.integer(*v, 0, kMaxTrials))
+      if (auto n = c_.integer(*v, 0, kMaxTrials)) {
         d.criticism_trials = static_cast<std::uint32_t>(*n);
+      } else {
+        criticism_trials_refused_ = true;  // said once, not again as "0" beside criticism_power
+      }
     }
     criticism_power_field_ = map.get("criticism_power");
     if (criticism_power_field_) {
@@ -719,7 +722,8 @@ class ProtocolReader {
   }
 
   void check_designer() {
-    if (p_.designer.criticism_power && p_.designer.criticism_trials == 0) {
+    if (p_.designer.criticism_power && p_.designer.criticism_trials == 0 &&
+        !criticism_trials_refused_) {
       c_.error(criticism_power_field_->where, criticism_power_field_->path,
                "a power target with criticism_trials 0",
                "criticism_trials > 0, the most criticism trials the target may take");
@@ -747,6 +751,7 @@ class ProtocolReader {
   std::optional<Field> duration_field_;
   std::optional<Field> candidates_per_decision_field_;
   std::optional<Field> criticism_power_field_;
+  bool criticism_trials_refused_ = false;
 };
 
 void load_into(Checker& checker, std::string_view text, Protocol& protocol) {

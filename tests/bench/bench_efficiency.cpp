@@ -152,10 +152,10 @@ struct Settings {
   bool coherence = false;     // the model check's trial-coherence test
   bool trace = false;         // every trial of every session (stimulus, counts, posterior)
   std::size_t criticism = 0;  // criticism trials after the posterior threshold
-  std::optional<double> criticism_power;  // designer.criticism_power
-  std::string misspecified_only;          // "two-lobe", "adapting" or "both"; empty: every subject
-  bool random = true;                     // also run the random designer (the baseline)
-  std::uint32_t random_max_trials = 0;    // the random designer's budget (0: max_trials)
+  std::optional<double> criticism_power;
+  std::string misspecified_only;        // "two-lobe", "adapting" or "both"; empty: every subject
+  bool random = true;                   // also run the random designer (the baseline)
+  std::uint32_t random_max_trials = 0;  // the random designer's budget (0: max_trials)
   std::vector<std::pair<std::string, double>> twin_params;  // --set NAME=VALUE, tuned twins
 };
 

@@ -305,6 +305,11 @@ TEST(ClosedLoop, ACriticismPowerTargetEndsCriticismOnceTheCheckCouldSeeAMisfit) 
   const protocols::Protocol plain_protocol = load();
   const SessionSummary plain = run_to_end(plain_protocol, {1, 0, 0, 0, 0}, 3, options());
   ASSERT_EQ(plain.verdict.name, "tuned") << plain.verdict.reason;
+  // A winner's reason says what its pass is worth, against its one rival here.
+  EXPECT_NE(plain.verdict.reason.find(
+                "; it would have caught counts halfway toward 'flat' with probability 0.97"),
+            std::string::npos)
+      << plain.verdict.reason;
   const double power_at_threshold =
       *std::min_element(plain.hypotheses[0].check.encompassing_power.begin(),
                         plain.hypotheses[0].check.encompassing_power.end());
@@ -320,13 +325,17 @@ TEST(ClosedLoop, ACriticismPowerTargetEndsCriticismOnceTheCheckCouldSeeAMisfit) 
         s.hypotheses[0].check.encompassing_trials - plain.hypotheses[0].check.encompassing_trials,
         power};
   };
-  // Already there (16 units: 0.99999 here): none taken.
+  // Already there (0.97 here): none taken.
   EXPECT_EQ(criticism_taken(power_at_threshold * 0.99).first, 0u);
-  // Out of reach: the whole budget, the power still short of the target.
-  const auto [all, power_short] = criticism_taken(std::nextafter(1.0, 0.0));
+  // Out of reach: the whole budget.
+  const auto [all, power_after_all] = criticism_taken(std::nextafter(1.0, 0.0));
   EXPECT_EQ(all, 6u);
-  EXPECT_LT(power_short, 1.0);
-  EXPECT_GE(power_short, power_at_threshold);
+  // Between the two (0.9837 here): the session stops as soon as the power reaches it (2 trials).
+  const double between = 0.5 * (power_at_threshold + power_after_all);
+  const auto [some, power_reached] = criticism_taken(between);
+  EXPECT_GT(some, 0u);
+  EXPECT_LT(some, 6u);
+  EXPECT_GE(power_reached, between);
 }
 
 }  // namespace twinloop::daemon

@@ -276,6 +276,8 @@ const BadCase kBadCases[] = {
      "designer.criticism_power",
      "found a power target with criticism_trials 0, expected "
      "criticism_trials > 0"},
+    {"CriticismPowerBesideBadTrials", "  seed: 3", "  criticism_trials: -1\n  criticism_power: 0.8",
+     32, 21, "designer.criticism_trials", "found -1, expected an integer in [0,"},
     {"SimProbeWithPath", "    source: sim\n", "    source: sim\n    path: /x.bin\n", 10, 11,
      "probes[0].path", "expected no path for source: sim"},
     {"BadDimensionName", "    contrast:", "    2contrast:", 16, 5, "stimulus.space.2contrast",
@@ -286,6 +288,15 @@ INSTANTIATE_TEST_SUITE_P(Cases, MalformedProtocol, ::testing::ValuesIn(kBadCases
                          [](const ::testing::TestParamInfo<BadCase>& info) {
                            return std::string(info.param.label);
                          });
+
+// A refused criticism_trials is one problem, not two: criticism_power beside it is not also
+// blamed for a budget of 0.
+TEST(ProtocolLoader, ABadCriticismBudgetIsReportedOnce) {
+  const auto result = load_protocol_text(
+      with_edit("  seed: 3", "  criticism_trials: -1\n  criticism_power: 0.8"), "p.yaml");
+  ASSERT_EQ(result.diagnostics.size(), 1u) << format_diagnostics(result.diagnostics);
+  EXPECT_EQ(result.diagnostics[0].field_path, "designer.criticism_trials");
+}
 
 TEST(ProtocolLoader, CollectsEveryErrorSortedByPosition) {
   std::string text = with_edit("kind: grating", "kind: gratings");

@@ -368,6 +368,43 @@ TEST(ModelCheck, EncompassingPowerPredictsHowOftenAHalfwayMisfitIsCaught) {
   EXPECT_TRUE(std::isnan(lone.weakest_encompassing_power()));
 }
 
+// Sessions mix trials that say much about a rival with trials that say nothing (validation
+// draws, candidates where the two agree). When the counts do lean toward the rival, the scores'
+// spread then grows with the shift itself, and the power must say so: 16 units predicted
+// Poisson(3), the rival 3.2 on two trials in three and 4.2 on the third (16 times the
+// information), the counts from halfway.
+TEST(ModelCheck, EncompassingPowerHoldsWhenTrialsCarryUnequalInformation) {
+  constexpr int kSessions = 1000;
+  const std::vector<CountDistribution> model(16, CountDistribution{3.0, 0.0});
+  int caught = 0;
+  double predicted = 0.0;
+  for (std::uint64_t s = 0; s < kSessions; ++s) {
+    std::mt19937_64 rng(31000 + s);
+    ModelCheckOptions options;
+    options.seed = s;
+    options.bootstrap_resamples = 0;
+    ModelCheck check(16, options);
+    for (int t = 0; t < 30; ++t) {
+      const double rival_mean = t % 3 == 2 ? 4.2 : 3.2;
+      const std::vector<double> rival(16, rival_mean);
+      std::poisson_distribution<std::uint32_t> halfway(0.5 * (3.0 + rival_mean));
+      std::vector<std::uint32_t> counts(16);
+      for (auto& c : counts) c = halfway(rng);
+      check.add_designed_trial(model, counts, rival);
+    }
+    const ModelCheckResult r = check.result();
+    caught += 3.0 * r.encompassing_p_value < 0.01 ? 1 : 0;
+    predicted += r.encompassing_power.at(0);
+  }
+  predicted /= kSessions;
+  const double observed = static_cast<double>(caught) / kSessions;
+  std::cout << "unequal trials: caught in " << observed << " of sessions, mean reported power "
+            << predicted << "\n";
+  // Counted as if every trial were alike, sum(W_t) alone, the power would read 1.00.
+  EXPECT_LT(predicted, 0.9);
+  EXPECT_NEAR(observed, predicted, 0.12);
+}
+
 TEST(ModelCheck, EncompassingHoldsItsSizeUnderTheRightModelWhateverChoseTheStimuli) {
   // The right model (one lobe) against the equal-lobe rival; the designed trials still go where
   // the two disagree. z is N(0, 1): over 400 sessions about 1% fall below p = 0.01.
@@ -493,6 +530,12 @@ TEST(ModelCheck, CriticismScoresEveryLeaderAgainstEachRivalInTurn) {
   EXPECT_EQ(wrong, std::vector<double>(5, -7.0));
   score_criticism_candidates(std::span<const PredictionBatch>(predictions.data(), 1), wrong);
   EXPECT_EQ(wrong, std::vector<double>(5, -7.0));
+  // So is a right-sized buffer when one batch has another shape.
+  std::vector<PredictionBatch> mismatched = predictions;
+  mismatched[2].resize(2, 3);
+  std::vector<double> right_size(12, -7.0);
+  score_criticism_candidates(mismatched, right_size);
+  EXPECT_EQ(right_size, std::vector<double>(12, -7.0));
 }
 
 TEST(ModelCheck, TrialCoherenceIsChiSquareOverTrialsForARightModel) {

@@ -360,6 +360,12 @@ void score_criticism_candidates(std::span<const PredictionBatch> predictions,
   const std::size_t candidates = predictions[0].candidates;
   const std::size_t units = predictions[0].units;
   if (out.size() != predictions.size() * rivals * candidates) return;
+  for (const PredictionBatch& batch : predictions) {
+    if (batch.candidates != candidates || batch.units != units ||
+        batch.mean.size() != candidates * units || batch.dispersion.size() != candidates * units) {
+      return;
+    }
+  }
   for (std::size_t leader = 0; leader < predictions.size(); ++leader) {
     const PredictionBatch& own = predictions[leader];
     for (std::size_t r = 0; r < rivals; ++r) {
@@ -426,9 +432,12 @@ void ModelCheck::open_trial_scores(std::size_t rivals) {
     rival_sum_.assign(rivals, 0.0);
     rival_square_.assign(rivals, 0.0);
     rival_information_.assign(rivals, 0.0);
+    rival_information_square_.assign(rivals, 0.0);
     trial_score_.assign(rivals, 0.0);
+    trial_information_.assign(rivals, 0.0);
   }
   std::fill(trial_score_.begin(), trial_score_.end(), 0.0);
+  std::fill(trial_information_.begin(), trial_information_.end(), 0.0);
 }
 
 void ModelCheck::add_unit_scores(std::size_t unit, const CountDistribution& prediction, double z,
@@ -436,7 +445,7 @@ void ModelCheck::add_unit_scores(std::size_t unit, const CountDistribution& pred
   for (std::size_t j = 0; j < rival_sum_.size() && !rival_means.empty(); ++j) {
     const double w = encompassing_weight(rival_means[j * units_ + unit], prediction);
     trial_score_[j] += w * z;
-    rival_information_[j] += w * w;
+    trial_information_[j] += w * w;
   }
 }
 
@@ -444,6 +453,8 @@ void ModelCheck::close_trial_scores() noexcept {
   for (std::size_t j = 0; j < trial_score_.size(); ++j) {
     rival_sum_[j] += trial_score_[j];
     rival_square_[j] += trial_score_[j] * trial_score_[j];
+    rival_information_[j] += trial_information_[j];
+    rival_information_square_[j] += trial_information_[j] * trial_information_[j];
   }
 }
 
@@ -533,8 +544,10 @@ double ModelCheck::rival_critical_t() const noexcept {
   const auto scored_trials = static_cast<double>(trials_ + designed_trials_);
   if (rival_sum_.empty() || scored_trials < 2.0) return kNaN;
   const double tail = options_.alpha / (test_count() * static_cast<double>(rival_sum_.size()));
+  // 1e3 is far beyond any critical t this check meets (a tail of 1e-4 at 1 degree of freedom is
+  // t = 3183, where the power is 0 either way); 60 halvings reach double precision.
   double lo = 0.0, hi = 1e3;
-  for (int i = 0; i < 100; ++i) {
+  for (int i = 0; i < 60; ++i) {
     const double mid = 0.5 * (lo + hi);
     (student_t_survival(mid, scored_trials - 1.0) > tail ? lo : hi) = mid;
   }
@@ -544,10 +557,19 @@ double ModelCheck::rival_critical_t() const noexcept {
 double ModelCheck::halfway_power(std::size_t rival, double critical_t) const noexcept {
   if (std::isnan(critical_t)) return 0.0;
   // Were each count's mean shifted by lambda (rival - prediction), each unit's z would move by
-  // about lambda w, so the scores' sum by lambda sum(w^2) against a standard deviation of
-  // sqrt(sum(w^2)) under this hypothesis: noncentrality lambda sqrt(sum(w^2)).
+  // about lambda w, so trial t's score s_t by lambda W_t (W_t = its sum of w^2) with variance
+  // W_t. The t statistic's numerator is then lambda sum(W_t); its denominator, the scores'
+  // sample spread, holds sum(W_t) plus lambda^2 times the spread of the W_t among trials: trials
+  // that say much and trials that say little, as a session mixes them, make the shift itself
+  // look like noise.
   constexpr double kHalfway = 0.5;
-  const double noncentrality = kHalfway * std::sqrt(rival_information_[rival]);
+  const double n = static_cast<double>(trials_ + designed_trials_);
+  const double information = rival_information_[rival];
+  const double spread_of_information =
+      std::max(rival_information_square_[rival] - information * information / n, 0.0);
+  const double variance = information + kHalfway * kHalfway * spread_of_information;
+  if (!(variance > 0.0)) return 0.0;
+  const double noncentrality = kHalfway * information / std::sqrt(variance);
   return 0.5 * std::erfc(-(noncentrality - critical_t) / std::numbers::sqrt2);
 }
 
@@ -689,7 +711,7 @@ std::string rival_name(const Posterior& posterior, std::size_t hypothesis, std::
   return j < posterior.size() ? posterior.names()[j] : std::string("another");
 }
 
-std::string formatted(const char* format, double value) {
+std::string printed(const char* format, double value) {
   std::array<char, 32> text{};
   std::snprintf(text.data(), text.size(), format, value);
   return text.data();
@@ -709,21 +731,21 @@ std::string failing_test(const ModelCheckResult& check, const Posterior& posteri
       std::max_element(check.encompassing_z.begin(), check.encompassing_z.end()) -
       check.encompassing_z.begin());
   return ": its counts lean toward what '" + rival_name(posterior, hypothesis, largest) +
-         "' predicted (encompassing z = " + formatted("%.1f", check.encompassing_z[largest]) + ")";
+         "' predicted (encompassing z = " + printed("%.1f", check.encompassing_z[largest]) + ")";
 }
 
 /// What a pass is worth where it is worth least: "; it would have caught counts halfway toward
 /// 'other' with probability 0.42", for the rival the check could see least of; empty without
 /// rivals.
-std::string weakest_power(const ModelCheckResult& check, const Posterior& posterior,
-                          std::size_t hypothesis) {
+std::string weakest_power_phrase(const ModelCheckResult& check, const Posterior& posterior,
+                                 std::size_t hypothesis) {
   if (check.encompassing_power.empty()) return {};
   const auto weakest = static_cast<std::size_t>(
       std::min_element(check.encompassing_power.begin(), check.encompassing_power.end()) -
       check.encompassing_power.begin());
   return "; it would have caught counts halfway toward '" +
          rival_name(posterior, hypothesis, weakest) + "' with probability " +
-         formatted("%.2f", check.encompassing_power[weakest]);
+         printed("%.2f", check.encompassing_power[weakest]);
 }
 
 }  // namespace
@@ -788,7 +810,7 @@ Verdict decide(const Posterior& posterior, std::span<const ModelCheckResult> che
   v.name = leader;
   v.reason = "'" + leader + "' has posterior probability " + std::to_string(v.leader_probability) +
              " and passes its model check (p = " + std::to_string(check.p_value) + ")" +
-             weakest_power(check, posterior, v.leader);
+             weakest_power_phrase(check, posterior, v.leader);
   return v;
 }
 

@@ -298,7 +298,7 @@ class ClosedLoop {
   // The protocol asks for criticism trials and this session can design them.
   [[nodiscard]] bool criticism_possible() const noexcept;
   // The protocol sets a criticism power and the leader's check has reached it.
-  [[nodiscard]] bool criticism_powered() const noexcept;
+  [[nodiscard]] bool criticism_power_reached() const noexcept;
   // The allowed candidate where the posterior leader's prediction is furthest from the rival
   // whose turn it is.
   [[nodiscard]] std::uint32_t criticism_candidate() const noexcept;

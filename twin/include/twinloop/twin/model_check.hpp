@@ -137,7 +137,8 @@ namespace twinloop::twin {
 /// noncentrality one trial there adds to the leader's test against that rival. `out` holds
 /// K (K - 1) rows of `candidates` values, row k (K - 1) + r; `predictions` has one batch per
 /// hypothesis, all of the same shape. Fills `out` without allocating; does nothing when `out`
-/// is not that size (a session without criticism trials keeps it empty).
+/// is not that size (a session without criticism trials keeps it empty) or the batches differ
+/// in shape.
 void score_criticism_candidates(std::span<const PredictionBatch> predictions,
                                 std::span<double> out) noexcept;
 
@@ -175,10 +176,12 @@ struct ModelCheckResult {
   /// Per rival: the probability that this check would have failed (through its encompassing
   /// test, at alpha) had every checked count's true mean lain halfway from this hypothesis's
   /// prediction to the rival's. What a pass is worth: near 1, the trials could have shown such a
-  /// misfit; near 0, they could not. Normal approximation with noncentrality (1/2) sqrt(sum
-  /// over trials and units of encompassing_weight^2) against the test's Student's t critical
-  /// value; a little optimistic at small counts (0.37 reported, 0.30 seen at Poisson means of 3,
-  /// tests/twin). Empty without rivals.
+  /// misfit; near 0, they could not. Normal approximation: with W_t a trial's sum over units of
+  /// encompassing_weight^2, noncentrality (1/2) sum W_t / sqrt(sum W_t + (1/4) (sum W_t^2 -
+  /// (sum W_t)^2 / n)) against the test's Student's t critical value (tests/twin: 0.37 reported,
+  /// 0.30 seen, on alike trials at Poisson means of 3; 0.56 and 0.59 on unequal ones). Optimistic
+  /// where a shift is large against its counts' spread, since a PIT then saturates. A rival whose
+  /// means equal this hypothesis's gives ~0: a shift toward it is no shift. Empty without rivals.
   std::vector<double> encompassing_power;
 
   double coverage = 0.0;                    ///< fraction of PIT in the central interval
@@ -254,10 +257,13 @@ class ModelCheck {
   // w z, and of s^2.
   std::vector<double> rival_sum_;
   std::vector<double> rival_square_;
-  std::vector<double> rival_information_;  ///< sum of w^2: the test's noncentrality squared per
-                                           ///< unit shift toward the rival
+  // Per rival, sums over trials of W_t = sum over the trial's units of w^2 and of W_t^2: the
+  // test's information about a shift toward the rival, and how unevenly the trials hold it.
+  std::vector<double> rival_information_;
+  std::vector<double> rival_information_square_;
   std::size_t designed_trials_ = 0;        ///< trials added by add_designed_trial
   std::vector<double> trial_score_;        ///< one trial's scores per rival while it is added
+  std::vector<double> trial_information_;  ///< one trial's W_t per rival while it is added
 
   void validate_trial(std::span<const CountDistribution> predictions,
                       std::span<const std::uint32_t> counts, std::span<const double> rival_means,
