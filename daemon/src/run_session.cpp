@@ -118,7 +118,7 @@ class SpikeRig final : public TrialRig {
           if (now.next_sample >= granted_) grant(granted_ + samples(100.0));
           return false;
         }
-        planned_ = onset_for(planning_sample(now.next_sample));
+        planned_ = onset_for(now.next_sample);
         stage_ = Stage::kWaitingOnset;
         [[fallthrough]];
       }
@@ -241,7 +241,7 @@ class SpikeRig final : public TrialRig {
   // begun now (once detection is armed).
   [[nodiscard]] std::int64_t samples_to_next_window_end() const {
     const std::int64_t next = loop_.counters().next_sample;
-    return onset_for(planning_sample(next)) + response_end_ - next;
+    return onset_for(next) + response_end_ - next;
   }
 
   void attach_publisher(Publisher* publisher) noexcept { publisher_ = publisher; }
@@ -256,17 +256,14 @@ class SpikeRig final : public TrialRig {
   }
   // The stimulus command goes out this long before its onset, so the rig can schedule it.
   [[nodiscard]] std::int64_t lead() const { return samples(20.0); }
-  // The onset of a trial armed with the stream at `next`: a baseline later, one interval after
-  // the last onset at the earliest. The stream may have run on to what was granted since `next`:
-  // the command must still go out before it passes the send time, or the onset would come late.
+  // The onset of a trial armed with the stream's clock at `next`: a baseline after where its plan
+  // starts, one interval after the last onset at the earliest. A limited stream's plan starts at
+  // its grant, where it runs to without waiting: the same whatever the threads' timing, and
+  // never behind the stream, so the command goes out before the stream passes its send time.
   [[nodiscard]] std::int64_t onset_for(std::int64_t next) const {
-    const std::int64_t onset = std::max(next + baseline_, granted_) + lead();
+    const std::int64_t start = set_limit_ ? std::max(next, granted_) : next;
+    const std::int64_t onset = start + baseline_ + lead();
     return last_onset_ >= 0 ? std::max(onset, last_onset_ + interval_) : onset;
-  }
-  // Where a trial's plan starts: a limited stream's grant (where it runs to without waiting, the
-  // same whatever the threads' timing), else the stream's clock `next`.
-  [[nodiscard]] std::int64_t planning_sample(std::int64_t next) const {
-    return set_limit_ ? std::max(next, granted_) : next;
   }
   void grant(std::int64_t end_sample) {
     if (!set_limit_ || end_sample <= granted_) return;
