@@ -304,6 +304,35 @@ TEST_F(Fitted, SilentUnitsGetSmallFinitePredictions) {
   }
 }
 
+// A probe has hundreds of channels that see no unit. Were a tuned family to predict them above
+// what the null predicts, every silent trial would cost it a little on each of them, and on a
+// sparse probe those costs outweighed one tuned unit's evidence (the null won a session with
+// one direction-tuned unit by a log Bayes factor of 61). So a unit that has never fired is
+// predicted as the null predicts it, after a few trials and after many.
+TEST_F(Fitted, SilentUnitsArePredictedAsTheNullPredictsThem) {
+  const double floor = 0.01 * kWindow;  // the families' rate floor, 0.01 Hz
+  for (const std::size_t trials : {std::size_t{8}, train.stimuli.size()}) {
+    const std::span<const Stimulus> stimuli(train.stimuli.data(), trials);
+    const std::span<const std::uint32_t> counts(train.counts.data(), trials * truth.size());
+    auto null = make_hypothesis(spec(HypothesisFamily::kNull), space, truth.size(), options);
+    null->update(stimuli, counts);
+    const auto expected = predict_all(*null, test.stimuli);
+    for (const auto family : {HypothesisFamily::kLnp, HypothesisFamily::kDirectionTuning}) {
+      auto h = make_hypothesis(spec(family), space, truth.size(), options);
+      h->update(stimuli, counts);
+      const auto b = predict_all(*h, test.stimuli);
+      for (std::size_t i = 0; i < b.candidates; ++i) {
+        for (std::size_t u = truth.size() - 2; u < truth.size(); ++u) {
+          EXPECT_NEAR(log_probability(b.at(i, u), 0), log_probability(expected.at(i, u), 0),
+                      0.1 * floor)
+              << h->family() << " after " << trials << " trials, unit " << u << ": mean "
+              << b.at(i, u).mean << " against the null's " << expected.at(i, u).mean;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(Fitted, PredictionsAreDeterministic) {
   for (const auto family :
        {HypothesisFamily::kNull, HypothesisFamily::kLnp, HypothesisFamily::kDirectionTuning}) {

@@ -30,8 +30,15 @@
 // pseudo-trials instead of 16: the heavier weight had stood in for parameter uncertainty, and
 // kept beside the draws it counts it twice (with 16, the draws' variance and the prior's added
 // up to predictions wider than the errors they had on the held-out trials of tests/twin's
-// Fitted population; with 4, direction_tuning after 24 trials scores -13211 nats there,
-// plug-in -13231).
+// Fitted population; with 4, direction_tuning after 24 trials scores -13215 nats there,
+// plug-in -13232).
+//
+// The draws' mean is not the posterior mean everywhere: the draws are Gaussian in the log of a
+// rate, and for a single Poisson rate seen as k spikes in n trials that overstates its posterior
+// mean (k / n under a flat prior on the log rate) by about exp(1 / 2k). On a sparse probe, where
+// most channels that fire at all have a spike or two, direction_tuning predicted them 17% above
+// the null (median over 53 such channels, --sim-units 1 --seed 1 in docs/session.md), which
+// cost it about 6 of the 12 nats it lost there.
 //
 // The draws' mean, not the fit's: a MAP fit shrunk by its prior sits below the peaks the data
 // support, and on bench_check_size (16 simulated tuned units) the model check saw that bias: PIT
@@ -81,6 +88,17 @@ constexpr double kDispersionPrior = 0.1;
 constexpr double kDispersionPseudoTrials = 16.0;
 /// The same prior's weight beside parameter draws (see the file comment).
 constexpr double kDispersionPseudoTrialsWithDraws = 4.0;
+
+/// The smallest mean count above the rate floor that the tuned families' priors centre a unit's
+/// scale on, as a fraction of the floor: a unit that has never fired is then predicted at the
+/// floor, as the null family predicts it. A probe has hundreds of channels that see no unit, and
+/// a twin that predicted them above the null's floor paid for it on each of them at every trial.
+constexpr double kSilentScale = 1e-3;
+
+/// Each unit's mean count above `floor` over trials `y` [N x U], at least kSilentScale floors.
+torch::Tensor mean_above_floor(const torch::Tensor& y, double floor) {
+  return (y.mean(0) - floor).clamp_min(kSilentScale * floor);
+}
 
 double dispersion_pseudo_trials(bool with_parameter_draws) {
   return with_parameter_draws ? kDispersionPseudoTrialsWithDraws : kDispersionPseudoTrials;
@@ -369,8 +387,13 @@ torch::Tensor minimise(std::vector<torch::Tensor> params,
 //
 // Priors (MAP fit; every standard deviation is multiplied by the family parameter
 // "prior_width", default 1, so a protocol can weaken (> 1) or tighten (< 1) them all at once):
-//  - log baseline ~ N(log m, 1.0), m = the unit's mean count so far: baseline may sit anywhere
-//    within a factor ~e of the mean (an evoked response pulls it below).
+//  - log baseline ~ N(log m, 1.0), m = the unit's mean count so far above the rate floor (which
+//    mean() adds back; at least 1/1000 of the floor): baseline may sit anywhere within a factor
+//    ~e of the mean (an evoked response pulls it below), and a unit that has been silent is
+//    predicted at the floor, as the null family predicts it. Centred at the mean itself, a silent
+//    unit's baseline and amplitude sat near the floor each and it was predicted at ~3 floors; a
+//    probe's hundreds of silent channels then cost a tuned twin ~0.01 nats each per trial,
+//    enough to hand one tuned unit's session to the null.
 //  - log amplitude ~ N(log(r m), 1.0), r = "prior_amplitude_ratio" (default 0.25): a small
 //    modulation relative to the unit's mean, so a fit to few trials stays near flat; a peak
 //    10x the prior's (amplitude 2.5 m, typical of a well-tuned V1 unit) costs ~2.7 nats per
@@ -740,7 +763,7 @@ class AngularTuning final : public TorchTwin {
     // A third start sits at the prior's centre (flat at the unit's mean), the mode a fit to
     // few trials should settle in when the data do not show a tuning.
     const IndexedStimuli xi = index_stimuli(x);
-    const auto overall = y.mean(0).clamp_min(floor_);
+    const auto overall = mean_above_floor(y, floor_);
     std::vector<Params> starts;
     if (fitted_) starts.push_back(current());
     starts.push_back(data_start(x, y, false));
@@ -807,12 +830,12 @@ class AngularTuning final : public TorchTwin {
   /// Negative log prior density of each column's parameters ([K]), up to a constant. Gaussian
   /// in the unconstrained coordinates the fit moves in (log for positive quantities, logit for
   /// c50 as a fraction of the largest contrast); the preferred direction is uniform. `overall`
-  /// is each column's mean count over the trials so far (an empirical-Bayes centre: the scale
-  /// of a unit's rate is read from its data, its shape is not).
+  /// is each column's mean count above the floor over the trials so far (an empirical-Bayes
+  /// centre: the scale of a unit's rate is read from its data, its shape is not).
   [[nodiscard]] torch::Tensor prior_nll(const Params& p, const torch::Tensor& overall) const {
     namespace F = torch::nn::functional;
     const double w = prior_width_;
-    const auto log_overall = overall.clamp_min(floor_).log();
+    const auto log_overall = overall.log();
     auto nll =
         gaussian_nll((F::softplus(p.baseline) + 1e-12).log(), log_overall, kLogBaselineSd * w) +
         gaussian_nll((F::softplus(p.amplitude) + 1e-12).log(),
@@ -830,13 +853,13 @@ class AngularTuning final : public TorchTwin {
     return nll;
   }
 
-  /// The prior's centre: baseline at the unit's mean count, amplitude at the prior's small
-  /// amplitude, preferred direction 0, shape at its prior centres.
+  /// The prior's centre: baseline at the unit's mean count above the floor, amplitude at the
+  /// prior's small amplitude, preferred direction 0, shape at its prior centres.
   [[nodiscard]] Params flat_start(const torch::Tensor& y, const torch::Tensor& overall) const {
     const auto u = static_cast<std::int64_t>(y.size(1));
     Params p;
-    p.baseline = inverse_softplus(overall.clamp_min(1e-3));
-    p.amplitude = inverse_softplus((overall * amplitude_ratio_).clamp_min(1e-3));
+    p.baseline = inverse_softplus(overall);
+    p.amplitude = inverse_softplus(overall * amplitude_ratio_);
     p.preferred = torch::zeros({u}, real());
     p.kappa = inverse_softplus(torch::full({u}, std::max(kappa0_, kMinKappa), real()));
     p.c50 = torch::full({u}, logit_c500_, real());
@@ -881,9 +904,14 @@ class AngularTuning final : public TorchTwin {
 // [0, 1] or [-1, 1], a weight of 1 changes the rate e-fold across a feature's range, so the
 // prior allows modulations of a few-fold and shrinks a fit to few trials toward a constant rate
 // (Gelman et al. 2008 use the same scale reasoning for standardised logistic inputs).
+// The bias ~ N(log m, 1), m = the unit's mean count so far above the rate floor (at least
+// kSilentScale floors): any unit that fires determines its bias far better than that, but a
+// unit that has never fired leaves it without curvature, and its Laplace draws (standard
+// deviation pi) then predicted it up to ~1.2 floors where the null predicts one.
 
 class Lnp final : public TorchTwin {
   static constexpr double kWeightSd = 1.0;
+  static constexpr double kLogBiasSd = 1.0;
 
  public:
   Lnp(const protocols::HypothesisSpec& spec, const protocols::StimulusSpace& space,
@@ -989,11 +1017,14 @@ class Lnp final : public TorchTwin {
       bias_ = torch::log((y.mean(0) - floor_).clamp_min(1e-6));
       weights_.zero_();
     }
-    // MAP: the likelihood plus the weights' Gaussian prior, once per unit (see the class
-    // comment); the bias (the log mean rate) is well determined by any data and has none.
+    // MAP: the likelihood plus the Gaussian priors, once per unit (see the class comment).
+    const auto log_scale = mean_above_floor(y, floor_).log();
+    auto prior_nll = [&](const torch::Tensor& weights, const torch::Tensor& bias) {
+      return gaussian_nll(weights, 0.0, weight_sd_).sum(1) +
+             gaussian_nll(bias, log_scale, kLogBiasSd);
+    };
     auto per_unit = [&] {
-      return count_nll_per_unit(mean(f), y, dispersion_) +
-             gaussian_nll(weights_, 0.0, weight_sd_).sum(1);
+      return count_nll_per_unit(mean(f), y, dispersion_) + prior_nll(weights_, bias_);
     };
     // A light per-trial ridge on top keeps the weights finite where a feature never varies in
     // the data so far and for units that never fire, however many trials there are.
@@ -1014,8 +1045,7 @@ class Lnp final : public TorchTwin {
     // divides the rest by it), so it is part of the curvature too.
     const double trials = static_cast<double>(y.size(0));
     draws_ = laplace_draws({weights_, bias_}, [&](const std::vector<torch::Tensor>& t) {
-      return (count_nll_per_unit(mean(f, t[0], t[1]), y, dispersion_) +
-              gaussian_nll(t[0], 0.0, weight_sd_).sum(1))
+      return (count_nll_per_unit(mean(f, t[0], t[1]), y, dispersion_) + prior_nll(t[0], t[1]))
                  .sum() +
              trials * l2_ * t[0].square().sum();
     });
