@@ -182,6 +182,7 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
         for (const auto& h : protocol.hypotheses) names.push_back(h.name);
         return names;
       }()),
+      ledger_(protocol.hypotheses.size(), units),
       random_(protocol.designer.seed ^ options.seed),
       validation_coin_((protocol.designer.seed ^ options.seed) + 0x5eed),
       started_(std::chrono::steady_clock::now()) {
@@ -236,7 +237,6 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
   log_likelihoods_.assign(hypotheses_.size(), 0.0);
   stop_ = protocol.stop;
   if (options.max_trials && *options.max_trials > 0) stop_.max_trials = *options.max_trials;
-  one_.resize(1, units);
   check_row_.resize(units);
   score_row_.resize(hypotheses_.size());
 }
@@ -517,10 +517,9 @@ void ClosedLoop::complete(const PlannedTrial& planned, const TrialRig::Result& r
 
   // Score the registered predictions, then learn.
   for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
-    log_likelihoods_[k] = twin::log_likelihood(predictions_[k], planned.candidate, counts);
-    if (std::isnan(log_likelihoods_[k]))
-      log_likelihoods_[k] = -std::numeric_limits<double>::infinity();
+    log_likelihoods_[k] = ledger_.add(k, predictions_[k], planned.candidate, counts);
   }
+  ledger_.add_counts(counts);
   posterior_.add_trial(log_likelihoods_);
   std::vector<double> evidence(hypotheses_.size());
   for (std::size_t k = 0; k < hypotheses_.size(); ++k) evidence[k] = posterior_.log_evidence(k);
@@ -682,12 +681,10 @@ RestoreReport ClosedLoop::restore() {
         throw std::invalid_argument("closed loop: recorded trial " + std::to_string(t.trial) +
                                     " has a prediction of the wrong size");
       }
-      std::copy(t.mean[k].begin(), t.mean[k].end(), one_.mean.begin());
-      std::copy(t.dispersion[k].begin(), t.dispersion[k].end(), one_.dispersion.begin());
-      rescored[k] = twin::log_likelihood(one_, 0, t.counts);
-      if (std::isnan(rescored[k])) rescored[k] = -std::numeric_limits<double>::infinity();
+      rescored[k] = ledger_.add(k, t.mean[k], t.dispersion[k], t.counts);
       score_row_[k] = {t.mean[k].data(), t.dispersion[k].data()};
     }
+    ledger_.add_counts(t.counts);
     posterior_.add_trial(rescored);
     for (std::size_t k = 0; k < hypotheses_.size() && k < t.posterior.size(); ++k) {
       if (std::abs(posterior_.probability(k) - t.posterior[k]) > 1e-9) {
@@ -830,6 +827,7 @@ SessionSummary ClosedLoop::summary() const {
     }
     h.bayes_factor_against = against == k ? "" : hypotheses_[against]->name();
     h.log_bayes_factor = against == k ? 0.0 : posterior_.log_bayes_factor(k, against);
+    if (against != k) h.by_unit = ledger_.compare(k, against);
     h.bits_per_spike =
         twin::reported_bits_per_spike(results[k], null_index ? &results[*null_index] : nullptr);
     h.bits_per_spike_against =

@@ -637,12 +637,48 @@ void internal::print_hypothesis_rows(const SessionSummary& summary) {
         h.check.spearman, h.check.spearman_ci_low, h.check.spearman_ci_high,
         !h.check.enough_data ? "too few validation data" : (h.check.fits ? "yes" : "no"));
   }
+  // Where the leader's log Bayes factor comes from: a few well-recorded units, many weak ones,
+  // or the channels that saw nothing.
+  const auto leader = std::max_element(summary.hypotheses.begin(), summary.hypotheses.end(),
+                                       [](const HypothesisSummary& a, const HypothesisSummary& b) {
+                                         return a.posterior < b.posterior;
+                                       });
+  if (leader == summary.hypotheses.end() || leader->bayes_factor_against.empty()) return;
+  const twin::UnitEvidence& e = leader->by_unit;
+  std::string strongest;
+  for (const twin::UnitShare& share : e.strongest) {
+    char part[64];
+    std::snprintf(part, sizeof part, "%s%zu (%+.1f)", strongest.empty() ? "" : ", ", share.unit,
+                  share.log_bayes_factor);
+    strongest += part;
+  }
+  std::printf(
+      "by unit      log BF of '%s' over '%s': %+.1f from %zu units for it (strongest %s), %+.1f "
+      "from %zu against, %+.1f from %zu silent units\n",
+      leader->name.c_str(), leader->bayes_factor_against.c_str(), e.log_bayes_factor_for,
+      e.units_for, strongest.empty() ? "none" : strongest.c_str(), e.log_bayes_factor_against,
+      e.units_against, e.silent_log_bayes_factor, e.silent_units);
 }
 
 nlohmann::json internal::summary_json(const SessionSummary& summary,
                                       const std::string& stop_reason) {
   const auto number = [](double v) {
     return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+  };
+  const auto by_unit_json = [&](const HypothesisSummary& h) {
+    if (h.bayes_factor_against.empty()) return nlohmann::json();
+    nlohmann::json strongest = nlohmann::json::array();
+    for (const twin::UnitShare& share : h.by_unit.strongest) {
+      strongest.push_back({{"unit", share.unit}, {"log_bf", number(share.log_bayes_factor)}});
+    }
+    return nlohmann::json{{"units_for", h.by_unit.units_for},
+                          {"log_bf_for", number(h.by_unit.log_bayes_factor_for)},
+                          {"units_against", h.by_unit.units_against},
+                          {"log_bf_against", number(h.by_unit.log_bayes_factor_against)},
+                          {"strongest", strongest},
+                          {"strongest_log_bf", number(h.by_unit.strongest_log_bayes_factor)},
+                          {"silent_units", h.by_unit.silent_units},
+                          {"silent_log_bf", number(h.by_unit.silent_log_bayes_factor)}};
   };
   nlohmann::json hypotheses = nlohmann::json::array();
   nlohmann::json posterior = nlohmann::json::object();
@@ -667,6 +703,7 @@ nlohmann::json internal::summary_json(const SessionSummary& summary,
          {"posterior", h.posterior},
          {"log_bayes_factor", number(h.log_bayes_factor)},
          {"log_bayes_factor_against", h.bayes_factor_against},
+         {"log_bayes_factor_by_unit", by_unit_json(h)},
          {"bits_per_spike", number(h.bits_per_spike)},
          {"bits_per_spike_against", h.bits_per_spike_against},
          {"bits_per_spike_vs_constant_rate", number(h.check.bits_per_spike_vs_constant_rate)},

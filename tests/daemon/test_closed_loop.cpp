@@ -105,6 +105,60 @@ TEST(ClosedLoop, TrueHypothesisWinsAndTheRecordVerifies) {
   std::filesystem::remove_all(dir);
 }
 
+// The summary takes each log Bayes factor apart by unit; the parts add up to it, and a session
+// resumed from its record (which rescores every trial) takes it apart the same way.
+TEST(ClosedLoop, TheLogBayesFactorIsTakenApartByUnitAndSurvivesAResume) {
+  const protocols::Protocol protocol = load();
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("twinloop_by_unit_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  SessionSummary summary;
+  {
+    SessionRecord record = SessionRecord::create(dir, record_setup(protocol));
+    hil::CountSubject subject(subject_config({1, 0, 0, 0, 0}, 3));
+    CountRig rig(subject);
+    ClosedLoop loop(protocol, 16, rig, &record, options());
+    while (loop.step()) {
+    }
+    summary = loop.summary();
+  }
+  ASSERT_EQ(summary.verdict.name, "tuned") << summary.verdict.reason;
+  for (const HypothesisSummary& h : summary.hypotheses) {
+    const twin::UnitEvidence& e = h.by_unit;
+    EXPECT_EQ(e.units_for + e.units_against + e.silent_units, 16u) << h.name;
+    EXPECT_NEAR(e.log_bayes_factor_for + e.log_bayes_factor_against + e.silent_log_bayes_factor,
+                h.log_bayes_factor, 1e-9 * std::abs(h.log_bayes_factor))
+        << h.name;
+    ASSERT_EQ(e.strongest.size(), std::min<std::size_t>(3, e.units_for)) << h.name;
+    for (std::size_t i = 1; i < e.strongest.size(); ++i) {
+      EXPECT_GE(e.strongest[i - 1].log_bayes_factor, e.strongest[i].log_bayes_factor);
+    }
+  }
+  // Every unit of this column is tuned: most favour the tuned twin.
+  EXPECT_GE(summary.hypotheses[0].by_unit.units_for, 12u);
+  EXPECT_EQ(summary.hypotheses[0].by_unit.silent_units, 0u);
+
+  SessionRecord reopened = SessionRecord::open_existing(dir);
+  hil::CountSubject subject(subject_config({1, 0, 0, 0, 0}, 3));
+  CountRig rig(subject);
+  ClosedLoop resumed(protocol, 16, rig, &reopened, options());
+  (void)resumed.restore();
+  const SessionSummary again = resumed.summary();
+  for (std::size_t k = 0; k < summary.hypotheses.size(); ++k) {
+    const twin::UnitEvidence& a = summary.hypotheses[k].by_unit;
+    const twin::UnitEvidence& b = again.hypotheses[k].by_unit;
+    EXPECT_EQ(a.units_for, b.units_for);
+    EXPECT_EQ(a.units_against, b.units_against);
+    EXPECT_DOUBLE_EQ(a.log_bayes_factor_for, b.log_bayes_factor_for);
+    EXPECT_DOUBLE_EQ(a.log_bayes_factor_against, b.log_bayes_factor_against);
+    ASSERT_EQ(a.strongest.size(), b.strongest.size());
+    for (std::size_t i = 0; i < a.strongest.size(); ++i) {
+      EXPECT_EQ(a.strongest[i].unit, b.strongest[i].unit);
+    }
+  }
+  std::filesystem::remove_all(dir);
+}
+
 // replay --designer asks, at each trial, what a designer would choose given the loop's history.
 // The question must not change the session, and asked of the session's own designer it must
 // name the trial the designer planned.

@@ -1,6 +1,7 @@
 // Posterior over hypotheses: against hand-computed Bayes updates, against data simulated from a
 // known Poisson model (the true hypothesis wins, its log Bayes factor grows like trials x KL),
-// and for the properties the session relies on (invariance, stability, no allocation).
+// and for the properties the session relies on (invariance, stability, no allocation); and the
+// unit ledger, which takes the posterior's evidence apart by unit.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +13,7 @@
 
 #include "../support/allocation_counter.hpp"
 #include "twinloop/twin/posterior.hpp"
+#include "twinloop/twin/unit_ledger.hpp"
 
 namespace twinloop::twin {
 namespace {
@@ -219,6 +221,108 @@ TEST(Posterior, AddTrialAndReadersDoNotAllocate) {
   EXPECT_EQ(test_support::allocations.load(), 0u);
   EXPECT_TRUE(std::isfinite(sink));
   EXPECT_EQ(posterior.leader_name(), "d");
+}
+
+// The ledger's trial log-likelihood is the posterior's, to the bit, so a session that keeps a
+// ledger scores exactly as one that does not; its units' shares add up to the log Bayes factor;
+// and it names the units that carry the evidence and what the silent ones add.
+TEST(UnitLedger, TakesTheLogBayesFactorApartByUnit) {
+  // Unit 0 is tuned, as 'tuned' says; unit 1 fires at a constant rate, as 'flat' says;
+  // unit 2 never fires, and 'tuned' predicts it a little above 'flat'.
+  const std::vector<double> tuned_low{1.0, 2.0, 0.02}, tuned_high{6.0, 3.0, 0.02};
+  const std::vector<double> flat{3.5, 2.5, 0.01}, alpha{0.0, 0.3, 0.0};
+  PredictionBatch tuned;
+  tuned.resize(2, 3);
+  PredictionBatch constant;
+  constant.resize(2, 3);
+  for (std::size_t u = 0; u < 3; ++u) {
+    tuned.mean[u] = tuned_low[u];
+    tuned.mean[3 + u] = tuned_high[u];
+    constant.mean[u] = constant.mean[3 + u] = flat[u];
+    tuned.dispersion[u] = tuned.dispersion[3 + u] = alpha[u];
+    constant.dispersion[u] = constant.dispersion[3 + u] = alpha[u];
+  }
+  std::mt19937_64 rng(7);
+  UnitLedger ledger(2, 3);
+  Posterior posterior({"tuned", "flat"});
+  for (int t = 0; t < 60; ++t) {
+    const std::size_t c = static_cast<std::size_t>(t % 2);
+    std::poisson_distribution<std::uint32_t> unit0(c == 0 ? 1.0 : 6.0), unit1(2.6);
+    const std::vector<std::uint32_t> counts{unit0(rng), unit1(rng), 0};
+    const double ll[] = {ledger.add(0, tuned, c, counts), ledger.add(1, constant, c, counts)};
+    EXPECT_EQ(ll[0], log_likelihood(tuned, c, counts));
+    EXPECT_EQ(ll[1], log_likelihood(constant, c, counts));
+    ledger.add_counts(counts);
+    posterior.add_trial(ll);
+  }
+  const UnitEvidence e = ledger.compare(0, 1, 2);
+  EXPECT_EQ(e.units_for, 1u);
+  EXPECT_EQ(e.units_against, 1u);
+  EXPECT_EQ(e.silent_units, 1u);
+  EXPECT_GT(e.log_bayes_factor_for, 20.0);
+  EXPECT_LT(e.log_bayes_factor_against, 0.0);
+  // 60 silent trials at 0.02 against 0.01: 60 x -0.01 nats.
+  EXPECT_NEAR(e.silent_log_bayes_factor, -0.6, 1e-9);
+  EXPECT_NEAR(e.log_bayes_factor_for + e.log_bayes_factor_against + e.silent_log_bayes_factor,
+              posterior.log_bayes_factor(0, 1), 1e-9);
+  ASSERT_EQ(e.strongest.size(), 1u);  // asked for 2, one unit is in favour
+  EXPECT_EQ(e.strongest[0].unit, 0u);
+  EXPECT_DOUBLE_EQ(e.strongest_log_bayes_factor, e.log_bayes_factor_for);
+  EXPECT_DOUBLE_EQ(e.strongest[0].log_bayes_factor,
+                   ledger.log_evidence(0, 0) - ledger.log_evidence(1, 0));
+  // The other way round, the signs swap and the silent unit is now in favour of 'flat'.
+  const UnitEvidence back = ledger.compare(1, 0);
+  EXPECT_EQ(back.strongest.size(), 1u);
+  EXPECT_EQ(back.strongest[0].unit, 1u);
+  EXPECT_NEAR(back.silent_log_bayes_factor, 0.6, 1e-9);
+  EXPECT_EQ(ledger.count(2), 0u);
+  EXPECT_GT(ledger.count(0), 0u);
+}
+
+TEST(UnitLedger, RefusesWhatDoesNotMatchAndAddsNothingThen) {
+  UnitLedger ledger(2, 3);
+  PredictionBatch batch;
+  batch.resize(2, 3);
+  for (double& m : batch.mean) m = 1.0;
+  const std::vector<std::uint32_t> counts{1, 0, 2}, two{1, 0};
+  EXPECT_THROW((void)ledger.add(2, batch, 0, counts), std::invalid_argument);
+  EXPECT_THROW((void)ledger.add(0, batch, 2, counts), std::invalid_argument);
+  EXPECT_THROW((void)ledger.add(0, batch, 0, two), std::invalid_argument);
+  EXPECT_THROW(ledger.add_counts(two), std::invalid_argument);
+  EXPECT_THROW((void)ledger.compare(0, 2), std::invalid_argument);
+  for (std::size_t u = 0; u < 3; ++u) {
+    EXPECT_EQ(ledger.log_evidence(0, u), 0.0);
+    EXPECT_EQ(ledger.count(u), 0u);
+  }
+  // A count the prediction calls impossible (mean 0) makes that unit -inf for good; a unit
+  // that refutes both sides says nothing about which is better.
+  PredictionBatch zero = batch;
+  zero.mean[0] = 0.0;
+  (void)ledger.add(0, zero, 0, counts);
+  (void)ledger.add(1, zero, 0, counts);
+  ledger.add_counts(counts);
+  const UnitEvidence e = ledger.compare(0, 1);
+  EXPECT_TRUE(std::isinf(ledger.log_evidence(0, 0)));
+  EXPECT_EQ(e.units_for + e.units_against, 0u);
+  EXPECT_EQ(e.log_bayes_factor_for, 0.0);
+}
+
+TEST(UnitLedger, AddingATrialDoesNotAllocate) {
+  UnitLedger ledger(3, 384);
+  PredictionBatch batch;
+  batch.resize(4, 384);
+  for (double& m : batch.mean) m = 0.5;
+  const std::vector<std::uint32_t> counts(384, 1);
+  test_support::allocations = 0;
+  test_support::count_allocations_on_this_thread = true;
+  double sink = 0.0;
+  for (int t = 0; t < 50; ++t) {
+    for (std::size_t k = 0; k < 3; ++k) sink += ledger.add(k, batch, 2, counts);
+    ledger.add_counts(counts);
+  }
+  test_support::count_allocations_on_this_thread = false;
+  EXPECT_EQ(test_support::allocations.load(), 0u);
+  EXPECT_TRUE(std::isfinite(sink));
 }
 
 }  // namespace

@@ -35,6 +35,7 @@
 #include "twinloop/twin/hypothesis.hpp"
 #include "twinloop/twin/model_check.hpp"
 #include "twinloop/twin/posterior.hpp"
+#include "twinloop/twin/unit_ledger.hpp"
 
 namespace twinloop::daemon {
 
@@ -128,6 +129,8 @@ struct HypothesisSummary {
   double bits_per_spike = 0.0;
   std::string bits_per_spike_against;  ///< the null's name, or "constant rate"
   twin::ModelCheckResult check;        ///< on validation trials
+  /// log_bayes_factor unit by unit (empty when there is nothing to compare against).
+  twin::UnitEvidence by_unit;
 };
 
 struct SessionSummary {
@@ -320,6 +323,7 @@ class ClosedLoop {
   std::vector<bool> allowed_storage_;
   std::unique_ptr<bool[]> allowed_;
   twin::Posterior posterior_;
+  twin::UnitLedger ledger_;  // the posterior's evidence unit by unit, for the summary
   std::vector<twin::ModelCheck> checks_;
   std::unique_ptr<designer::DiscriminateStrategy> discriminate_;
   // Background refits: the worker fills these; adoption swaps them with the live ones.
@@ -340,7 +344,6 @@ class ClosedLoop {
   std::vector<std::uint32_t> history_counts_;
   std::vector<std::uint32_t> counts_;
   std::vector<double> log_likelihoods_;
-  twin::PredictionBatch one_;                       // one candidate's row, for checks and rescoring
   std::vector<twin::CountDistribution> check_row_;  // one hypothesis's row, for its check
   std::vector<double> rival_means_;                 // the others' means, for its check
   std::vector<std::pair<const double*, const double*>> score_row_;  // per hypothesis: mean, disp
