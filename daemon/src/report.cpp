@@ -46,6 +46,7 @@
 #include "twinloop/twin/count_distribution.hpp"
 #include "twinloop/twin/model_check.hpp"
 #include "twinloop/twin/posterior.hpp"
+#include "twinloop/twin/unit_ledger.hpp"
 
 namespace twinloop::daemon {
 
@@ -121,6 +122,11 @@ std::string fixed(double v, int decimals) {
   if (std::isnan(v)) return "n/a";
   if (std::isinf(v)) return v > 0 ? "+\u221e" : "\u2212\u221e";
   return printf_string("%.*f", v, decimals);
+}
+// The same with its sign always shown, for shares of a log Bayes factor.
+std::string signed_fixed(double v, int decimals) {
+  if (std::isnan(v) || std::isinf(v)) return fixed(v, decimals);
+  return printf_string("%+.*f", v, decimals);
 }
 // What a bits-per-spike figure is measured against; summaries that do not say are older ones,
 // which measured against a constant rate.
@@ -446,7 +452,8 @@ struct HypothesisCheck {
   std::array<Interval, 2> intervals{{{0.5}, {0.9}}};
   double log_bayes_factor = kNaN;
   std::string against;
-  double bits_per_spike = kNaN;  ///< against the null's predictions, as the summary's
+  std::optional<twin::UnitEvidence> by_unit;  ///< that log Bayes factor unit by unit
+  double bits_per_spike = kNaN;               ///< against the null's predictions, as the summary's
   std::string bits_per_spike_against;
 };
 
@@ -467,7 +474,8 @@ struct Analysis {
   std::optional<std::size_t> null_index;
   // The posterior rebuilt from the predictions and counts on record, as `resume` does.
   std::optional<twin::Posterior> rebuilt;
-  double rebuilt_difference = 0.0;  ///< largest |rebuilt - recorded| probability
+  std::optional<twin::UnitLedger> ledger;  ///< the rebuilt posterior's evidence unit by unit
+  double rebuilt_difference = 0.0;         ///< largest |rebuilt - recorded| probability
   std::optional<twin::Verdict> provisional;
   std::string provisional_problem;
   std::vector<InfoPoint> information;
@@ -618,14 +626,13 @@ Analysis analyse(const Session& s) {
   for (const HypothesisInfo& h : s.hypotheses) names.push_back(h.name);
   try {
     twin::Posterior posterior(names);
+    twin::UnitLedger ledger(hypotheses, s.units);
     std::vector<double> scores(hypotheses);
-    std::vector<twin::CountDistribution> row(s.units);
     for (const Trial* t : a.scored) {
       for (std::size_t h = 0; h < hypotheses; ++h) {
-        for (std::size_t u = 0; u < s.units; ++u) row[u] = distribution(*t, h, u);
-        scores[h] = twin::log_likelihood(row, t->counts);
-        if (std::isnan(scores[h])) scores[h] = -std::numeric_limits<double>::infinity();
+        scores[h] = ledger.add(h, t->mean[h], t->dispersion[h], t->counts);
       }
+      ledger.add_counts(t->counts);
       posterior.add_trial(scores);
       if (t->has_posterior) {
         for (std::size_t h = 0; h < hypotheses; ++h) {
@@ -635,6 +642,7 @@ Analysis analyse(const Session& s) {
       }
     }
     a.rebuilt = std::move(posterior);
+    a.ledger = std::move(ledger);
   } catch (const std::invalid_argument& e) {
     a.provisional_problem = std::string("the posterior cannot be rebuilt: ") + e.what();
   }
@@ -656,6 +664,7 @@ Analysis analyse(const Session& s) {
       if (against != k) {
         a.checks[k].log_bayes_factor = a.rebuilt->log_bayes_factor(k, against);
         a.checks[k].against = s.hypotheses[against].name;
+        a.checks[k].by_unit = a.ledger->compare(k, against);
       }
     }
   }
@@ -1346,8 +1355,37 @@ class Page {
       out_ += "</tr>\n";
     }
     out_ += "</table>\n";
+    by_unit_paragraph();
     if (s_.summary) run_table();
     out_ += "</section>\n";
+  }
+
+  // Where the leader's log Bayes factor comes from, recomputed from the record: a few units, many
+  // weak ones, or the channels that saw nothing.
+  void by_unit_paragraph() {
+    if (!a_.rebuilt) return;
+    const std::size_t k = a_.rebuilt->leader();
+    const HypothesisCheck& c = a_.checks[k];
+    if (!c.by_unit) return;
+    const twin::UnitEvidence& e = *c.by_unit;
+    std::string strongest;
+    for (const twin::UnitShare& share : e.strongest) {
+      strongest += (strongest.empty() ? "" : ", ") + std::string("unit ") +
+                   std::to_string(share.unit) + " " + signed_fixed(share.log_bayes_factor, 1);
+    }
+    out_ += "<p data-by-unit=\"" + esc(s_.hypotheses[k].name) + "\" data-units-for=\"" +
+            std::to_string(e.units_for) + "\" data-units-against=\"" +
+            std::to_string(e.units_against) + "\" data-silent-units=\"" +
+            std::to_string(e.silent_units) + "\">Where the leader's log Bayes factor comes from " +
+            "(recomputed from the record): of " + esc(s_.hypotheses[k].name) + " over " +
+            esc(c.against) + ", " + signed_fixed(e.log_bayes_factor_for, 1) + " from " +
+            plural(e.units_for, "unit", "units") + " with a spike that favour it" +
+            (strongest.empty() ? "" : " (strongest: " + strongest + ")") + ", " +
+            signed_fixed(e.log_bayes_factor_against, 1) + " from " +
+            plural(e.units_against, "unit", "units") + " that favour " + esc(c.against) + ", " +
+            signed_fixed(e.silent_log_bayes_factor, 1) + " from " +
+            plural(e.silent_units, "unit", "units") +
+            " that never fired (where a twin can only lose, by predicting spikes).</p>\n";
   }
 
   void run_table() {

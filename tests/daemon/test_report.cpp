@@ -288,6 +288,23 @@ TEST_F(ReportSession, RecomputesTheSessionsScoresFromTheRecord) {
     }
   }
   EXPECT_NE(html_.find("matches the recorded posterior"), std::string::npos);
+  // The leader's log Bayes factor taken apart by unit, recomputed from the record, agrees with
+  // the summary's.
+  const std::string leader = attribute(html_, "data-by-unit");
+  const nlohmann::json* leader_summary = nullptr;
+  for (const nlohmann::json& h : summary.at("hypotheses")) {
+    if (h.at("name").get<std::string>() == leader) leader_summary = &h;
+  }
+  ASSERT_NE(leader_summary, nullptr) << "no by-unit paragraph, or it names '" << leader << "'";
+  const nlohmann::json& by_unit = leader_summary->at("log_bayes_factor_by_unit");
+  EXPECT_EQ(attribute(html_, "data-units-for"), std::to_string(by_unit.at("units_for").get<int>()));
+  EXPECT_EQ(attribute(html_, "data-units-against"),
+            std::to_string(by_unit.at("units_against").get<int>()));
+  EXPECT_EQ(attribute(html_, "data-silent-units"),
+            std::to_string(by_unit.at("silent_units").get<int>()));
+  EXPECT_NEAR(by_unit.at("log_bf_for").get<double>() + by_unit.at("log_bf_against").get<double>() +
+                  by_unit.at("silent_log_bf").get<double>(),
+              leader_summary->at("log_bayes_factor").get<double>(), 1e-6);
 }
 
 // summary.json's bits per spike are against the null, 'flat'. Both are scored on the same
