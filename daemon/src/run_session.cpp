@@ -676,7 +676,6 @@ nlohmann::json internal::summary_json(const SessionSummary& summary,
                           {"units_against", h.by_unit.units_against},
                           {"log_bf_against", number(h.by_unit.log_bayes_factor_against)},
                           {"strongest", strongest},
-                          {"strongest_log_bf", number(h.by_unit.strongest_log_bayes_factor)},
                           {"silent_units", h.by_unit.silent_units},
                           {"silent_log_bf", number(h.by_unit.silent_log_bayes_factor)}};
   };

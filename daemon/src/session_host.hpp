@@ -27,7 +27,8 @@ namespace twinloop::daemon::internal {
                                           const std::string& stop_reason);
 
 /// The summary's table of hypotheses, one line each (posterior, log Bayes factor, bits per spike,
-/// Spearman rho with its interval, whether it fits), on stdout.
+/// Spearman rho with its interval, whether it fits), then the leader's log Bayes factor by unit,
+/// on stdout.
 void print_hypothesis_rows(const SessionSummary& summary);
 
 /// Routes a ControlServer's "a request is waiting" notice (called on the server thread) to

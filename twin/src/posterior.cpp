@@ -36,23 +36,6 @@ double log_likelihood(std::span<const CountDistribution> predictions,
   return total;
 }
 
-double log_likelihood(const PredictionBatch& batch, std::size_t candidate,
-                      std::span<const std::uint32_t> counts) {
-  if (candidate >= batch.candidates) {
-    throw std::invalid_argument("log_likelihood: candidate " + std::to_string(candidate) +
-                                " of a batch of " + std::to_string(batch.candidates));
-  }
-  if (counts.size() != batch.units) {
-    throw std::invalid_argument("log_likelihood: " + std::to_string(counts.size()) +
-                                " counts for a batch of " + std::to_string(batch.units) + " units");
-  }
-  double total = 0.0;
-  for (std::size_t u = 0; u < counts.size(); ++u) {
-    total += log_probability(batch.at(candidate, u), counts[u]);
-  }
-  return total;
-}
-
 Posterior::Posterior(std::vector<std::string> names)
     : Posterior(std::move(names), std::span<const double>{}) {}
 

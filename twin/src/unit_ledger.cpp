@@ -88,7 +88,6 @@ UnitEvidence UnitLedger::compare(std::size_t k, std::size_t against, std::size_t
                              (x.log_bayes_factor == y.log_bayes_factor && x.unit < y.unit);
                     });
   e.strongest.assign(favour.begin(), favour.begin() + static_cast<std::ptrdiff_t>(n));
-  for (const UnitShare& s : e.strongest) e.strongest_log_bayes_factor += s.log_bayes_factor;
   return e;
 }
 

@@ -29,7 +29,6 @@
 #include <vector>
 
 #include "twinloop/twin/count_distribution.hpp"
-#include "twinloop/twin/prediction.hpp"
 
 namespace twinloop::twin {
 
@@ -37,11 +36,6 @@ namespace twinloop::twin {
 /// units are conditionally independent given the stimulus, as every prediction states.
 /// \throws std::invalid_argument when the spans differ in length.
 [[nodiscard]] double log_likelihood(std::span<const CountDistribution> predictions,
-                                    std::span<const std::uint32_t> counts);
-
-/// The same for one candidate row of a prediction batch (the chosen stimulus).
-/// \throws std::invalid_argument when candidate is out of range or counts.size() != batch.units.
-[[nodiscard]] double log_likelihood(const PredictionBatch& batch, std::size_t candidate,
                                     std::span<const std::uint32_t> counts);
 
 class Posterior {

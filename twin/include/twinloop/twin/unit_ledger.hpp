@@ -34,9 +34,8 @@ struct UnitEvidence {
   /// The units with the largest log Bayes factors in favour, largest first (at most the number
   /// compare() was asked for; fewer when fewer units are in favour).
   std::vector<UnitShare> strongest;
-  double strongest_log_bayes_factor = 0.0;  ///< their sum
-  std::size_t silent_units = 0;             ///< units without a spike on any scored trial
-  double silent_log_bayes_factor = 0.0;     ///< their sum, whatever its sign
+  std::size_t silent_units = 0;          ///< units without a spike on any scored trial
+  double silent_log_bayes_factor = 0.0;  ///< their sum, whatever its sign
 };
 
 class UnitLedger {
