@@ -149,10 +149,13 @@ torch::Tensor level_correction(const torch::Tensor& y) {
 /// dispersion that matches its variance E_s[mu_s + alpha mu_s^2] + Var_s[mu_s]. The mean is the
 /// draws' and not the fit's: a MAP fit shrunk by its prior sits below a peak the data support
 /// (the posterior of an amplitude is skewed toward larger values), and the model check saw that
-/// bias in every young fit. One draw at a time, so memory stays at two [N x U] tables.
+/// bias in every young fit. One draw at a time, so memory stays at two [N x U] tables. With
+/// `level` ([1 x U], level_correction), every draw's mean above `floor` is scaled by it, which
+/// scales the draws' mean above the floor and their variance (by its square) alike.
 std::pair<torch::Tensor, torch::Tensor> predictive_from_draws(
     const torch::Tensor& alpha, std::size_t draws,
-    const std::function<torch::Tensor(std::size_t)>& mean_of_draw) {
+    const std::function<torch::Tensor(std::size_t)>& mean_of_draw, const torch::Tensor& level = {},
+    double floor = 0.0) {
   torch::Tensor sum, sum_of_squares;
   for (std::size_t s = 0; s < draws; ++s) {
     const auto mu = mean_of_draw(s);
@@ -160,8 +163,12 @@ std::pair<torch::Tensor, torch::Tensor> predictive_from_draws(
     sum_of_squares = s == 0 ? mu.square() : sum_of_squares + mu.square();
   }
   const auto n = static_cast<double>(draws);
-  const auto mean = sum / n;
-  const auto variance = (sum_of_squares / n - mean.square()).clamp_min(0.0);
+  auto mean = sum / n;
+  auto variance = (sum_of_squares / n - mean.square()).clamp_min(0.0);
+  if (level.defined()) {
+    mean = floor + level * (mean - floor);
+    variance = variance * level.square();
+  }
   return {mean, dispersion_with_uncertainty(alpha, mean, variance)};
 }
 
@@ -682,8 +689,8 @@ class AngularTuning final : public TorchTwin {
     const IndexedStimuli xi = index_stimuli(x);
     if (draws_.empty()) return {mean(xi, current()), dispersion_};
     auto [predicted, dispersion] = predictive_from_draws(
-        dispersion_, draws_.size(),
-        [&](std::size_t s) { return floor_ + level_ * (mean(xi, draws_[s]) - floor_); });
+        dispersion_, draws_.size(), [&](std::size_t s) { return mean(xi, draws_[s]); }, level_,
+        floor_);
     return {predicted, dispersion};
   }
 
