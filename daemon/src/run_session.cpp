@@ -687,12 +687,16 @@ nlohmann::json internal::summary_json(const SessionSummary& summary,
     // The check's encompassing statistic against each rival.
     nlohmann::json rival_z = nlohmann::json::object();
     nlohmann::json rival_power = nlohmann::json::object();
+    nlohmann::json rival_lean = nlohmann::json::object();
     for (std::size_t r = 0; r < h.check.encompassing_z.size(); ++r) {
       const std::size_t j = twin::rival_hypothesis(k, r);
       if (j < summary.hypotheses.size()) {
         rival_z[summary.hypotheses[j].name] = number(h.check.encompassing_z[r]);
         if (r < h.check.encompassing_power.size()) {
           rival_power[summary.hypotheses[j].name] = number(h.check.encompassing_power[r]);
+        }
+        if (r < h.check.encompassing_lean.size()) {
+          rival_lean[summary.hypotheses[j].name] = number(h.check.encompassing_lean[r]);
         }
       }
     }
@@ -713,6 +717,7 @@ nlohmann::json internal::summary_json(const SessionSummary& summary,
          {"encompassing",
           {{"z", rival_z},
            {"power_halfway", rival_power},
+           {"lean", rival_lean},
            {"p_value", number(h.check.encompassing_p_value)},
            {"trials", h.check.encompassing_trials}}},
          {"coverage", number(h.check.coverage)}});

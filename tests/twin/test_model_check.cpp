@@ -368,6 +368,33 @@ TEST(ModelCheck, EncompassingPowerPredictsHowOftenAHalfwayMisfitIsCaught) {
   EXPECT_TRUE(std::isnan(lone.weakest_encompassing_power()));
 }
 
+// The lean is the effect size beside the statistic: how far toward the rival's means the counts
+// sat. Counts from the model's own means lean ~0, from halfway ~0.5, from the rival's ~1 (a
+// randomised PIT at a Poisson mean of 3 moves about 0.96 of the standardised count, so a little
+// less).
+TEST(ModelCheck, EncompassingLeanSaysHowFarTowardTheRivalTheCountsSat) {
+  const std::vector<CountDistribution> model(4, CountDistribution{3.0, 0.0});
+  const std::vector<double> rival(4, 4.0);
+  for (const double toward : {0.0, 0.5, 1.0}) {
+    std::mt19937_64 rng(777);
+    std::poisson_distribution<std::uint32_t> counts_at(3.0 + toward);
+    ModelCheckOptions options;
+    options.bootstrap_resamples = 0;
+    ModelCheck check(4, options);
+    for (int t = 0; t < 400; ++t) {
+      const std::vector<std::uint32_t> counts{counts_at(rng), counts_at(rng), counts_at(rng),
+                                              counts_at(rng)};
+      check.add_designed_trial(model, counts, rival);
+    }
+    const ModelCheckResult r = check.result();
+    ASSERT_EQ(r.encompassing_lean.size(), 1u);
+    EXPECT_NEAR(r.encompassing_lean[0], 0.96 * toward, 0.1) << "counts from " << toward;
+  }
+  ModelCheck lone(4);
+  lone.add_trial(model, std::vector<std::uint32_t>{3, 4, 2, 3});
+  EXPECT_TRUE(lone.result().encompassing_lean.empty());
+}
+
 // Sessions mix trials that say much about a rival with trials that say nothing (validation
 // draws, candidates where the two agree). When the counts do lean toward the rival, the scores'
 // spread then grows with the shift itself, and the power must say so: 16 units predicted
@@ -821,10 +848,13 @@ TEST(Verdict, DecisionRuleOnHandMadeChecks) {
   ModelCheckResult leans = fails;
   leans.chi_square_p_value = leans.ks_p_value = 0.5;
   leans.encompassing_z = {3.4};
+  leans.encompassing_lean = {0.123};
   leans.encompassing_p_value = 3e-4;
   checks = {leans, fits};
-  EXPECT_NE(decide(posterior, checks, 0.99).reason.find("lean toward what 'b' predicted"),
-            std::string::npos)
+  EXPECT_NE(
+      decide(posterior, checks, 0.99)
+          .reason.find("lean toward what 'b' predicted (encompassing z = 3.4, 12% of the way)"),
+      std::string::npos)
       << decide(posterior, checks, 0.99).reason;
   leans.encompassing_p_value = 0.9;
   leans.ks_p_value = 1e-5;

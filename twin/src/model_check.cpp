@@ -600,6 +600,8 @@ ModelCheckResult ModelCheck::result() const {
     // away. The t-test is conservative for symmetric scores of unequal variances (Efron 1969,
     // J. Am. Stat. Assoc. 64:1278). Reported as the normal score of its p-value.
     const double t = student_t_of_scores(rival_sum_[j], rival_square_[j], scored_trials);
+    r.encompassing_lean.push_back(
+        rival_information_[j] > 0.0 ? rival_sum_[j] / rival_information_[j] : 0.0);
     const double p = std::isnan(t) ? 1.0 : student_t_survival(t, scored_trials - 1.0);
     r.encompassing_z.push_back(-normal_quantile(std::clamp(p, 1e-300, 1.0 - 1e-16)));
     rival_smallest = std::min(rival_smallest, p);
@@ -718,7 +720,8 @@ std::string printed(const char* format, double value) {
 }
 
 /// Which of a failed check's tests gave its smallest p-value, in words: ": its PIT values are not
-/// uniform", or ": its counts lean toward what 'other' predicted (encompassing z = 3.4)".
+/// uniform", or ": its counts lean toward what 'other' predicted (encompassing z = 3.4, 12% of the
+/// way)".
 std::string failing_test(const ModelCheckResult& check, const Posterior& posterior,
                          std::size_t hypothesis) {
   const double pit = std::min(check.chi_square_p_value, check.ks_p_value);
@@ -730,8 +733,13 @@ std::string failing_test(const ModelCheckResult& check, const Posterior& posteri
   const auto largest = static_cast<std::size_t>(
       std::max_element(check.encompassing_z.begin(), check.encompassing_z.end()) -
       check.encompassing_z.begin());
+  std::string how_far;
+  if (largest < check.encompassing_lean.size()) {
+    how_far = ", " + printed("%.0f", 100.0 * check.encompassing_lean[largest]) + "% of the way";
+  }
   return ": its counts lean toward what '" + rival_name(posterior, hypothesis, largest) +
-         "' predicted (encompassing z = " + printed("%.1f", check.encompassing_z[largest]) + ")";
+         "' predicted (encompassing z = " + printed("%.1f", check.encompassing_z[largest]) +
+         how_far + ")";
 }
 
 /// What a pass is worth where it is worth least: "; it would have caught counts halfway toward

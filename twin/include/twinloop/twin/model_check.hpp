@@ -171,6 +171,11 @@ struct ModelCheckResult {
   /// its one-sided p-value (about N(0, 1) when this hypothesis's predictions are right; large
   /// when the counts lean toward what the rival predicted). Empty without rivals.
   std::vector<double> encompassing_z;
+  /// Per rival: how far the counts leaned toward it, as a fraction of the way from this
+  /// hypothesis's predictions to the rival's (sum of scores / sum of W_t, the estimate of the
+  /// shift lambda in encompassing_power's comment). 0: no lean; 1: the counts sat at the rival's
+  /// means. Empty without rivals.
+  std::vector<double> encompassing_lean;
   double encompassing_p_value = 1.0;    ///< one-sided, Bonferroni over rivals; 1 without rivals
   std::size_t encompassing_trials = 0;  ///< trials it judged: validation and designed
   /// Per rival: the probability that this check would have failed (through its encompassing
