@@ -17,18 +17,25 @@
 // +-DEG of one column direction, where the twins' errors are shared most between units (and
 // where that test is most at risk); --uncertain-only skips the plug-in sessions; --criticism N
 // sets the protocol's designer.criticism_trials (designed trials after the posterior threshold
-// that try to refute the leader, judged by the encompassing test).
+// that try to refute the leader, judged by the encompassing test); --units N simulates N units
+// instead of 16; --lnp adds an LNP hypothesis as a third rival, whose predictions lean the other
+// way from the null's (more stimulus dependence where the null has none); --param NAME=VALUE sets
+// a parameter of the true (direction_tuning) hypothesis, e.g. prior_amplitude_ratio=1.
 //
 //   bench_check_size [--sessions N (100)] [--coherence] [--spread DEG] [--uncertain-only]
-//                    [--criticism N (0)]
+//                    [--criticism N (0)] [--units N (16)] [--lnp] [--param NAME=VALUE]...
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "twinloop/daemon/closed_loop.hpp"
 #include "twinloop/daemon/count_rig.hpp"
 #include "twinloop/protocols/loader.hpp"
+#include "twinloop/twin/model_check.hpp"
 
 namespace {
 
@@ -40,7 +47,9 @@ int main(int argc, char** argv) {
   int sessions = 100;
   bool coherence = false, uncertain_only = false;
   double spread_deg = -1.0;
-  long criticism = 0;
+  long criticism = 0, units = 16;
+  bool lnp = false;
+  std::map<std::string, double> params;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--sessions" && i + 1 < argc) {
@@ -51,27 +60,37 @@ int main(int argc, char** argv) {
       coherence = true;
     } else if (arg == "--criticism" && i + 1 < argc) {
       criticism = std::strtol(argv[++i], nullptr, 10);
+    } else if (arg == "--units" && i + 1 < argc) {
+      units = std::strtol(argv[++i], nullptr, 10);
+    } else if (arg == "--param" && i + 1 < argc && std::strchr(argv[i + 1], '=') != nullptr) {
+      const std::string assignment = argv[++i];
+      const std::size_t eq = assignment.find('=');
+      params[assignment.substr(0, eq)] = std::strtod(assignment.c_str() + eq + 1, nullptr);
+    } else if (arg == "--lnp") {
+      lnp = true;
     } else if (arg == "--uncertain-only") {
       uncertain_only = true;
     } else {
       std::printf(
           "usage: bench_check_size [--sessions N (100)] [--coherence] [--spread DEG] "
-          "[--uncertain-only] [--criticism N]\n");
+          "[--uncertain-only] [--criticism N] [--units N] [--lnp] [--param NAME=VALUE]\n");
       return arg == "--help" ? 0 : 2;
     }
   }
-  if (sessions < 1 || spread_deg > 180.0 || criticism < 0) {
+  if (sessions < 1 || spread_deg > 180.0 || criticism < 0 || units < 1 || units > 4096) {
     std::fputs(
-        "bench_check_size: --sessions must be >= 1, --spread at most 180, --criticism >= 0\n",
+        "bench_check_size: --sessions must be >= 1, --spread at most 180, --criticism >= 0, "
+        "--units 1-4096\n",
         stderr);
     return 2;
   }
-  constexpr std::size_t kUnits = 16;
+  const auto unit_count = static_cast<std::size_t>(units);
   std::printf(
-      "%d sessions per setting: 16 direction-tuned Poisson units, hypotheses direction_tuning "
-      "(true) and null; the check rejects a hypothesis at p < 0.01; trial-coherence test %s; "
+      "%d sessions per setting: %zu direction-tuned Poisson units, hypotheses direction_tuning "
+      "(true), null%s; the check rejects a hypothesis at p < 0.01; trial-coherence test %s; "
       "preferences %s; %ld criticism trials\n",
-      sessions, coherence ? "on" : "off", spread_deg >= 0 ? "clustered" : "independent", criticism);
+      sessions, unit_count, lnp ? " and lnp" : "", coherence ? "on" : "off",
+      spread_deg >= 0 ? "clustered" : "independent", criticism);
   for (const bool plug_in : {false, true}) {
     if (plug_in && uncertain_only) break;
     auto loaded =
@@ -83,13 +102,23 @@ int main(int argc, char** argv) {
     if (plug_in) {
       for (auto& h : loaded.protocol->hypotheses) h.params["parameter_uncertainty"] = 0.0;
     }
+    for (const auto& [name, value] : params) loaded.protocol->hypotheses[0].params[name] = value;
+    if (lnp) {
+      protocols::HypothesisSpec rival;
+      rival.name = "lnp";
+      rival.family = protocols::HypothesisFamily::kLnp;
+      loaded.protocol->hypotheses.push_back(rival);
+    }
     loaded.protocol->designer.criticism_trials = static_cast<std::uint32_t>(criticism);
     int winner = 0, none = 0, wrong = 0, undecided = 0, low_p = 0, coherence_rejects = 0;
+    // Which of the check's tests failed the true twin (Bonferroni over its tests, as the check).
+    int pit_rejects = 0, encompassing_rejects = 0;
+    std::vector<std::vector<double>> encompassing_z, encompassing_lean;
     std::vector<std::size_t> histogram;
     for (int s = 1; s <= sessions; ++s) {
       hil::CountSubjectConfig config;
       config.seed = static_cast<std::uint64_t>(s);
-      config.unit_count = kUnits;
+      config.unit_count = unit_count;
       config.mix = {1, 0, 0, 0, 0};
       config.window_seconds = 0.5;
       config.preference_spread_deg = spread_deg;
@@ -99,7 +128,7 @@ int main(int argc, char** argv) {
       options.twin.window_seconds = 0.5;
       options.seed = static_cast<std::uint64_t>(s);
       options.model_check.trial_coherence = coherence;
-      daemon::ClosedLoop loop(*loaded.protocol, kUnits, rig, nullptr, options);
+      daemon::ClosedLoop loop(*loaded.protocol, unit_count, rig, nullptr, options);
       while (loop.step()) {
       }
       const daemon::SessionSummary summary = loop.summary();
@@ -107,10 +136,23 @@ int main(int argc, char** argv) {
       winner += v == "tuned" ? 1 : 0;
       none += v == "none" ? 1 : 0;
       undecided += v == "undecided" ? 1 : 0;
-      wrong += v == "flat" ? 1 : 0;
+      wrong += v == "flat" || v == "lnp" ? 1 : 0;
       const twin::ModelCheckResult& check = summary.hypotheses[0].check;
       low_p += check.enough_data && check.p_value < 0.05 ? 1 : 0;
       coherence_rejects += check.enough_data && check.coherence_p_value < 0.01 ? 1 : 0;
+      const double tests = 2.0 + (coherence ? 1.0 : 0.0) + (check.encompassing_z.empty() ? 0 : 1);
+      const double alpha = daemon::ClosedLoopOptions{}.model_check.alpha;
+      pit_rejects +=
+          check.enough_data && tests * std::min(check.chi_square_p_value, check.ks_p_value) < alpha
+              ? 1
+              : 0;
+      encompassing_rejects += check.enough_data && tests * check.encompassing_p_value < alpha;
+      encompassing_z.resize(check.encompassing_z.size());
+      encompassing_lean.resize(check.encompassing_lean.size());
+      for (std::size_t r = 0; r < check.encompassing_z.size(); ++r) {
+        encompassing_z[r].push_back(check.encompassing_z[r]);
+        encompassing_lean[r].push_back(check.encompassing_lean[r]);
+      }
       if (histogram.size() < check.histogram.size()) histogram.resize(check.histogram.size());
       for (std::size_t b = 0; b < check.histogram.size(); ++b) histogram[b] += check.histogram[b];
       if (s % 10 == 0) {
@@ -119,11 +161,25 @@ int main(int argc, char** argv) {
       }
     }
     std::printf(
-        "%-38s verdict tuned %3d, none %3d (the true model rejected), flat %d, undecided %d; "
+        "%-38s verdict tuned %3d, none %3d (the true model rejected), flat or lnp %d, undecided "
+        "%d; "
         "check p < 0.05 in %d; coherence p < 0.01 in %d; PIT histogram",
         plug_in ? "plug-in predictions:" : "with parameter uncertainty (default):", winner, none,
         wrong, undecided, low_p, coherence_rejects);
     for (const std::size_t b : histogram) std::printf(" %zu", b);
+    std::printf("\n    failed by its PIT tests in %d, by its encompassing test in %d;", pit_rejects,
+                encompassing_rejects);
+    for (std::size_t r = 0; r < encompassing_z.size(); ++r) {
+      auto& z = encompassing_z[r];
+      auto& lean = encompassing_lean[r];
+      std::sort(z.begin(), z.end());
+      std::sort(lean.begin(), lean.end());
+      std::printf(
+          "\n    encompassing z against %s: median %.2f, 90th percentile %.2f; lean toward it: "
+          "median %.3f, 90th percentile %.3f",
+          loaded.protocol->hypotheses[twin::rival_hypothesis(0, r)].name.c_str(), z[z.size() / 2],
+          z[z.size() * 9 / 10], lean[lean.size() / 2], lean[lean.size() * 9 / 10]);
+    }
     std::printf("\n");
     std::fflush(stdout);
   }
