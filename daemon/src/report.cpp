@@ -1512,7 +1512,8 @@ class Page {
       out_ += "<th>PIT in central " + m + "</th><th>counts in " + m + " interval (expected)</th>";
     }
     out_ +=
-        "<th>PIT p (&chi;&sup2; and KS)</th><th>encompassing z against each rival (p)</th></tr>\n";
+        "<th>PIT p (&chi;&sup2; and KS)</th><th>encompassing z against each rival [lean toward "
+        "it] (p)</th></tr>\n";
     for (std::size_t k = 0; k < s_.hypotheses.size(); ++k) {
       const HypothesisCheck& c = a_.checks[k];
       out_ += "<tr><td>" + esc(s_.hypotheses[k].name) + "</td><td class=\"n\">" +
@@ -1529,6 +1530,9 @@ class Page {
         out_ += (r > 0 ? ", " : "") +
                 esc(j < s_.hypotheses.size() ? s_.hypotheses[j].name : std::string("?")) + " " +
                 fixed(c.result.encompassing_z[r], 2);
+        if (r < c.result.encompassing_lean.size()) {
+          out_ += " [" + percent(c.result.encompassing_lean[r]) + "]";
+        }
       }
       out_ += c.result.encompassing_z.empty()
                   ? "n/a</td></tr>\n"

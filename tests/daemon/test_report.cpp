@@ -286,6 +286,16 @@ TEST_F(ReportSession, RecomputesTheSessionsScoresFromTheRecord) {
       EXPECT_GE(p.get<double>(), 0.0) << rival;
       EXPECT_LE(p.get<double>(), 1.0) << rival;
     }
+    // How far the counts leaned toward each rival: the report's recomputed check table shows
+    // the summary's statistic and lean.
+    const nlohmann::json& lean = h.at("encompassing").at("lean");
+    EXPECT_EQ(lean.size(), power.size()) << h.dump();
+    for (const auto& [rival, l] : lean.items()) {
+      char cell[128];
+      std::snprintf(cell, sizeof cell, "%s %.2f [%.1f%%]", rival.c_str(),
+                    h.at("encompassing").at("z").at(rival).get<double>(), 100.0 * l.get<double>());
+      EXPECT_NE(html_.find(cell), std::string::npos) << name << " against " << cell;
+    }
   }
   EXPECT_NE(html_.find("matches the recorded posterior"), std::string::npos);
   // The leader's log Bayes factor taken apart by unit, recomputed from the record, agrees with
