@@ -28,7 +28,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,7 +67,14 @@ int main(int argc, char** argv) {
     } else if (arg == "--param" && i + 1 < argc && std::strchr(argv[i + 1], '=') != nullptr) {
       const std::string assignment = argv[++i];
       const std::size_t eq = assignment.find('=');
-      params[assignment.substr(0, eq)] = std::strtod(assignment.c_str() + eq + 1, nullptr);
+      char* end = nullptr;
+      const double value = std::strtod(assignment.c_str() + eq + 1, &end);
+      if (eq == 0 || end == assignment.c_str() + eq + 1 || *end != '\0') {
+        std::fprintf(stderr, "bench_check_size: --param %s: expected NAME=NUMBER\n",
+                     assignment.c_str());
+        return 2;
+      }
+      params[assignment.substr(0, eq)] = value;
     } else if (arg == "--lnp") {
       lnp = true;
     } else if (arg == "--uncertain-only") {
@@ -128,10 +137,17 @@ int main(int argc, char** argv) {
       options.twin.window_seconds = 0.5;
       options.seed = static_cast<std::uint64_t>(s);
       options.model_check.trial_coherence = coherence;
-      daemon::ClosedLoop loop(*loaded.protocol, unit_count, rig, nullptr, options);
-      while (loop.step()) {
+      // A --param the family rejects throws here, on the first session.
+      std::optional<daemon::ClosedLoop> loop;
+      try {
+        loop.emplace(*loaded.protocol, unit_count, rig, nullptr, options);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_check_size: %s\n", e.what());
+        return 2;
       }
-      const daemon::SessionSummary summary = loop.summary();
+      while (loop->step()) {
+      }
+      const daemon::SessionSummary summary = loop->summary();
       const std::string& v = summary.verdict.name;
       winner += v == "tuned" ? 1 : 0;
       none += v == "none" ? 1 : 0;
@@ -140,13 +156,12 @@ int main(int argc, char** argv) {
       const twin::ModelCheckResult& check = summary.hypotheses[0].check;
       low_p += check.enough_data && check.p_value < 0.05 ? 1 : 0;
       coherence_rejects += check.enough_data && check.coherence_p_value < 0.01 ? 1 : 0;
-      const double tests = 2.0 + (coherence ? 1.0 : 0.0) + (check.encompassing_z.empty() ? 0 : 1);
-      const double alpha = daemon::ClosedLoopOptions{}.model_check.alpha;
-      pit_rejects +=
-          check.enough_data && tests * std::min(check.chi_square_p_value, check.ks_p_value) < alpha
-              ? 1
-              : 0;
-      encompassing_rejects += check.enough_data && tests * check.encompassing_p_value < alpha;
+      // Each test at the check's own Bonferroni level; a session can fail both.
+      const double alpha = options.model_check.alpha;
+      const double pit_p = std::min(check.chi_square_p_value, check.ks_p_value);
+      pit_rejects += check.enough_data && check.tests * pit_p < alpha ? 1 : 0;
+      encompassing_rejects +=
+          check.enough_data && check.tests * check.encompassing_p_value < alpha ? 1 : 0;
       encompassing_z.resize(check.encompassing_z.size());
       encompassing_lean.resize(check.encompassing_lean.size());
       for (std::size_t r = 0; r < check.encompassing_z.size(); ++r) {

@@ -389,10 +389,12 @@ TEST(ModelCheck, EncompassingLeanSaysHowFarTowardTheRivalTheCountsSat) {
     const ModelCheckResult r = check.result();
     ASSERT_EQ(r.encompassing_lean.size(), 1u);
     EXPECT_NEAR(r.encompassing_lean[0], 0.96 * toward, 0.1) << "counts from " << toward;
+    EXPECT_EQ(r.tests, 3.0);  // chi-square, KS and encompassing, for the Bonferroni
   }
   ModelCheck lone(4);
   lone.add_trial(model, std::vector<std::uint32_t>{3, 4, 2, 3});
   EXPECT_TRUE(lone.result().encompassing_lean.empty());
+  EXPECT_EQ(lone.result().tests, 2.0);
 }
 
 // Sessions mix trials that say much about a rival with trials that say nothing (validation

@@ -591,6 +591,7 @@ ModelCheckResult ModelCheck::result() const {
   double rival_smallest = 1.0;
   const auto scored_trials = static_cast<double>(trials_ + designed_trials_);
   const double tests = test_count();
+  r.tests = tests;
   const double critical_t = rival_critical_t();
   for (std::size_t j = 0; j < rival_sum_.size(); ++j) {
     // Each trial's score s_t = sum over units of w z; the units of a trial share its stimulus

@@ -160,6 +160,7 @@ struct ModelCheckResult {
   bool fits = false;         ///< enough_data and p_value >= alpha
 
   double p_value = 0.0;  ///< Bonferroni min(1, k min(chi-square, KS and coherence p-values))
+  double tests = 0.0;    ///< k: the tests that Bonferroni counts (PIT two, coherence, encompassing)
   double chi_square = 0.0;
   double chi_square_p_value = 0.0;
   double ks_statistic = 0.0;
