@@ -235,6 +235,7 @@ ClosedLoop::ClosedLoop(const protocols::Protocol& protocol, std::size_t units, T
   }
   counts_.assign(units, 0);
   log_likelihoods_.assign(hypotheses_.size(), 0.0);
+  evidence_.assign(hypotheses_.size(), 0.0);
   stop_ = protocol.stop;
   if (options.max_trials && *options.max_trials > 0) stop_.max_trials = *options.max_trials;
   check_row_.resize(units);
@@ -317,8 +318,9 @@ bool ClosedLoop::needs_criticism() const noexcept {
 bool ClosedLoop::criticism_power_reached() const noexcept {
   const std::optional<double> target = protocol_.designer.criticism_power;
   if (!target) return false;
+  // NaN: the leader contains every rival near its fits, so there is nothing to refute it with.
   const double power = checks_[posterior_.leader()].weakest_encompassing_power();
-  return !std::isnan(power) && power >= *target;
+  return std::isnan(power) || power >= *target;
 }
 
 bool ClosedLoop::criticism_possible() const noexcept {
@@ -469,10 +471,14 @@ std::optional<PlannedTrial> ClosedLoop::plan() {
                                      stimulus_json(protocol_.stimulus, planned.stimulus),
                                      strategy_name, validation, eig});
     std::vector<HypothesisPrediction> rows;
-    for (const twin::PredictionBatch& batch : predictions_) {
-      rows.push_back(
-          {std::span<const double>(batch.mean).subspan(candidate * units_, units_),
-           std::span<const double>(batch.dispersion).subspan(candidate * units_, units_)});
+    for (std::size_t k = 0; k < predictions_.size(); ++k) {
+      const twin::PredictionBatch& batch = predictions_[k];
+      const double* differences = encompassing_row(k, candidate);
+      rows.push_back({std::span<const double>(batch.mean).subspan(candidate * units_, units_),
+                      std::span<const double>(batch.dispersion).subspan(candidate * units_, units_),
+                      differences != nullptr
+                          ? std::span<const double>(differences, (predictions_.size() - 1) * units_)
+                          : std::span<const double>()});
     }
     record_->preregister(trial, rows);
   }
@@ -521,12 +527,12 @@ void ClosedLoop::complete(const PlannedTrial& planned, const TrialRig::Result& r
   }
   ledger_.add_counts(counts);
   posterior_.add_trial(log_likelihoods_);
-  std::vector<double> evidence(hypotheses_.size());
-  for (std::size_t k = 0; k < hypotheses_.size(); ++k) evidence[k] = posterior_.log_evidence(k);
-  if (record_) record_->record_posterior(trial, posterior_.probabilities(), evidence);
+  for (std::size_t k = 0; k < hypotheses_.size(); ++k) evidence_[k] = posterior_.log_evidence(k);
+  if (record_) record_->record_posterior(trial, posterior_.probabilities(), evidence_);
   for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
     score_row_[k] = {predictions_[k].mean.data() + planned.candidate * units_,
-                     predictions_[k].dispersion.data() + planned.candidate * units_};
+                     predictions_[k].dispersion.data() + planned.candidate * units_,
+                     encompassing_row(k, planned.candidate)};
   }
   learn(planned.stimulus, planned.validation, predictions_fitted_, counts);
   ++scored_since_refit_;
@@ -553,6 +559,7 @@ void ClosedLoop::adopt_background_refit() {
   refit_stats_.max_ms = std::max(refit_stats_.max_ms, pending_refit_ms_);
   predictions_.swap(pending_predictions_);
   criticism_scores_.swap(pending_criticism_scores_);
+  encompassing_differences_.swap(pending_encompassing_differences_);
   if (discriminate_) discriminate_.swap(spare_discriminate_);
   predictions_changed_ = false;
   predictions_fitted_ = true;
@@ -582,7 +589,9 @@ void ClosedLoop::launch_background_refit() {
     }
     // Scored with the predictions, so that a criticism decision is only a search of the
     // allowed candidates (empty, and skipped, unless criticism trials can run).
-    twin::score_criticism_candidates(pending_predictions_, pending_criticism_scores_);
+    compute_encompassing_differences(pending_predictions_, pending_encompassing_differences_);
+    twin::score_criticism_candidates(pending_predictions_, pending_criticism_scores_,
+                                     pending_encompassing_differences_);
     if (spare_discriminate_) (void)spare_discriminate_->set_predictions(pending_predictions_);
     pending_refit_ms_ =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
@@ -609,12 +618,20 @@ void ClosedLoop::learn(const protocols::Stimulus& stimulus, bool validation, boo
     if (validation) ++validation_trials_;
     for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
       for (std::size_t u = 0; u < units_; ++u) {
-        check_row_[u] = {score_row_[k].first[u], score_row_[k].second[u]};
+        check_row_[u] = {score_row_[k].mean[u], score_row_[k].dispersion[u]};
       }
       rival_means_.clear();
       for (std::size_t r = 0; r + 1 < hypotheses_.size(); ++r) {
-        const double* means = score_row_[twin::rival_hypothesis(k, r)].first;
-        rival_means_.insert(rival_means_.end(), means, means + units_);
+        if (score_row_[k].rival_differences != nullptr) {
+          // The check leans toward its own mean plus the registered direction.
+          const double* d = score_row_[k].rival_differences + r * units_;
+          for (std::size_t u = 0; u < units_; ++u) {
+            rival_means_.push_back(score_row_[k].mean[u] + d[u]);
+          }
+        } else {
+          const double* means = score_row_[twin::rival_hypothesis(k, r)].mean;
+          rival_means_.insert(rival_means_.end(), means, means + units_);
+        }
       }
       if (validation) {
         checks_[k].add_trial(check_row_, counts, rival_means_);
@@ -682,7 +699,11 @@ RestoreReport ClosedLoop::restore() {
                                     " has a prediction of the wrong size");
       }
       rescored[k] = ledger_.add(k, t.mean[k], t.dispersion[k], t.counts);
-      score_row_[k] = {t.mean[k].data(), t.dispersion[k].data()};
+      const bool has_differences =
+          k < t.rival_differences.size() &&
+          t.rival_differences[k].size() == (hypotheses_.size() - 1) * units_;
+      score_row_[k] = {t.mean[k].data(), t.dispersion[k].data(),
+                       has_differences ? t.rival_differences[k].data() : nullptr};
     }
     ledger_.add_counts(t.counts);
     posterior_.add_trial(rescored);
@@ -730,11 +751,54 @@ void ClosedLoop::change_stop_rules(std::optional<double> posterior_threshold,
   if (record_) record_->record_event("stop_rules_changed", std::nullopt, detail.dump());
 }
 
+void ClosedLoop::compute_encompassing_differences(
+    std::span<const twin::PredictionBatch> predictions, std::vector<std::vector<double>>& out) {
+  const std::size_t k_count = hypotheses_.size();
+  if (k_count < 2) return;
+  const std::size_t rivals = k_count - 1;
+  const std::size_t cells = candidates_.size() * units_;
+  out.resize(k_count);
+  for (std::size_t k = 0; k < k_count; ++k) {
+    // Rival-major for the twin ([rival][candidate][unit]), then candidate-major for the check
+    // and the record ([candidate][rival][unit]): one trial's directions lie together.
+    std::vector<double> d(rivals * cells);
+    const std::vector<double>& own = predictions[k].mean;
+    for (std::size_t r = 0; r < rivals; ++r) {
+      const std::vector<double>& rival = predictions[twin::rival_hypothesis(k, r)].mean;
+      for (std::size_t i = 0; i < cells; ++i) d[r * cells + i] = rival[i] - own[i];
+    }
+    const std::vector<double> raw = d;
+    // A twin that cannot say how its predictions move (or whose directions came out non-finite)
+    // is judged against the rivals' own differences, as before directions existed.
+    if (hypotheses_[k]->remove_own_directions(d, rivals) &&
+        !std::all_of(d.begin(), d.end(), [](double v) { return std::isfinite(v); })) {
+      d = raw;
+    }
+    std::vector<double>& by_candidate = out[k];
+    by_candidate.resize(rivals * cells);
+    for (std::size_t c = 0; c < candidates_.size(); ++c) {
+      for (std::size_t r = 0; r < rivals; ++r) {
+        std::copy_n(d.data() + r * cells + c * units_, units_,
+                    by_candidate.data() + (c * rivals + r) * units_);
+      }
+    }
+  }
+}
+
+const double* ClosedLoop::encompassing_row(std::size_t hypothesis,
+                                           std::size_t candidate) const noexcept {
+  if (hypothesis >= encompassing_differences_.size()) return nullptr;
+  const std::size_t row = (hypotheses_.size() - 1) * units_;
+  const std::vector<double>& d = encompassing_differences_[hypothesis];
+  return d.size() == candidates_.size() * row ? d.data() + candidate * row : nullptr;
+}
+
 void ClosedLoop::refresh_predictions() {
   for (std::size_t k = 0; k < hypotheses_.size(); ++k) {
     hypotheses_[k]->predict(candidates_, predictions_[k]);
   }
-  twin::score_criticism_candidates(predictions_, criticism_scores_);
+  compute_encompassing_differences(predictions_, encompassing_differences_);
+  twin::score_criticism_candidates(predictions_, criticism_scores_, encompassing_differences_);
   if (discriminate_) discriminate_->set_predictions(predictions_);
   predictions_changed_ = false;
   predictions_fitted_ = twins_fitted_;

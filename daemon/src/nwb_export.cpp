@@ -56,7 +56,7 @@ namespace fs = std::filesystem;
 
 constexpr const char* kNwbVersion = "2.5.0";          // NWB core schema the layout follows
 constexpr std::uint32_t kApplicationId = 0x54574C50;  // 'TWLP', docs/session-record.md
-constexpr int kRecordFormat = 1;
+constexpr int kRecordFormat = 2;  // 2 added predictions.rival_differences, not exported
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 /// Refused input or failed work; the message already names the file.
@@ -189,7 +189,7 @@ SessionData read_record(const fs::path& file) {
   if (static_cast<std::uint32_t>(db.integer("PRAGMA application_id")) != kApplicationId) {
     throw ExportError(db.file() + ": not a twinloop session record (wrong application_id)");
   }
-  if (const auto format = db.integer("PRAGMA user_version"); format != kRecordFormat) {
+  if (const auto format = db.integer("PRAGMA user_version"); format < 1 || format > kRecordFormat) {
     throw ExportError(db.file() + ": record format " + std::to_string(format) +
                       ", this build reads format " + std::to_string(kRecordFormat));
   }

@@ -250,6 +250,9 @@ struct Trial {
   double eig = kNaN;  ///< nats; NaN when not computed (NULL)
   // Per hypothesis; a prediction is usable when its two arrays hold one value per unit.
   std::vector<std::vector<double>> mean, dispersion;
+  // Per hypothesis, the encompassing test's directions ([rival][unit]); empty where the record
+  // has none (format 1, or NULL): the rivals' means are the directions then.
+  std::vector<std::vector<double>> rival_differences;
   std::vector<std::uint32_t> counts;  ///< empty without an outcome
   std::vector<double> probability, log_evidence;
   bool has_posterior = false;
@@ -335,6 +338,7 @@ Session load(const fs::path& dir) {
             t.status = text_of(r, 6);
             t.mean.resize(s.hypotheses.size());
             t.dispersion.resize(s.hypotheses.size());
+            t.rival_differences.resize(s.hypotheses.size());
             t.probability.assign(s.hypotheses.size(), kNaN);
             t.log_evidence.assign(s.hypotheses.size(), kNaN);
             index[sqlite3_column_int64(r, 0)] = s.trials.size();
@@ -350,12 +354,18 @@ Session load(const fs::path& dir) {
     }
     return &s.trials[it->second];
   };
-  db.each("the predictions", "SELECT trial, hypothesis, mean, dispersion FROM predictions",
+  // Format 1 records have no rival_differences column.
+  const bool has_differences = db.integer("the record format", "PRAGMA user_version") >= 2;
+  db.each("the predictions",
+          has_differences
+              ? "SELECT trial, hypothesis, mean, dispersion, rival_differences FROM predictions"
+              : "SELECT trial, hypothesis, mean, dispersion FROM predictions",
           [&](sqlite3_stmt* r) {
             if (Trial* t = find(r, 0, 1)) {
               const auto h = static_cast<std::size_t>(sqlite3_column_int64(r, 1));
               t->mean[h] = blob_of<double>(r, 2);
               t->dispersion[h] = blob_of<double>(r, 3);
+              if (has_differences) t->rival_differences[h] = blob_of<double>(r, 4);
             }
           });
   db.each("the outcomes", "SELECT trial, counts FROM outcomes", [&](sqlite3_stmt* r) {
@@ -583,9 +593,12 @@ Analysis analyse(const Session& s) {
       const auto fill = [&](const Trial& t) {
         rivals.clear();
         for (std::size_t u = 0; u < s.units; ++u) row[u] = distribution(t, h, u);
+        const std::vector<double>& differences = t.rival_differences[h];
+        const bool directed = differences.size() == (hypotheses - 1) * s.units;
         for (std::size_t r = 0; r + 1 < hypotheses; ++r) {
           for (std::size_t u = 0; u < s.units; ++u) {
-            rivals.push_back(distribution(t, twin::rival_hypothesis(h, r), u).mean);
+            rivals.push_back(directed ? row[u].mean + differences[r * s.units + u]
+                                      : distribution(t, twin::rival_hypothesis(h, r), u).mean);
           }
         }
       };
@@ -1506,7 +1519,10 @@ class Page {
         "(exactly the nominal mass under a right model) and the share of counts inside the "
         "integer interval [q<sub>lo</sub>, q<sub>hi</sub>] of each prediction, beside what "
         "the predictions themselves expect (at least the nominal mass, counts being "
-        "discrete).</p>\n<table><tr><th>hypothesis</th><th>trials</th><th>PIT values</th>";
+        "discrete). The encompassing statistic leans toward what a rival says that this "
+        "hypothesis could not fit itself; <em>contained</em> marks a rival it contains near its "
+        "fits, which is not tested.</p>\n<table><tr><th>hypothesis</th><th>trials</th><th>PIT "
+        "values</th>";
     for (const HypothesisCheck::Interval& i : a_.checks.front().intervals) {
       const std::string m = percent(i.mass);
       out_ += "<th>PIT in central " + m + "</th><th>counts in " + m + " interval (expected)</th>";
@@ -1528,8 +1544,12 @@ class Page {
       for (std::size_t r = 0; r < c.result.encompassing_z.size(); ++r) {
         const std::size_t j = twin::rival_hypothesis(k, r);
         out_ += (r > 0 ? ", " : "") +
-                esc(j < s_.hypotheses.size() ? s_.hypotheses[j].name : std::string("?")) + " " +
-                fixed(c.result.encompassing_z[r], 2);
+                esc(j < s_.hypotheses.size() ? s_.hypotheses[j].name : std::string("?")) + " ";
+        if (std::isnan(c.result.encompassing_z[r])) {
+          out_ += "contained";  // nothing the rival says lies outside this twin's own reach
+          continue;
+        }
+        out_ += fixed(c.result.encompassing_z[r], 2);
         if (r < c.result.encompassing_lean.size()) {
           out_ += " [" + percent(c.result.encompassing_lean[r]) + "]";
         }

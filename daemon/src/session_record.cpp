@@ -29,7 +29,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int kFormatVersion = 1;
+// 2: predictions.rival_differences (the encompassing test's directions). verify() reads 1 too.
+constexpr int kFormatVersion = 2;
 // 'TWLP': lets `file`, sqlite3 and our own open tell a session record from any other database.
 constexpr int kApplicationId = 0x54574C50;
 
@@ -65,6 +66,7 @@ CREATE TABLE predictions(
   units INTEGER NOT NULL,
   mean BLOB NOT NULL,
   dispersion BLOB NOT NULL,
+  rival_differences BLOB,
   committed_at_ns INTEGER NOT NULL,
   committed_monotonic_ns INTEGER NOT NULL,
   UNIQUE (trial, hypothesis));
@@ -111,10 +113,10 @@ struct ChainedTable {
 };
 constexpr std::array<ChainedTable, 5> kChainedTables{{
     {"predictions",
-     "SELECT p.trial, p.hypothesis, p.units, p.mean, p.dispersion, p.committed_at_ns, "
-     "p.committed_monotonic_ns, t.candidate, t.stimulus_json, t.strategy, t.is_validation, "
-     "t.designed_at_ns, t.expected_information_gain FROM predictions p LEFT JOIN trials t "
-     "ON t.trial = p.trial WHERE p.id = ?1"},
+     "SELECT p.trial, p.hypothesis, p.units, p.mean, p.dispersion, p.rival_differences, "
+     "p.committed_at_ns, p.committed_monotonic_ns, t.candidate, t.stimulus_json, t.strategy, "
+     "t.is_validation, t.designed_at_ns, t.expected_information_gain FROM predictions p LEFT "
+     "JOIN trials t ON t.trial = p.trial WHERE p.id = ?1"},
     {"deliveries",
      "SELECT trial, onset_sample, delivered_at_ns, delivered_monotonic_ns FROM deliveries "
      "WHERE id = ?1"},
@@ -125,6 +127,12 @@ constexpr std::array<ChainedTable, 5> kChainedTables{{
     {"events", "SELECT at_ns, monotonic_ns, kind, trial, detail_json FROM events WHERE id = ?1"},
 }};
 enum TableIndex : std::size_t { kPredictions, kDeliveries, kOutcomes, kPosteriors, kEvents };
+// Format 1 had no rival_differences: its predictions were hashed without them.
+constexpr std::string_view kPredictionsCanonicalFormat1 =
+    "SELECT p.trial, p.hypothesis, p.units, p.mean, p.dispersion, p.committed_at_ns, "
+    "p.committed_monotonic_ns, t.candidate, t.stimulus_json, t.strategy, t.is_validation, "
+    "t.designed_at_ns, t.expected_information_gain FROM predictions p LEFT JOIN trials t "
+    "ON t.trial = p.trial WHERE p.id = ?1";
 constexpr std::string_view kSessionLink = "session";
 
 // Canonical bytes: every value tagged with its SQLite storage class, numbers little-endian,
@@ -506,7 +514,7 @@ struct SessionRecord::Impl {
   std::int64_t next_seq = 0;
   Sha256 sha;
   Canon canon;
-  std::vector<std::uint8_t> scratch_a, scratch_b;
+  std::vector<std::uint8_t> scratch_a, scratch_b, scratch_c;  // bound SQLITE_STATIC: one per column
 
   Stmt begin, commit, rollback;
   Stmt select_trial, insert_trial, update_status, insert_prediction, insert_delivery,
@@ -533,8 +541,8 @@ struct SessionRecord::Impl {
     update_status = Stmt(db, "UPDATE trials SET status = ?2 WHERE trial = ?1");
     insert_prediction = Stmt(db,
                              "INSERT INTO predictions(trial, hypothesis, units, mean, dispersion, "
-                             "committed_at_ns, committed_monotonic_ns) "
-                             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+                             "committed_at_ns, committed_monotonic_ns, rival_differences) "
+                             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
     insert_delivery = Stmt(db,
                            "INSERT INTO deliveries(trial, onset_sample, delivered_at_ns, "
                            "delivered_monotonic_ns) VALUES (?1, ?2, ?3, ?4)");
@@ -864,8 +872,8 @@ std::vector<RecordedTrial> SessionRecord::trials() const {
   const std::size_t hypotheses = impl_->hypotheses;
   {
     Stmt s(db,
-           "SELECT trial, hypothesis, mean, dispersion FROM predictions ORDER BY trial, "
-           "hypothesis");
+           "SELECT trial, hypothesis, mean, dispersion, rival_differences FROM predictions ORDER "
+           "BY trial, hypothesis");
     while (s.step()) {
       const auto it = index.find(static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 0)));
       const auto h = static_cast<std::size_t>(sqlite3_column_int64(s.get(), 1));
@@ -873,8 +881,10 @@ std::vector<RecordedTrial> SessionRecord::trials() const {
       RecordedTrial& t = trials[it->second];
       t.mean.resize(hypotheses);
       t.dispersion.resize(hypotheses);
+      t.rival_differences.resize(hypotheses);
       t.mean[h] = column_values<double>(s.get(), 2);
       t.dispersion[h] = column_values<double>(s.get(), 3);
+      t.rival_differences[h] = column_values<double>(s.get(), 4);
     }
     s.reset();
   }
@@ -947,6 +957,12 @@ Timestamp SessionRecord::preregister(std::uint64_t trial,
                std::to_string(predictions[h].dispersion.size()) + " dispersions for " +
                std::to_string(m.units) + " units");
     }
+    const std::size_t differences = predictions[h].rival_differences.size();
+    if (differences != 0 && differences != (m.hypotheses - 1) * m.units) {
+      m.refuse(name + ": hypothesis " + std::to_string(h) + " has " + std::to_string(differences) +
+               " rival differences for " + std::to_string(m.hypotheses - 1) + " rivals x " +
+               std::to_string(m.units) + " units");
+    }
   }
   Timestamp committed{};
   m.transaction([&] {
@@ -965,8 +981,13 @@ Timestamp SessionRecord::preregister(std::uint64_t trial,
           .bind(4, little_endian(predictions[h].mean, m.scratch_a))
           .bind(5, little_endian(predictions[h].dispersion, m.scratch_b))
           .bind(6, committed.wall_ns)
-          .bind(7, committed.monotonic_ns)
-          .run();
+          .bind(7, committed.monotonic_ns);
+      if (predictions[h].rival_differences.empty()) {
+        m.insert_prediction.bind_null(8);
+      } else {
+        m.insert_prediction.bind(8, little_endian(predictions[h].rival_differences, m.scratch_c));
+      }
+      m.insert_prediction.run();
       m.link(kPredictions, sqlite3_last_insert_rowid(m.db.get()));
     }
     m.set_status(trial, TrialStatus::kPreregistered);
@@ -1116,8 +1137,12 @@ VerifyReport verify(const fs::path& dir) {
   std::map<std::string, std::map<std::int64_t, std::int64_t>> chained;  // table -> row -> seq
   {
     std::map<std::string, Stmt, std::less<>> readers;
-    for (const auto& t : kChainedTables)
-      readers.emplace(std::string(t.name), Stmt(db, t.canonical_sql));
+    const bool format1 = db.pragma_int("user_version") == 1;
+    for (const auto& t : kChainedTables) {
+      readers.emplace(std::string(t.name),
+                      Stmt(db, format1 && t.name == "predictions" ? kPredictionsCanonicalFormat1
+                                                                  : t.canonical_sql));
+    }
     Stmt links(db, "SELECT seq, table_name, row_id, hash FROM chain ORDER BY seq");
     Hash prev = protocol_hash;
     std::int64_t expected_seq = 0;

@@ -22,15 +22,22 @@
 // way from the null's (more stimulus dependence where the null has none); --param NAME=VALUE sets
 // a parameter of the true (direction_tuning) hypothesis, e.g. prior_amplitude_ratio=1.
 //
+// It also holds the true twin's registered predictions against the subject's true means: how far
+// those means leaned toward each rival's means (the check's lean without the counts' noise), and
+// each hypothesis's mean relative error by how hard a trial drove the unit. A lean that lives in
+// the predictions (the fits' own estimation error, or a shared bias) shows there.
+//
 //   bench_check_size [--sessions N (100)] [--coherence] [--spread DEG] [--uncertain-only]
 //                    [--criticism N (0)] [--units N (16)] [--lnp] [--param NAME=VALUE]...
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -42,6 +49,83 @@
 namespace {
 
 using namespace twinloop;
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return std::nan("");
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+/// The true hypothesis's (index 0) registered predictions held against the subject's true means.
+/// Per rival, the lean the true means had: the check's lean with each unit's PIT score replaced
+/// by (true mean - predicted) / sd, so what the counts' noise adds is gone. Per drive level (the
+/// true mean as a fraction of the unit's peak over the candidates), each hypothesis's mean
+/// relative error (predicted - true) / true: a shared bias shows as a level that errs one way.
+class OracleLean {
+ public:
+  explicit OracleLean(std::size_t hypotheses)
+      : hypotheses_(hypotheses),
+        score_(hypotheses, 0.0),
+        information_(hypotheses, 0.0),
+        leans_(hypotheses),
+        error_(hypotheses * kLevels, 0.0),
+        error_n_(kLevels, 0.0) {}
+
+  void add(std::span<const twin::PredictionBatch> predictions, std::size_t candidate,
+           std::span<const double> truth, std::span<const double> peaks) {
+    const twin::PredictionBatch& own = predictions[0];
+    for (std::size_t u = 0; u < truth.size(); ++u) {
+      const twin::CountDistribution d = own.at(candidate, u);
+      const double sd = std::sqrt(d.variance());
+      if (!(sd > 0.0)) continue;
+      for (std::size_t r = 1; r < hypotheses_; ++r) {
+        const double w =
+            twin::encompassing_weight(predictions[r].mean[candidate * own.units + u], d);
+        score_[r] += w * (truth[u] - d.mean) / sd;
+        information_[r] += w * w;
+      }
+      if (!(truth[u] > 0.0) || !(peaks[u] > 0.0)) continue;
+      const auto level = std::min<std::size_t>(
+          kLevels - 1, static_cast<std::size_t>(kLevels * truth[u] / peaks[u]));
+      error_n_[level] += 1.0;
+      for (std::size_t k = 0; k < hypotheses_; ++k) {
+        error_[k * kLevels + level] +=
+            (predictions[k].mean[candidate * own.units + u] - truth[u]) / truth[u];
+      }
+    }
+  }
+
+  void close_session() {
+    for (std::size_t r = 1; r < hypotheses_; ++r) {
+      if (information_[r] > 0.0) leans_[r].push_back(score_[r] / information_[r]);
+      score_[r] = information_[r] = 0.0;
+    }
+  }
+
+  void print(const protocols::Protocol& protocol) const {
+    std::printf("    true means' lean toward the rivals' own means (no count noise), median:");
+    for (std::size_t r = 1; r < hypotheses_; ++r) {
+      std::printf(" toward %s %.3f", protocol.hypotheses[r].name.c_str(), median_of(leans_[r]));
+    }
+    std::printf("\n    mean relative error (predicted - true) / true by drive (true / peak):");
+    for (std::size_t level = 0; level < kLevels; ++level) {
+      std::printf("\n      %.2f-%.2f (%6.0f unit-trials):", double(level) / kLevels,
+                  double(level + 1) / kLevels, error_n_[level]);
+      for (std::size_t k = 0; k < hypotheses_; ++k) {
+        std::printf(" %s %+.3f", protocol.hypotheses[k].name.c_str(),
+                    error_n_[level] > 0.0 ? error_[k * kLevels + level] / error_n_[level] : 0.0);
+      }
+    }
+    std::printf("\n");
+  }
+
+ private:
+  static constexpr std::size_t kLevels = 5;
+  std::size_t hypotheses_;
+  std::vector<double> score_, information_;
+  std::vector<std::vector<double>> leans_;
+  std::vector<double> error_, error_n_;
+};
 
 }  // namespace
 
@@ -123,7 +207,9 @@ int main(int argc, char** argv) {
     // Which of the check's tests failed the true twin (Bonferroni over its tests, as the check).
     int pit_rejects = 0, encompassing_rejects = 0;
     std::vector<std::vector<double>> encompassing_z, encompassing_lean;
+    int contained = 0;  // (session, rival) pairs without an encompassing statistic
     std::vector<std::size_t> histogram;
+    OracleLean oracle(loaded.protocol->hypotheses.size());
     for (int s = 1; s <= sessions; ++s) {
       hil::CountSubjectConfig config;
       config.seed = static_cast<std::uint64_t>(s);
@@ -133,6 +219,12 @@ int main(int argc, char** argv) {
       config.preference_spread_deg = spread_deg;
       hil::CountSubject subject(config);
       daemon::CountRig rig(subject);
+      std::vector<double> peaks(unit_count, 0.0);
+      for (std::size_t c = 0; c < loaded.protocol->stimulus.candidate_count(); ++c) {
+        const std::vector<double> m =
+            subject.expected_counts(loaded.protocol->stimulus.stimulus(c));
+        for (std::size_t u = 0; u < unit_count; ++u) peaks[u] = std::max(peaks[u], m[u]);
+      }
       daemon::ClosedLoopOptions options;
       options.twin.window_seconds = 0.5;
       options.seed = static_cast<std::uint64_t>(s);
@@ -145,14 +237,32 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "bench_check_size: %s\n", e.what());
         return 2;
       }
-      while (loop->step()) {
+      // The twins' registered predictions against the subject's true means, on the trials the
+      // check judges (fitted ones): how far the true means themselves leaned toward each rival,
+      // by the check's own weights, and the relative errors by how hard the stimulus drove the
+      // unit. Separates a lean that lives in the predictions from one the counts' noise made.
+      std::vector<std::uint32_t> counts(unit_count);
+      std::vector<double> truth(unit_count);
+      while (const auto planned = loop->plan()) {
+        const daemon::TrialRig::Result result =
+            rig.run_trial(planned->trial, planned->stimulus, counts);
+        if (loop->predictions_fitted() && result.delivered && !result.flagged) {
+          subject.expected_counts(planned->stimulus, truth);
+          oracle.add(loop->predictions(), planned->candidate, truth, peaks);
+        }
+        loop->complete(*planned, result, counts);
       }
+      oracle.close_session();
       const daemon::SessionSummary summary = loop->summary();
       const std::string& v = summary.verdict.name;
       winner += v == "tuned" ? 1 : 0;
       none += v == "none" ? 1 : 0;
       undecided += v == "undecided" ? 1 : 0;
       wrong += v == "flat" || v == "lnp" ? 1 : 0;
+      if (v == "flat" || v == "lnp") {
+        std::fprintf(stderr, "  session %d: wrong verdict: %s\n", s,
+                     summary.verdict.reason.c_str());
+      }
       const twin::ModelCheckResult& check = summary.hypotheses[0].check;
       low_p += check.enough_data && check.p_value < 0.05 ? 1 : 0;
       coherence_rejects += check.enough_data && check.coherence_p_value < 0.01 ? 1 : 0;
@@ -165,6 +275,10 @@ int main(int argc, char** argv) {
       encompassing_z.resize(check.encompassing_z.size());
       encompassing_lean.resize(check.encompassing_lean.size());
       for (std::size_t r = 0; r < check.encompassing_z.size(); ++r) {
+        if (std::isnan(check.encompassing_z[r])) {
+          ++contained;  // the true twin contains that rival: no test against it
+          continue;
+        }
         encompassing_z[r].push_back(check.encompassing_z[r]);
         encompassing_lean[r].push_back(check.encompassing_lean[r]);
       }
@@ -187,15 +301,22 @@ int main(int argc, char** argv) {
     for (std::size_t r = 0; r < encompassing_z.size(); ++r) {
       auto& z = encompassing_z[r];
       auto& lean = encompassing_lean[r];
+      const char* name = loaded.protocol->hypotheses[twin::rival_hypothesis(0, r)].name.c_str();
+      if (z.empty()) {
+        std::printf("\n    encompassing test against %s: none (contained in every session)", name);
+        continue;
+      }
       std::sort(z.begin(), z.end());
       std::sort(lean.begin(), lean.end());
       std::printf(
-          "\n    encompassing z against %s: median %.2f, 90th percentile %.2f; lean toward it: "
-          "median %.3f, 90th percentile %.3f",
-          loaded.protocol->hypotheses[twin::rival_hypothesis(0, r)].name.c_str(), z[z.size() / 2],
-          z[z.size() * 9 / 10], lean[lean.size() / 2], lean[lean.size() * 9 / 10]);
+          "\n    encompassing z against %s (%zu sessions): median %.2f, 90th percentile %.2f; "
+          "lean toward it: median %.3f, 90th percentile %.3f",
+          name, z.size(), z[z.size() / 2], z[z.size() * 9 / 10], lean[lean.size() / 2],
+          lean[lean.size() * 9 / 10]);
     }
-    std::printf("\n");
+    std::printf("\n    (session, rival) pairs the true twin contains, without a test: %d\n",
+                contained);
+    oracle.print(*loaded.protocol);
     std::fflush(stdout);
   }
   return 0;

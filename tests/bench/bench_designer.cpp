@@ -377,6 +377,23 @@ void part_two(const Units& units, std::span<const bool> allowed, int decisions, 
   const Stats criticism_scores =
       time_it(forward_reps, [&] { twinloop::twin::score_criticism_candidates(preds, criticism); });
 
+  // The encompassing test's directions (Hypothesis::remove_own_directions), per twin, as the
+  // closed loop computes them after each refit: every rival's difference, this twin's own
+  // directions removed (the null's one, the others' from their Laplace draws).
+  std::vector<Stats> directions;
+  std::vector<double> differences((kHypotheses - 1) * kCandidates * kUnits);
+  for (std::size_t h = 0; h < twins.size(); ++h) {
+    directions.push_back(time_it(std::max(forward_reps / 4, 3), [&] {
+      for (std::size_t r = 0; r + 1 < kHypotheses; ++r) {
+        const PredictionBatch& rival = preds[twinloop::twin::rival_hypothesis(h, r)];
+        for (std::size_t i = 0; i < kCandidates * kUnits; ++i) {
+          differences[r * kCandidates * kUnits + i] = rival.mean[i] - preds[h].mean[i];
+        }
+      }
+      (void)twins[h]->remove_own_directions(differences, kHypotheses - 1);
+    }));
+  }
+
   std::printf("  after a refit (between trials, not per decision):\n");
   for (std::size_t h = 0; h < twins.size(); ++h) {
     const std::string name = "forward pass " + specs[h].name + " (1000 x 384)";
@@ -387,6 +404,10 @@ void part_two(const Units& units, std::span<const bool> allowed, int decisions, 
   print("decide(), cold (first after set_predictions)", dt.cold);
   print("decide(), cold, no table prebuild (worst case)", dtn.cold);
   print("criticism scores, 12 rows (criticism sessions)", criticism_scores);
+  for (std::size_t h = 0; h < twins.size(); ++h) {
+    const std::string name = "encompassing directions " + specs[h].name + " (3 rivals)";
+    print(name.c_str(), directions[h]);
+  }
   std::printf("  every trial:\n");
   print("predict() x 4 of cached rows (closed loop's copy)", cached);
   print("decide(), warm", dt.warm);

@@ -295,9 +295,11 @@ Outcome run_session(const protocols::Protocol& protocol, protocols::DesignerStra
                   h.check.ks_p_value, h.check.coherence_p_value, h.check.encompassing_p_value,
                   rivals.c_str(), powers.c_str(), h.check.trials);
     outcome.checks += line;
-    if (h.name == outcome.verdict && !h.check.encompassing_power.empty()) {
-      outcome.winner_power =
-          *std::min_element(h.check.encompassing_power.begin(), h.check.encompassing_power.end());
+    if (h.name == outcome.verdict) {
+      // The weakest over the rivals it tests (NaN: a rival it contains, not tested).
+      for (const double p : h.check.encompassing_power) {
+        if (!std::isnan(p) && !(p >= outcome.winner_power)) outcome.winner_power = p;
+      }
     }
   }
   outcome.trials = loop.trials();

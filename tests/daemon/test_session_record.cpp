@@ -77,20 +77,33 @@ double mean_value(std::uint64_t trial, std::size_t h, std::size_t u) {
 }
 
 struct Predictions {
-  std::vector<std::vector<double>> mean, dispersion;
+  std::vector<std::vector<double>> mean, dispersion, rival_differences;
   std::vector<HypothesisPrediction> spans;
 };
+/// Hypothesis h's direction toward its rival r for unit u (as remove_own_directions leaves it).
+double difference_value(std::uint64_t trial, std::size_t h, std::size_t r, std::size_t u) {
+  return -0.5 + 0.1 * static_cast<double>(h) + 0.02 * static_cast<double>(r) +
+         0.001 * static_cast<double>(u) + 0.0001 * static_cast<double>(trial);
+}
 Predictions make_predictions(std::uint64_t trial, std::size_t hypotheses, std::size_t units) {
   Predictions p;
   p.mean.resize(hypotheses);
   p.dispersion.resize(hypotheses);
+  p.rival_differences.resize(hypotheses);
   for (std::size_t h = 0; h < hypotheses; ++h) {
     for (std::size_t u = 0; u < units; ++u) {
       p.mean[h].push_back(mean_value(trial, h, u));
       p.dispersion[h].push_back(0.05 * static_cast<double>(h));
     }
+    for (std::size_t r = 0; r + 1 < hypotheses; ++r) {
+      for (std::size_t u = 0; u < units; ++u) {
+        p.rival_differences[h].push_back(difference_value(trial, h, r, u));
+      }
+    }
   }
-  for (std::size_t h = 0; h < hypotheses; ++h) p.spans.push_back({p.mean[h], p.dispersion[h]});
+  for (std::size_t h = 0; h < hypotheses; ++h) {
+    p.spans.push_back({p.mean[h], p.dispersion[h], p.rival_differences[h]});
+  }
   return p;
 }
 
@@ -222,6 +235,36 @@ TEST(SessionRecord, PredictionsAreLittleEndianFloat64PerUnit) {
   }
 }
 
+// The encompassing test's directions come back as written, per hypothesis and rival, for
+// resume and report to judge the trials as the live session did; a prediction without them
+// (a lone hypothesis) reads back empty and is refused at any other size.
+TEST(SessionRecord, RivalDifferencesReadBackAsWritten) {
+  TempDir tmp;
+  write_full_session(tmp.session());
+  SessionRecord record = SessionRecord::open_existing(tmp.session());
+  const std::vector<RecordedTrial> trials = record.trials();
+  ASSERT_EQ(trials.size(), kTrials);
+  for (const RecordedTrial& t : trials) {
+    ASSERT_EQ(t.rival_differences.size(), kHypotheses) << "trial " << t.trial;
+    for (std::size_t h = 0; h < kHypotheses; ++h) {
+      ASSERT_EQ(t.rival_differences[h].size(), (kHypotheses - 1) * kUnits);
+      for (std::size_t r = 0; r + 1 < kHypotheses; ++r) {
+        for (std::size_t u = 0; u < kUnits; ++u) {
+          EXPECT_EQ(t.rival_differences[h][r * kUnits + u], difference_value(t.trial, h, r, u));
+        }
+      }
+    }
+  }
+  record.begin_trial(make_design(kTrials));
+  Predictions p = make_predictions(kTrials, kHypotheses, kUnits);
+  p.spans[1].rival_differences = std::span<const double>(p.rival_differences[1]).first(kUnits);
+  EXPECT_THROW(record.preregister(kTrials, p.spans), RecordError);
+  p.spans[1].rival_differences = {};
+  record.preregister(kTrials, p.spans);
+  EXPECT_TRUE(record.trials().back().rival_differences[1].empty());
+  EXPECT_EQ(record.trials().back().rival_differences[0].size(), (kHypotheses - 1) * kUnits);
+}
+
 TEST(SessionRecord, HeadHashMatchesTheVerifiedChain) {
   TempDir tmp;
   SessionRecord record = SessionRecord::create(tmp.session(), make_setup());
@@ -263,6 +306,18 @@ const std::vector<TamperCase> kTamperCases = {
        auto blob = read_blob(dir, "SELECT mean FROM predictions WHERE id = 5");
        blob[3 * 8] ^= 1;
        patch_blob(dir, "predictions", "mean", 5, 3 * 8, &blob[3 * 8], 1);
+     },
+     "predictions"},
+    {"PredictionRivalDifferences",
+     [](const fs::path& dir) {
+       auto blob = read_blob(dir, "SELECT rival_differences FROM predictions WHERE id = 4");
+       blob[2 * 8 + 7] ^= 0x80;  // one direction's sign
+       patch_blob(dir, "predictions", "rival_differences", 4, 2 * 8 + 7, &blob[2 * 8 + 7], 1);
+     },
+     "predictions"},
+    {"PredictionRivalDifferencesDropped",
+     [](const fs::path& dir) {
+       tamper_sql(dir, "UPDATE predictions SET rival_differences = NULL WHERE id = 3");
      },
      "predictions"},
     {"PredictionDispersion",

@@ -599,6 +599,66 @@ TEST_F(OrientationVsDirection, EachTuningFamilyWinsOnItsOwnKind) {
 }
 
 // A grating space with a spatial-frequency dimension: direction x contrast 1 x SF (cycles/deg).
+// The encompassing test's directions (Hypothesis::remove_own_directions): what a rival says
+// that no refit of this twin could. Direction-tuned units, all three families fitted to the same
+// trials. The null's difference from direction_tuning is one of its own directions (a lower
+// amplitude, a level): contained, so nothing is left. Orientation tuning's second lobe is not:
+// most of it is left. What is left is left alone by a second removal (a projection). A twin
+// with plug-in predictions has no directions to remove and says so.
+TEST_F(OrientationVsDirection, ARivalKeepsOnlyWhatTheTwinCouldNotFitItself) {
+  const auto truth = units(1.0);
+  const Trials train = simulate(space, truth, 2, kWindow, 31);  // 96 trials
+  const std::size_t cells = space.candidate_count() * kUnits;
+  std::vector<Stimulus> candidates;
+  for (std::size_t c = 0; c < space.candidate_count(); ++c) candidates.push_back(space.stimulus(c));
+  const auto fitted = [&](HypothesisFamily family, double uncertainty = 1.0) {
+    HypothesisSpec h = spec(family);
+    h.params["parameter_uncertainty"] = uncertainty;
+    auto twin = make_hypothesis(h, space, kUnits, options);
+    twin->update(train.stimuli, train.counts);
+    return twin;
+  };
+  auto direction = fitted(HypothesisFamily::kDirectionTuning);
+  const PredictionBatch own = predict_all(*direction, candidates);
+  const PredictionBatch null = predict_all(*fitted(HypothesisFamily::kNull), candidates);
+  const PredictionBatch orientation =
+      predict_all(*fitted(HypothesisFamily::kOrientationTuning), candidates);
+  std::vector<double> differences(2 * cells);
+  for (std::size_t i = 0; i < cells; ++i) {
+    differences[i] = null.mean[i] - own.mean[i];
+    differences[cells + i] = orientation.mean[i] - own.mean[i];
+  }
+  const std::vector<double> raw = differences;
+  // Weighted as the check weighs them: over the prediction's variance, floored at 1/4.
+  const auto norm = [&](std::span<const double> d) {
+    double total = 0.0;
+    for (std::size_t i = 0; i < cells; ++i) {
+      total += d[i] * d[i] / std::max(own.at(i / kUnits, i % kUnits).variance(), 0.25);
+    }
+    return total;
+  };
+  ASSERT_TRUE(direction->remove_own_directions(differences, 2));
+  const std::span<const double> left(differences);
+  EXPECT_GT(norm(std::span(raw).first(cells)), 10.0);
+  EXPECT_EQ(norm(left.first(cells)), 0.0);  // the null: contained
+  const double second_lobe = norm(std::span(raw).last(cells));
+  EXPECT_GT(norm(left.last(cells)), 0.3 * second_lobe);
+  EXPECT_LT(norm(left.last(cells)), second_lobe);
+  std::vector<double> again(left.last(cells).begin(), left.last(cells).end());
+  ASSERT_TRUE(direction->remove_own_directions(again, 1));
+  // Up to the ridge that keeps the normal equations solvable (1e-6 of their scale).
+  double moved = 0.0, size = 0.0;
+  for (std::size_t i = 0; i < cells; ++i) {
+    moved += std::abs(again[i] - left[cells + i]);
+    size += std::abs(left[cells + i]);
+  }
+  EXPECT_LT(moved, 1e-4 * size);
+  std::vector<double> unchanged = raw;
+  EXPECT_FALSE(
+      fitted(HypothesisFamily::kDirectionTuning, 0.0)->remove_own_directions(unchanged, 2));
+  EXPECT_EQ(unchanged, raw);
+}
+
 StimulusSpace gratings_with_sf(std::size_t directions, const std::vector<double>& sfs) {
   StimulusSpace s = gratings(directions, {1.0});
   s.dimensions.push_back({"spatial_frequency", "cpd", sfs});

@@ -515,13 +515,47 @@ TEST(ModelCheck, EncompassingRefusesRivalMeansThatDoNotFit) {
   const std::vector<CountDistribution> row{{1.0, 0.0}, {2.0, 0.0}};
   const std::vector<std::uint32_t> counts{1, 2};
   const std::vector<double> three{1.0, 2.0, 3.0}, one_rival{1.0, 2.0}, two_rivals{1, 2, 3, 4};
-  const std::vector<double> negative{1.0, -2.0};
+  // A point to lean toward may lie below zero (a mean plus a direction); it must be finite.
+  const std::vector<double> not_finite{1.0, std::numeric_limits<double>::quiet_NaN()};
   EXPECT_THROW(model_check.add_trial(row, counts, three), std::invalid_argument);
-  EXPECT_THROW(model_check.add_designed_trial(row, counts, negative), std::invalid_argument);
+  EXPECT_THROW(model_check.add_designed_trial(row, counts, not_finite), std::invalid_argument);
+  EXPECT_NO_THROW(model_check.add_designed_trial(row, counts, std::vector<double>{1.0, -2.0}));
   model_check.add_trial(row, counts, one_rival);
   EXPECT_THROW(model_check.add_trial(row, counts, two_rivals), std::invalid_argument);
   EXPECT_THROW(model_check.add_designed_trial(row, counts, two_rivals), std::invalid_argument);
   EXPECT_EQ(model_check.result().encompassing_z.size(), 1u);
+}
+
+// A rival whose every direction is zero (a hypothesis that contains it near its fits: the
+// session passes mean + 0) has nothing to lean toward: no statistic, not counted by Bonferroni,
+// and the check against the other rival is exactly the check with that rival alone.
+TEST(ModelCheck, ARivalWithNothingToLeanTowardIsNotTested) {
+  std::mt19937_64 rng(17);
+  ModelCheck both(3), alone(3);
+  const std::vector<CountDistribution> row{{2.0, 0.0}, {4.0, 0.0}, {6.0, 0.0}};
+  std::vector<std::uint32_t> counts(3);
+  for (int t = 0; t < 60; ++t) {
+    // Counts drawn toward the second rival's means, so its test has something to find.
+    for (std::size_t u = 0; u < 3; ++u) {
+      counts[u] = std::poisson_distribution<std::uint32_t>(1.4 * row[u].mean)(rng);
+    }
+    const std::vector<double> other{3.0, 6.0, 9.0};
+    std::vector<double> rivals{2.0, 4.0, 6.0};  // the contained rival: its own means
+    rivals.insert(rivals.end(), other.begin(), other.end());
+    both.add_trial(row, counts, rivals);
+    alone.add_trial(row, counts, other);
+  }
+  const ModelCheckResult with_contained = both.result();
+  const ModelCheckResult single = alone.result();
+  ASSERT_EQ(with_contained.encompassing_z.size(), 2u);
+  EXPECT_TRUE(std::isnan(with_contained.encompassing_z[0]));
+  EXPECT_TRUE(std::isnan(with_contained.encompassing_lean[0]));
+  EXPECT_TRUE(std::isnan(with_contained.encompassing_power[0]));
+  EXPECT_GT(with_contained.encompassing_z[1], 3.0);
+  EXPECT_DOUBLE_EQ(with_contained.encompassing_z[1], single.encompassing_z[0]);
+  EXPECT_DOUBLE_EQ(with_contained.encompassing_p_value, single.encompassing_p_value);
+  EXPECT_DOUBLE_EQ(with_contained.p_value, single.p_value);
+  EXPECT_DOUBLE_EQ(both.weakest_encompassing_power(), alone.weakest_encompassing_power());
 }
 
 // Where a criticism trial looks: the squared encompassing weights summed over units, one row per

@@ -176,6 +176,10 @@ std::pair<torch::Tensor, torch::Tensor> predictive_from_draws(
 /// seed): a replayed or resumed session refits to the same trials and must predict the same
 /// numbers, and common draws keep successive fits' predictions from jittering.
 constexpr std::uint64_t kLaplaceSeed = 0x7717c0de;
+/// The fraction of a draw's offset that mean_directions() steps either way: small enough that
+/// the central difference is the slope (its error goes as the step squared), large enough that
+/// it is not rounding.
+constexpr double kSlopeStep = 1e-3;
 constexpr std::int64_t kLaplaceDraws = 32;
 /// How far (nats of a unit's negative log posterior) a start may trail the unit's best after the
 /// joint L-BFGS run and still get Newton steps. Measured after 30 joint iterations, where the
@@ -707,6 +711,46 @@ class AngularTuning final : public TorchTwin {
     return {predicted, dispersion};
   }
 
+  /// The means' slopes along the first half of the Laplace draws' offsets (the second half
+  /// are their antithetic mirrors), by central differences at the fit: the tangent of the
+  /// family at its fit, K dimensions for K free parameters. K + 2 random offsets span it (with
+  /// two to spare against a near-degenerate draw); more would only cost. The draws themselves
+  /// would add their curvature's directions too, and with a few dozen candidates they span
+  /// nearly everything.
+  torch::Tensor mean_directions(const torch::Tensor& x) override {
+    if (draws_.empty()) return {};
+    const IndexedStimuli xi = index_stimuli(x);
+    const Params fitted = current();
+    const auto along = [&](const Params& draw, double step) {
+      const auto move = [&](const torch::Tensor& at, const torch::Tensor& to) {
+        return at + step * (to - at);
+      };
+      return Params{move(fitted.baseline, draw.baseline),
+                    move(fitted.amplitude, draw.amplitude),
+                    move(fitted.preferred, draw.preferred),
+                    move(fitted.kappa, draw.kappa),
+                    move(fitted.c50, draw.c50),
+                    move(fitted.n, draw.n),
+                    move(fitted.sf, draw.sf),
+                    move(fitted.sf_sigma, draw.sf_sigma)};
+    };
+    std::vector<torch::Tensor> slopes;
+    Params copy = fitted;
+    const std::size_t directions = std::min(draws_.size() / 2, free_members(copy).size() + 2);
+    for (std::size_t s = 0; s < directions; ++s) {
+      slopes.push_back(
+          level_ *
+          (mean(xi, along(draws_[s], kSlopeStep)) - mean(xi, along(draws_[s], -kSlopeStep))) /
+          (2.0 * kSlopeStep));
+    }
+    return torch::stack(slopes);
+  }
+
+  torch::Tensor plug_in_mean(const torch::Tensor& x) override {
+    if (draws_.empty()) return {};
+    return floor_ + level_ * (mean(index_stimuli(x), current()) - floor_);
+  }
+
   /// Each column's negative log posterior: the likelihood of every trial plus the prior once.
   [[nodiscard]] torch::Tensor negative_log_posterior(const IndexedStimuli& xi, const Params& p,
                                                      const torch::Tensor& y,
@@ -1077,6 +1121,27 @@ class Lnp final : public TorchTwin {
     return {predicted, dispersion};
   }
 
+  torch::Tensor plug_in_mean(const torch::Tensor& x) override {
+    if (draws_.empty()) return {};
+    return mean(features(x));
+  }
+
+  /// As direction_tuning's: slopes along K + 2 of the draws' offsets (K: weights and bias).
+  torch::Tensor mean_directions(const torch::Tensor& x) override {
+    if (draws_.empty()) return {};
+    const auto f = features(x);
+    std::vector<torch::Tensor> slopes;
+    const auto k = static_cast<std::size_t>(weights_.size(1)) + 1;
+    for (std::size_t s = 0; s < std::min(draws_.size() / 2, k + 2); ++s) {
+      const auto dw = draws_[s][0] - weights_;
+      const auto db = draws_[s][1] - bias_;
+      slopes.push_back((mean(f, weights_ + kSlopeStep * dw, bias_ + kSlopeStep * db) -
+                        mean(f, weights_ - kSlopeStep * dw, bias_ - kSlopeStep * db)) /
+                       (2.0 * kSlopeStep));
+    }
+    return torch::stack(slopes);
+  }
+
   void fit(const torch::Tensor& x, const torch::Tensor& y) override {
     const auto f = features(x);
     if (!fitted_) {
@@ -1164,7 +1229,17 @@ class Null final : public TorchTwin {
     return {mean_.unsqueeze(0).expand({x.size(0), mean_.size(0)}), predictive_dispersion_};
   }
 
+  /// The null's one direction: every candidate's mean moves with the unit's level, by the
+  /// sample mean's standard error.
+  torch::Tensor mean_directions(const torch::Tensor& x) override {
+    if (!parameter_uncertainty_ || !fitted_) return {};
+    const auto se = ((mean_ + dispersion_ * mean_.square()) / trials_).sqrt();
+    return se.view({1, 1, -1}).expand({1, x.size(0), se.size(0)});
+  }
+
   void fit(const torch::Tensor& /*x*/, const torch::Tensor& y) override {
+    fitted_ = true;
+    trials_ = static_cast<double>(y.size(0));
     mean_ = y.mean(0).clamp_min(floor_);
     dispersion_ = poisson_
                       ? torch::zeros_like(dispersion_)
@@ -1185,6 +1260,8 @@ class Null final : public TorchTwin {
   bool poisson_ = false;
   bool parameter_uncertainty_ = true;
   torch::Tensor mean_, dispersion_, predictive_dispersion_;
+  bool fitted_ = false;
+  double trials_ = 0.0;  ///< trials of the last fit
 };
 
 }  // namespace

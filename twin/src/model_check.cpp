@@ -7,6 +7,7 @@
 #include <limits>
 #include <numbers>
 #include <numeric>
+#include <optional>
 #include <stdexcept>
 #include <utility>
 
@@ -353,8 +354,8 @@ double encompassing_weight(double rival_mean, const CountDistribution& predictio
   return (rival_mean - prediction.mean) / std::sqrt(std::max(prediction.variance(), 0.25));
 }
 
-void score_criticism_candidates(std::span<const PredictionBatch> predictions,
-                                std::span<double> out) noexcept {
+void score_criticism_candidates(std::span<const PredictionBatch> predictions, std::span<double> out,
+                                std::span<const std::vector<double>> rival_differences) noexcept {
   if (predictions.size() < 2) return;
   const std::size_t rivals = predictions.size() - 1;
   const std::size_t candidates = predictions[0].candidates;
@@ -366,6 +367,13 @@ void score_criticism_candidates(std::span<const PredictionBatch> predictions,
       return;
     }
   }
+  const bool directed = !rival_differences.empty();
+  if (directed) {
+    if (rival_differences.size() != predictions.size()) return;
+    for (const std::vector<double>& d : rival_differences) {
+      if (d.size() != candidates * rivals * units) return;
+    }
+  }
   for (std::size_t leader = 0; leader < predictions.size(); ++leader) {
     const PredictionBatch& own = predictions[leader];
     for (std::size_t r = 0; r < rivals; ++r) {
@@ -374,7 +382,13 @@ void score_criticism_candidates(std::span<const PredictionBatch> predictions,
       for (std::size_t c = 0; c < candidates; ++c) {
         double score = 0.0;
         for (std::size_t u = 0; u < units; ++u) {
-          const double w = encompassing_weight(rival.mean[c * units + u], own.at(c, u));
+          const CountDistribution prediction = own.at(c, u);
+          const double w =
+              directed
+                  ? encompassing_weight(
+                        prediction.mean + rival_differences[leader][(c * rivals + r) * units + u],
+                        prediction)
+                  : encompassing_weight(rival.mean[c * units + u], prediction);
           score += w * w;
         }
         row[c] = score;
@@ -420,9 +434,9 @@ void ModelCheck::validate_trial(std::span<const CountDistribution> predictions,
                                 std::to_string(rival_sum_.size()) + " rivals so far");
   }
   for (const double m : rival_means) {
-    if (!std::isfinite(m) || m < 0.0) {
+    if (!std::isfinite(m)) {
       throw std::invalid_argument(std::string(caller) + ": rival mean " + std::to_string(m) +
-                                  " is not finite and >= 0");
+                                  " is not finite");
     }
   }
 }
@@ -532,9 +546,14 @@ double reported_bits_per_spike(const ModelCheckResult& model,
                          : model.bits_per_spike_vs_constant_rate;
 }
 
+std::size_t ModelCheck::informative_rivals() const noexcept {
+  return static_cast<std::size_t>(std::count_if(
+      rival_information_.begin(), rival_information_.end(), [](double w) { return w > 0.0; }));
+}
+
 double ModelCheck::test_count() const noexcept {
   return 2.0 + (options_.trial_coherence && units_ >= 2 ? 1.0 : 0.0) +
-         (rival_sum_.empty() ? 0.0 : 1.0);
+         (informative_rivals() == 0 ? 0.0 : 1.0);
 }
 
 double ModelCheck::rival_critical_t() const noexcept {
@@ -542,8 +561,9 @@ double ModelCheck::rival_critical_t() const noexcept {
   // rival's one-sided p falls below alpha / (tests x rivals): Student's t at the test's degrees
   // of freedom, by bisection.
   const auto scored_trials = static_cast<double>(trials_ + designed_trials_);
-  if (rival_sum_.empty() || scored_trials < 2.0) return kNaN;
-  const double tail = options_.alpha / (test_count() * static_cast<double>(rival_sum_.size()));
+  const std::size_t rivals = informative_rivals();
+  if (rivals == 0 || scored_trials < 2.0) return kNaN;
+  const double tail = options_.alpha / (test_count() * static_cast<double>(rivals));
   // 1e3 is far beyond any critical t this check meets (a tail of 1e-4 at 1 degree of freedom is
   // t = 3183, where the power is 0 either way); 60 halvings reach double precision.
   double lo = 0.0, hi = 1e3;
@@ -574,11 +594,11 @@ double ModelCheck::halfway_power(std::size_t rival, double critical_t) const noe
 }
 
 double ModelCheck::weakest_encompassing_power() const noexcept {
-  if (rival_sum_.empty()) return kNaN;
+  if (informative_rivals() == 0) return kNaN;
   const double critical_t = rival_critical_t();
   double weakest = 1.0;
   for (std::size_t j = 0; j < rival_sum_.size(); ++j) {
-    weakest = std::min(weakest, halfway_power(j, critical_t));
+    if (rival_information_[j] > 0.0) weakest = std::min(weakest, halfway_power(j, critical_t));
   }
   return weakest;
 }
@@ -587,13 +607,21 @@ ModelCheckResult ModelCheck::result() const {
   ModelCheckResult r;
   r.trials = trials_;
   r.values = pit_.size();
-  r.encompassing_trials = rival_sum_.empty() ? 0 : trials_ + designed_trials_;
+  r.encompassing_trials = informative_rivals() == 0 ? 0 : trials_ + designed_trials_;
   double rival_smallest = 1.0;
   const auto scored_trials = static_cast<double>(trials_ + designed_trials_);
   const double tests = test_count();
   r.tests = tests;
   const double critical_t = rival_critical_t();
   for (std::size_t j = 0; j < rival_sum_.size(); ++j) {
+    if (!(rival_information_[j] > 0.0)) {
+      // Nothing to lean toward on any trial: this hypothesis contains the rival near its fits
+      // (or the rival's predictions equal its own). No test, and none counted by Bonferroni.
+      r.encompassing_lean.push_back(kNaN);
+      r.encompassing_z.push_back(kNaN);
+      r.encompassing_power.push_back(kNaN);
+      continue;
+    }
     // Each trial's score s_t = sum over units of w z; the units of a trial share its stimulus
     // and, on a probe, spikes and noise, so the trial is the independent unit. Student's t of
     // the scores against 0, one-sided: only counts that lean toward the rival say that it knows
@@ -601,15 +629,14 @@ ModelCheckResult ModelCheck::result() const {
     // away. The t-test is conservative for symmetric scores of unequal variances (Efron 1969,
     // J. Am. Stat. Assoc. 64:1278). Reported as the normal score of its p-value.
     const double t = student_t_of_scores(rival_sum_[j], rival_square_[j], scored_trials);
-    r.encompassing_lean.push_back(
-        rival_information_[j] > 0.0 ? rival_sum_[j] / rival_information_[j] : 0.0);
+    r.encompassing_lean.push_back(rival_sum_[j] / rival_information_[j]);
     const double p = std::isnan(t) ? 1.0 : student_t_survival(t, scored_trials - 1.0);
     r.encompassing_z.push_back(-normal_quantile(std::clamp(p, 1e-300, 1.0 - 1e-16)));
     rival_smallest = std::min(rival_smallest, p);
     r.encompassing_power.push_back(halfway_power(j, critical_t));
   }
-  if (!rival_sum_.empty()) {
-    r.encompassing_p_value = std::min(1.0, static_cast<double>(rival_sum_.size()) * rival_smallest);
+  if (const std::size_t rivals = informative_rivals(); rivals > 0) {
+    r.encompassing_p_value = std::min(1.0, static_cast<double>(rivals) * rival_smallest);
   }
   r.enough_data = r.values >= options_.min_values && r.values > 0;
   r.histogram.assign(options_.bins, 0);
@@ -647,7 +674,7 @@ ModelCheckResult ModelCheck::result() const {
       r.coherence_p_value = chi_square_survival(coherence_, static_cast<double>(trials_));
       smallest = std::min(smallest, r.coherence_p_value);
     }
-    if (!rival_sum_.empty()) smallest = std::min(smallest, r.encompassing_p_value);
+    if (informative_rivals() > 0) smallest = std::min(smallest, r.encompassing_p_value);
     r.p_value = std::min(1.0, tests * smallest);
     r.fits = r.enough_data && r.p_value >= options_.alpha;
 
@@ -731,9 +758,15 @@ std::string failing_test(const ModelCheckResult& check, const Posterior& posteri
     return coherence < pit ? ": its errors are shared across units (trial coherence)"
                            : ": its PIT values are not uniform";
   }
-  const auto largest = static_cast<std::size_t>(
-      std::max_element(check.encompassing_z.begin(), check.encompassing_z.end()) -
-      check.encompassing_z.begin());
+  // Rivals this hypothesis contains have no statistic (NaN) and never fail it.
+  std::size_t largest = 0;
+  for (std::size_t r = 0; r < check.encompassing_z.size(); ++r) {
+    const double z = check.encompassing_z[r];
+    if (!std::isnan(z) &&
+        (std::isnan(check.encompassing_z[largest]) || z > check.encompassing_z[largest])) {
+      largest = r;
+    }
+  }
   std::string how_far;
   if (largest < check.encompassing_lean.size()) {
     how_far = ", " + printed("%.0f", 100.0 * check.encompassing_lean[largest]) + "% of the way";
@@ -748,13 +781,15 @@ std::string failing_test(const ModelCheckResult& check, const Posterior& posteri
 /// rivals.
 std::string weakest_power_phrase(const ModelCheckResult& check, const Posterior& posterior,
                                  std::size_t hypothesis) {
-  if (check.encompassing_power.empty()) return {};
-  const auto weakest = static_cast<std::size_t>(
-      std::min_element(check.encompassing_power.begin(), check.encompassing_power.end()) -
-      check.encompassing_power.begin());
+  std::optional<std::size_t> weakest;
+  for (std::size_t r = 0; r < check.encompassing_power.size(); ++r) {
+    const double power = check.encompassing_power[r];
+    if (!std::isnan(power) && (!weakest || power < check.encompassing_power[*weakest])) weakest = r;
+  }
+  if (!weakest) return {};
   return "; it would have caught counts halfway toward '" +
-         rival_name(posterior, hypothesis, weakest) + "' with probability " +
-         printed("%.2f", check.encompassing_power[weakest]);
+         rival_name(posterior, hypothesis, *weakest) + "' with probability " +
+         printed("%.2f", check.encompassing_power[*weakest]);
 }
 
 }  // namespace

@@ -185,6 +185,81 @@ void TorchTwin::predict(std::span<const protocols::Stimulus> stimuli, Prediction
   }
 }
 
+namespace {
+/// The share of a rival's difference (weighted square over units and candidates) that this
+/// twin's own directions must explain for the rival to count as contained in it
+/// (remove_own_directions). On two-unit columns (bench_efficiency --misspecified-only two-lobe)
+/// direction and orientation tuning left at most 7e-7 of the null's difference (rounding), and
+/// 5% or more of each other's (median 57%).
+constexpr double kNestedShare = 0.99;
+}  // namespace
+
+bool TorchTwin::remove_own_directions(std::span<double> differences, std::size_t count) {
+  const auto c = static_cast<std::int64_t>(space_.candidate_count());
+  const auto u = static_cast<std::int64_t>(units_);
+  if (count == 0 || differences.size() != count * static_cast<std::size_t>(c * u) ||
+      cache_mean_.size() != static_cast<std::size_t>(c * u)) {
+    return false;
+  }
+  try {
+    return project_out_directions(differences, count);
+  } catch (const std::exception&) {
+    return false;  // e.g. a solver failure: `differences` are written only at the very end
+  }
+}
+
+bool TorchTwin::project_out_directions(std::span<double> differences, std::size_t count) {
+  const auto c = static_cast<std::int64_t>(space_.candidate_count());
+  const auto u = static_cast<std::int64_t>(units_);
+  torch::NoGradGuard no_grad;
+  torch::Tensor directions = mean_directions(candidates_);  // [S x C x U]
+  if (!directions.defined() || directions.size(0) == 0) return false;
+  const auto host = torch::TensorOptions().dtype(torch::kDouble);
+  const auto mean = torch::from_blob(cache_mean_.data(), {c, u}, host);
+  // The slopes are taken at the fit, the predictions are the draws' mean: the shift between the
+  // two (the curvature's share of the predictions) is this twin's own too. Without it a null
+  // rival kept 1-9% of its difference on two-unit columns (0.1-0.3% on 128 units).
+  if (const torch::Tensor at_fit = plug_in_mean(candidates_); at_fit.defined()) {
+    directions = torch::cat({directions, (mean.to(device_) - at_fit).unsqueeze(0)});
+  }
+  // Weighted least squares per unit, over the candidates: each difference's component in the
+  // span of the unit's directions, weighted as the check weighs a unit (1 / its predictive
+  // variance, floored at 1/4), is removed.
+  const auto dispersion = torch::from_blob(cache_dispersion_.data(), {c, u}, host);
+  const auto root_weight =
+      (mean + dispersion * mean.square()).clamp_min(0.25).rsqrt().to(device_);  // [C x U]
+  const auto basis = (directions.to(torch::kDouble) * root_weight.unsqueeze(0))
+                         .permute({2, 1, 0})
+                         .contiguous();  // [U x C x S]
+  const auto r = static_cast<std::int64_t>(count);
+  const auto target = torch::from_blob(differences.data(), {r, c, u}, host)
+                          .to(device_)
+                          .mul(root_weight.unsqueeze(0))
+                          .permute({2, 1, 0})
+                          .contiguous();  // [U x C x R]
+  // An orthonormal basis of each unit's weighted slopes (thin SVD). A family gives a few more
+  // slopes than it has parameters; the spare ones add only the central differences' error (the
+  // step squared, 1e-6 of the slopes), so directions below 1e-4 of the largest are dropped.
+  const auto [vectors, values, unused] = torch::linalg::svd(basis, false, c10::nullopt);
+  const auto kept_vectors =
+      vectors * (values > 1e-4 * values.amax(1, true)).unsqueeze(1);  // [U x C x S]
+  auto residual =
+      target - kept_vectors.matmul(kept_vectors.transpose(1, 2).matmul(target));  // weighted
+  // A rival whose difference is all but entirely this twin's own (at least kNestedShare of its
+  // weighted square, over every unit and candidate) keeps none: the rest is the slopes'
+  // curvature, the floor and rounding, and this twin contains that rival near its fit.
+  const auto kept =
+      residual.square().sum(torch::IntArrayRef{0, 1}, true) >
+      (1.0 - kNestedShare) * target.square().sum(torch::IntArrayRef{0, 1}, true);  // [1 x 1 x R]
+  residual = residual * kept;
+  const auto left = (residual / root_weight.t().unsqueeze(2))
+                        .permute({2, 1, 0})
+                        .to(torch::kCPU, torch::kDouble)
+                        .contiguous();  // [R x C x U]
+  std::memcpy(differences.data(), left.data_ptr<double>(), differences.size() * sizeof(double));
+  return true;
+}
+
 void TorchTwin::update(std::span<const protocols::Stimulus> stimuli,
                        std::span<const std::uint32_t> counts) {
   if (counts.size() != stimuli.size() * units_) {

@@ -67,6 +67,7 @@ class TorchTwin : public Hypothesis {
   void predict(std::span<const protocols::Stimulus> stimuli, PredictionBatch& out) override;
   void update(std::span<const protocols::Stimulus> stimuli,
               std::span<const std::uint32_t> counts) override;
+  bool remove_own_directions(std::span<double> differences, std::size_t count) override;
 
  protected:
   struct Evaluation {
@@ -78,6 +79,19 @@ class TorchTwin : public Hypothesis {
   [[nodiscard]] virtual Evaluation evaluate(const torch::Tensor& x) = 0;
   /// Refits to all trials: x [N x D] double, y [N x U] double (counts), both on device().
   virtual void fit(const torch::Tensor& x, const torch::Tensor& y) = 0;
+  /// How the family's predicted means at `x` move with its parameters within their uncertainty:
+  /// [S x N x U], each of the S slices one such move (e.g. a parameter draw's means less the
+  /// draws' mean). Undefined (the default) where the family cannot say.
+  [[nodiscard]] virtual torch::Tensor mean_directions(const torch::Tensor& x) {
+    (void)x;
+    return {};
+  }
+  /// The means at the fitted parameters themselves ([N x U]), where the predictions are the
+  /// mean over parameter draws; undefined (the default) where the two are the same.
+  [[nodiscard]] virtual torch::Tensor plug_in_mean(const torch::Tensor& x) {
+    (void)x;
+    return {};
+  }
 
   /// Recomputes the cached predictions for every candidate; the constructor of each family
   /// calls it once its parameters exist, update() after every fit.
@@ -93,6 +107,8 @@ class TorchTwin : public Hypothesis {
 
  private:
   [[nodiscard]] bool is_cached_candidate(const protocols::Stimulus& s) const noexcept;
+  // remove_own_directions() once its sizes are checked; may throw (LibTorch).
+  bool project_out_directions(std::span<double> differences, std::size_t count);
 
   std::string name_;
   protocols::StimulusSpace space_;

@@ -252,6 +252,13 @@ class ClosedLoop {
   [[nodiscard]] const protocols::StopRules& stop_rules() const noexcept { return stop_; }
 
   [[nodiscard]] const twin::Posterior& posterior() const noexcept { return posterior_; }
+  /// Every hypothesis's predictions for every candidate, as the last plan() registered them
+  /// (row planned.candidate is what complete() scores), and whether they came from fitted
+  /// twins rather than their priors. For benches that hold them against a ground truth.
+  [[nodiscard]] std::span<const twin::PredictionBatch> predictions() const noexcept {
+    return predictions_;
+  }
+  [[nodiscard]] bool predictions_fitted() const noexcept { return predictions_fitted_; }
   [[nodiscard]] const RefitStats& refit_stats() const noexcept { return refit_stats_; }
   /// False while a background refit that the next plan() must adopt is still running: plan()
   /// would wait for it. Never blocks.
@@ -286,6 +293,13 @@ class ClosedLoop {
   void launch_background_refit();
   // Every twin predicts every candidate; the designer's tables follow.
   void refresh_predictions();
+  // One hypothesis's row of encompassing_differences_ for a candidate ([rival][unit]); null
+  // when there are none (a single hypothesis, or before the first predictions).
+  [[nodiscard]] const double* encompassing_row(std::size_t hypothesis,
+                                               std::size_t candidate) const noexcept;
+  // Fills `out` (encompassing_differences_ or its pending twin) from `predictions`.
+  void compute_encompassing_differences(std::span<const twin::PredictionBatch> predictions,
+                                        std::vector<std::vector<double>>& out);
   // Asks the rig which candidates are still available, into allowed_; records those that ran
   // out since the last call and, once none is left, that the data are exhausted.
   void refresh_allowed();
@@ -330,6 +344,12 @@ class ClosedLoop {
   std::unique_ptr<RefitWorker> worker_;
   std::unique_ptr<designer::DiscriminateStrategy> spare_discriminate_;
   std::vector<twin::PredictionBatch> pending_predictions_;
+  // Per hypothesis, for the encompassing test: each rival's predicted means less this one's,
+  // for every candidate ([candidate][rival][unit]), with what this twin could produce itself
+  // removed (Hypothesis::remove_own_directions). Computed with the predictions; the pending
+  // set by the refit worker.
+  std::vector<std::vector<double>> encompassing_differences_;
+  std::vector<std::vector<double>> pending_encompassing_differences_;
   std::vector<double> pending_criticism_scores_;
   bool refit_pending_ = false;     // launched and not yet adopted
   double pending_refit_ms_ = 0.0;  // written by the worker, read after it is done
@@ -344,10 +364,19 @@ class ClosedLoop {
   std::vector<std::uint32_t> history_counts_;
   std::vector<std::uint32_t> counts_;
   std::vector<double> log_likelihoods_;
+  std::vector<double> evidence_;  // per hypothesis, the log evidence recorded after each trial
   std::vector<twin::CountDistribution> check_row_;  // one hypothesis's row, for its check
   std::vector<double> rival_means_;                 // the others' means, for its check
-  std::vector<std::pair<const double*, const double*>> score_row_;  // per hypothesis: mean, disp
-  std::vector<std::vector<double>> posterior_trace_;                // per trial, per hypothesis
+  // Per hypothesis, the scored trial's registered prediction row; rival_differences ([rival]
+  // [unit]) is null where the record has none (format 1), and the check then leans toward the
+  // rivals' means themselves.
+  struct ScoreRow {
+    const double* mean = nullptr;
+    const double* dispersion = nullptr;
+    const double* rival_differences = nullptr;
+  };
+  std::vector<ScoreRow> score_row_;
+  std::vector<std::vector<double>> posterior_trace_;  // per trial, per hypothesis
   std::chrono::steady_clock::time_point started_;
   std::uint64_t trial_ = 0;
   std::size_t scored_since_refit_ = 0;

@@ -91,6 +91,10 @@ struct TrialDesign {
 struct HypothesisPrediction {
   std::span<const double> mean;
   std::span<const double> dispersion;
+  /// The encompassing test's direction toward each rival, rival-major ([rivals x units]): the
+  /// rival's mean less this one's, less what this hypothesis could itself produce by a refit
+  /// (twin::Hypothesis::remove_own_directions). Empty: not given (stored as NULL).
+  std::span<const double> rival_differences;
 };
 
 /// A point in time as the record keeps it: wall clock for people and across reboots, monotonic
@@ -117,6 +121,8 @@ struct RecordedTrial {
   std::string strategy;
   /// Per hypothesis (record order), per unit; empty when the trial was never pre-registered.
   std::vector<std::vector<double>> mean, dispersion;
+  /// Per hypothesis, HypothesisPrediction::rival_differences as recorded; empty when NULL.
+  std::vector<std::vector<double>> rival_differences;
   std::vector<std::uint32_t> counts;              ///< per unit; empty without an outcome
   std::int64_t onset_sample = -1;                 ///< from the delivery; -1 when never delivered
   std::int64_t window_start = 0, window_end = 0;  ///< the outcome's response window, samples

@@ -37,6 +37,23 @@ class Hypothesis {
                       std::span<const std::uint32_t> counts) = 0;
 
   [[nodiscard]] virtual std::size_t unit_count() const noexcept = 0;
+
+  /// For the model check's encompassing test: removes from each of `count` differences (another
+  /// hypothesis's predicted means for the protocol's candidates minus this one's, each sized
+  /// candidates x units, candidate-major like PredictionBatch, laid end to end) the part that
+  /// this twin could itself produce: each unit's weighted least-squares projection on the
+  /// slopes of its means with respect to its parameters at the fit (and the shift from those
+  /// means to its predictions, the mean over parameter draws). A rival left with almost
+  /// nothing (1% of its weighted square) is contained in this twin and left with nothing.
+  /// What remains is what a rival says that no refit of this twin could say (ModelCheck, file
+  /// comment). Call after predict() on the same fit. Returns false, leaving them unchanged,
+  /// where the twin cannot say how its predictions move (plug-in predictions, TorchScript
+  /// twins). Not for the real-time path.
+  virtual bool remove_own_directions(std::span<double> differences, std::size_t count) {
+    (void)differences;
+    (void)count;
+    return false;
+  }
 };
 
 /// Where the twins compute: "cpu" (always available) or e.g. "cuda:0" when LibTorch was built

@@ -47,6 +47,20 @@
 // of the t-test's p-value; its p-value is Bonferroni over rivals. docs/session.md gives its size
 // and power on the benches.
 //
+// Fitted forecasts lean toward each other even when one is right: its own estimation error is
+// part of the difference to any rival fitted to the same trials, so its misses correlate with
+// that difference (West 1996, Econometrica 64:1067), and summed over hundreds of units a right
+// twin failed the test. What a rival says that this hypothesis could say itself by moving its
+// own parameters is no sign of a missing structure. So a session passes, in place of the
+// rival's mean, this prediction's mean plus the rival's difference with this twin's own
+// directions removed (twin::Hypothesis::remove_own_directions: the difference's least-squares
+// part in the span of the twin's slopes with respect to its parameters, weighted as w weighs a
+// unit): the effective score of Neyman's C(alpha) test (Neyman 1959, in Probability and
+// Statistics: The Harald Cramer Volume, 213), with this twin's parameters as the nuisance. A rival
+// the twin contains near its fit (the null, for a tuned twin) keeps nothing. A rival whose every
+// trial had nothing to lean toward (sum of W_t = 0) gets no statistic (NaN z, lean and power) and
+// is not counted by Bonferroni.
+//
 // The reported p_value is the Bonferroni combination min(1, k min(p_i)) over the k tests (the two
 // PIT tests, plus coherence when on with >= 2 units, plus encompassing when rivals were given); the
 // hypothesis FITS when there are at least min_values PIT values and p_value >= alpha (default
@@ -120,6 +134,8 @@ namespace twinloop::twin {
 
 /// The check's rivals of hypothesis `hypothesis`: every other one, in order. Rival `rival` (its
 /// index in rival_means and encompassing_z) is hypothesis rival_hypothesis(hypothesis, rival).
+/// rival_means need not be the rivals' own means: a session passes the point its check is to
+/// lean toward (the file comment), which may even be negative.
 [[nodiscard]] constexpr std::size_t rival_hypothesis(std::size_t hypothesis,
                                                      std::size_t rival) noexcept {
   return rival + (rival >= hypothesis ? 1 : 0);
@@ -136,11 +152,15 @@ namespace twinloop::twin {
 /// rival_hypothesis(k, r)), each candidate's sum over units of encompassing_weight squared, the
 /// noncentrality one trial there adds to the leader's test against that rival. `out` holds
 /// K (K - 1) rows of `candidates` values, row k (K - 1) + r; `predictions` has one batch per
-/// hypothesis, all of the same shape. Fills `out` without allocating; does nothing when `out`
-/// is not that size (a session without criticism trials keeps it empty) or the batches differ
-/// in shape.
-void score_criticism_candidates(std::span<const PredictionBatch> predictions,
-                                std::span<double> out) noexcept;
+/// hypothesis, all of the same shape. `rival_differences`, optional: per hypothesis, the
+/// directions its check leans toward instead of the rivals' means (Hypothesis::
+/// remove_own_directions), candidate-major ([candidate][rival][unit]); a weight is then the
+/// direction over the prediction's standard deviation. Fills `out` without allocating; does
+/// nothing when `out` is not that size (a session without criticism trials keeps it empty),
+/// the batches differ in shape or the differences are not one per hypothesis of that size.
+void score_criticism_candidates(
+    std::span<const PredictionBatch> predictions, std::span<double> out,
+    std::span<const std::vector<double>> rival_differences = {}) noexcept;
 
 struct ModelCheckOptions {
   std::uint64_t seed = 0x7477696e6c6f6f70;  ///< PIT randomisation and bootstrap
@@ -170,7 +190,8 @@ struct ModelCheckResult {
   std::vector<std::size_t> histogram;  ///< PIT counts per equal bin of [0, 1)
   /// Per rival (in the order given to add_trial): the encompassing statistic, the normal score of
   /// its one-sided p-value (about N(0, 1) when this hypothesis's predictions are right; large
-  /// when the counts lean toward what the rival predicted). Empty without rivals.
+  /// when the counts lean toward what the rival predicted). Empty without rivals; NaN, as are
+  /// its lean and power, for a rival with nothing to lean toward on any trial.
   std::vector<double> encompassing_z;
   /// Per rival: how far the counts leaned toward it, as a fraction of the way from this
   /// hypothesis's predictions to the rival's (sum of scores / sum of W_t, the estimate of the
@@ -222,12 +243,13 @@ class ModelCheck {
   explicit ModelCheck(std::size_t units, ModelCheckOptions options = {});
 
   /// One trial: the hypothesis's pre-registered prediction per unit and the observed counts.
-  /// `rival_means`, optional: the other hypotheses' predicted means registered for the same
-  /// trial, rival-major ([rivals x units], the same rivals in the same order on every trial), for
-  /// the encompassing test (see the file comment).
+  /// `rival_means`, optional: for the encompassing test, the points toward which a lean would
+  /// show each rival's structure (the rivals' registered means, or this prediction's mean plus
+  /// each rival's registered direction), rival-major ([rivals x units], the same rivals in the
+  /// same order on every trial; see the file comment).
   /// \throws std::invalid_argument when a span is not units() long, rival_means is not a
-  ///         multiple of it or changes its number of rivals, or a prediction or rival mean is not
-  ///         finite and >= 0.
+  ///         multiple of it or changes its number of rivals, a prediction is not finite and
+  ///         >= 0, or a rival mean is not finite.
   void add_trial(std::span<const CountDistribution> predictions,
                  std::span<const std::uint32_t> counts, std::span<const double> rival_means = {});
   /// The same from one candidate row of a prediction batch.
@@ -278,6 +300,8 @@ class ModelCheck {
   void add_unit_scores(std::size_t unit, const CountDistribution& prediction, double z,
                        std::span<const double> rival_means) noexcept;
   void close_trial_scores() noexcept;
+  // Rivals with any information (sum of W_t > 0): the others have nothing to lean toward.
+  [[nodiscard]] std::size_t informative_rivals() const noexcept;
   // The tests a failing check is Bonferroni-corrected over.
   [[nodiscard]] double test_count() const noexcept;
   // The encompassing t a rival must exceed for the check to fail; NaN before two trials.
