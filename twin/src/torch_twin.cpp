@@ -237,14 +237,18 @@ bool TorchTwin::project_out_directions(std::span<double> differences, std::size_
                           .mul(root_weight.unsqueeze(0))
                           .permute({2, 1, 0})
                           .contiguous();  // [U x C x R]
-  // An orthonormal basis of each unit's weighted slopes (thin SVD). A family gives a few more
-  // slopes than it has parameters; the spare ones add only the central differences' error (the
-  // step squared, 1e-6 of the slopes), so directions below 1e-4 of the largest are dropped.
-  const auto [vectors, values, unused] = torch::linalg::svd(basis, false, c10::nullopt);
-  const auto kept_vectors =
-      vectors * (values > 1e-4 * values.amax(1, true)).unsqueeze(1);  // [U x C x S]
-  auto residual =
-      target - kept_vectors.matmul(kept_vectors.transpose(1, 2).matmul(target));  // weighted
+  // The projection through the pseudo-inverse of each unit's small Gram matrix of weighted
+  // slopes. A family gives a few more slopes than it has parameters; the spare ones add only
+  // the central differences' error (the step squared, 1e-6 of the slopes), so directions whose
+  // singular value is below 1e-4 of the largest (eigenvalue 1e-8) are dropped.
+  const auto basis_t = basis.transpose(1, 2);
+  const auto [eigenvalues, eigenvectors] = torch::linalg_eigh(basis_t.matmul(basis));  // [U x S]
+  const auto spanned = eigenvalues > 1e-8 * eigenvalues.amax(1, true);
+  const auto inverse = torch::where(spanned, 1.0 / eigenvalues.clamp_min(1e-300),
+                                    torch::zeros_like(eigenvalues));  // [U x S]
+  const auto coefficients = eigenvectors.matmul(
+      inverse.unsqueeze(2) * eigenvectors.transpose(1, 2).matmul(basis_t.matmul(target)));
+  auto residual = target - basis.matmul(coefficients);  // [U x C x R], weighted
   // A rival whose difference is all but entirely this twin's own (at least kNestedShare of its
   // weighted square, over every unit and candidate) keeps none: the rest is the slopes'
   // curvature, the floor and rounding, and this twin contains that rival near its fit.
