@@ -762,17 +762,19 @@ void ClosedLoop::compute_encompassing_differences(
     // Rival-major for the twin ([rival][candidate][unit]), then candidate-major for the check
     // and the record ([candidate][rival][unit]): one trial's directions lie together.
     std::vector<double> d(rivals * cells);
-    const std::vector<double>& own = predictions[k].mean;
-    for (std::size_t r = 0; r < rivals; ++r) {
-      const std::vector<double>& rival = predictions[twin::rival_hypothesis(k, r)].mean;
-      for (std::size_t i = 0; i < cells; ++i) d[r * cells + i] = rival[i] - own[i];
-    }
-    const std::vector<double> raw = d;
+    const auto rivals_less_own = [&] {
+      const std::vector<double>& own = predictions[k].mean;
+      for (std::size_t r = 0; r < rivals; ++r) {
+        const std::vector<double>& rival = predictions[twin::rival_hypothesis(k, r)].mean;
+        for (std::size_t i = 0; i < cells; ++i) d[r * cells + i] = rival[i] - own[i];
+      }
+    };
+    rivals_less_own();
     // A twin that cannot say how its predictions move (or whose directions came out non-finite)
     // is judged against the rivals' own differences, as before directions existed.
     if (hypotheses_[k]->remove_own_directions(d, rivals) &&
         !std::all_of(d.begin(), d.end(), [](double v) { return std::isfinite(v); })) {
-      d = raw;
+      rivals_less_own();
     }
     std::vector<double>& by_candidate = out[k];
     by_candidate.resize(rivals * cells);
