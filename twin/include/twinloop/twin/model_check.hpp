@@ -207,8 +207,9 @@ struct ModelCheckResult {
   /// encompassing_weight^2, noncentrality (1/2) sum W_t / sqrt(sum W_t + (1/4) (sum W_t^2 -
   /// (sum W_t)^2 / n)) against the test's Student's t critical value (tests/twin: 0.37 reported,
   /// 0.30 seen, on alike trials at Poisson means of 3; 0.56 and 0.59 on unequal ones). Optimistic
-  /// where a shift is large against its counts' spread, since a PIT then saturates. A rival whose
-  /// means equal this hypothesis's gives ~0: a shift toward it is no shift. Empty without rivals.
+  /// where a shift is large against its counts' spread, since a PIT then saturates. A rival with
+  /// nothing to lean toward (means equal to this hypothesis's, or a rival it contains) has NaN
+  /// and is not tested. Empty without rivals.
   std::vector<double> encompassing_power;
 
   double coverage = 0.0;                    ///< fraction of PIT in the central interval
