@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "twinloop/twin/hypothesis.hpp"
+#include "twinloop/twin/model_check.hpp"
 
 namespace twinloop::twin {
 namespace {
@@ -633,7 +634,8 @@ TEST_F(OrientationVsDirection, ARivalKeepsOnlyWhatTheTwinCouldNotFitItself) {
   const auto norm = [&](std::span<const double> d) {
     double total = 0.0;
     for (std::size_t i = 0; i < cells; ++i) {
-      total += d[i] * d[i] / std::max(own.at(i / kUnits, i % kUnits).variance(), 0.25);
+      total += d[i] * d[i] /
+               std::max(own.at(i / kUnits, i % kUnits).variance(), kEncompassingVarianceFloor);
     }
     return total;
   };

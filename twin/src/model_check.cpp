@@ -351,7 +351,8 @@ double encompassing_weight(double rival_mean, const CountDistribution& predictio
   // mean m + lambda (m_rival - m) at lambda = 0, the locally most powerful direction (with the
   // statistic pooled over units, log-ratio weights gave the leading, wrong twin a smaller one in
   // 15 of 18 two-lobe columns, bench_efficiency).
-  return (rival_mean - prediction.mean) / std::sqrt(std::max(prediction.variance(), 0.25));
+  return (rival_mean - prediction.mean) /
+         std::sqrt(std::max(prediction.variance(), kEncompassingVarianceFloor));
 }
 
 void score_criticism_candidates(std::span<const PredictionBatch> predictions, std::span<double> out,

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "twinloop/twin/model_check.hpp"
+
 namespace twinloop::twin::detail {
 
 torch::Device parse_device(const std::string& device, const std::string& who) {
@@ -224,10 +226,12 @@ bool TorchTwin::project_out_directions(std::span<double> differences, std::size_
   }
   // Weighted least squares per unit, over the candidates: each difference's component in the
   // span of the unit's directions, weighted as the check weighs a unit (1 / its predictive
-  // variance, floored at 1/4), is removed.
+  // variance, floored as twin::encompassing_weight floors it), is removed.
   const auto dispersion = torch::from_blob(cache_dispersion_.data(), {c, u}, host);
-  const auto root_weight =
-      (mean + dispersion * mean.square()).clamp_min(0.25).rsqrt().to(device_);  // [C x U]
+  const auto root_weight = (mean + dispersion * mean.square())
+                               .clamp_min(kEncompassingVarianceFloor)
+                               .rsqrt()
+                               .to(device_);  // [C x U]
   const auto basis = (directions.to(torch::kDouble) * root_weight.unsqueeze(0))
                          .permute({2, 1, 0})
                          .contiguous();  // [U x C x S]

@@ -79,9 +79,10 @@ class TorchTwin : public Hypothesis {
   [[nodiscard]] virtual Evaluation evaluate(const torch::Tensor& x) = 0;
   /// Refits to all trials: x [N x D] double, y [N x U] double (counts), both on device().
   virtual void fit(const torch::Tensor& x, const torch::Tensor& y) = 0;
-  /// How the family's predicted means at `x` move with its parameters within their uncertainty:
-  /// [S x N x U], each of the S slices one such move (e.g. a parameter draw's means less the
-  /// draws' mean). Undefined (the default) where the family cannot say.
+  /// How the family's predicted means at `x` move with its parameters: [S x N x U], each of the
+  /// S slices the slope of the means along one direction in parameter space (the built-in
+  /// families: central differences along Laplace draws' offsets, spanning every parameter).
+  /// Undefined (the default) where the family cannot say.
   [[nodiscard]] virtual torch::Tensor mean_directions(const torch::Tensor& x) {
     (void)x;
     return {};

@@ -141,6 +141,10 @@ namespace twinloop::twin {
   return rival + (rival >= hypothesis ? 1 : 0);
 }
 
+/// The floor on a prediction's variance in the encompassing test's weights, so that a
+/// near-silent prediction does not take all the weight (encompassing_weight).
+inline constexpr double kEncompassingVarianceFloor = 0.25;
+
 /// The encompassing test's weight of one (trial, unit): how far the rival's mean is from this
 /// prediction's, in the prediction's standard deviations (floored at 1/2). Its square, summed
 /// over units, is what one trial adds to that test's noncentrality when the truth lies toward
