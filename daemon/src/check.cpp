@@ -29,12 +29,27 @@ int check_protocols(const std::vector<std::filesystem::path>& paths) {
       status = kExitRefused;
       continue;
     }
+    std::string criticism;
+    if (p.designer.strategy == protocols::DesignerStrategy::kDiscriminate &&
+        p.designer.criticism_trials > 0) {
+      char text[160];
+      if (p.designer.criticism_power) {
+        std::snprintf(text, sizeof text,
+                      "; after the posterior threshold up to %u criticism trials, until the "
+                      "check's power reaches %.2f",
+                      p.designer.criticism_trials, *p.designer.criticism_power);
+      } else {
+        std::snprintf(text, sizeof text, "; after the posterior threshold %u criticism trials",
+                      p.designer.criticism_trials);
+      }
+      criticism = text;
+    }
     std::printf(
         "%s: ok: protocol '%s', %zu probe%s, %zu stimulus candidates over %zu dimensions, "
-        "%zu hypotheses, at most %u trials\n",
+        "%zu hypotheses, at most %u trials%s\n",
         path.string().c_str(), p.name.c_str(), p.probes.size(), p.probes.size() == 1 ? "" : "s",
         p.stimulus.candidate_count(), p.stimulus.dimension_count(), p.hypotheses.size(),
-        p.stop.max_trials);
+        p.stop.max_trials, criticism.c_str());
   }
   return status;
 }

@@ -862,6 +862,7 @@ SessionSummary ClosedLoop::summary() const {
   SessionSummary s;
   s.trials = trial_;
   s.validation_trials = validation_trials_;
+  s.criticism_trials = criticism_planned_;
   s.flagged_trials = flagged_;
   s.refused_trials = refused_;
   s.aborted_trials = aborted_;

@@ -129,7 +129,8 @@ int run_recorded_session(const protocols::Protocol& protocol, const RunOptions& 
                         {"units", "recorded single units"},
                         {"clock",
                          "synthetic, 1 sample per ms, one onset interval per trial: the data hold "
-                         "no trial times"}})
+                         "no trial times"},
+                        {"protocol_defaults", protocol_defaults_json()}})
             .dump();
     for (std::size_t u = 0; u < units; ++u) {
       char label[96];
@@ -209,10 +210,10 @@ int run_recorded_session(const protocols::Protocol& protocol, const RunOptions& 
       "truth        none known: recorded neurons, so the verdict is what they say and is not "
       "checked against a ground truth\n");
   std::printf(
-      "trials       %zu (%zu validation, %zu flagged, %zu refused, %zu aborted, %zu deadline "
-      "misses); stopped: %s\n",
-      summary.trials, summary.validation_trials, summary.flagged_trials, summary.refused_trials,
-      summary.aborted_trials, summary.deadline_misses,
+      "trials       %zu (%zu validation, %zu criticism, %zu flagged, %zu refused, %zu aborted, "
+      "%zu deadline misses); stopped: %s\n",
+      summary.trials, summary.validation_trials, summary.criticism_trials, summary.flagged_trials,
+      summary.refused_trials, summary.aborted_trials, summary.deadline_misses,
       stopped       ? summary.stop_reason.c_str()
       : signal != 0 ? "by a signal"
                     : "for no stop rule");

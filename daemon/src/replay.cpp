@@ -40,6 +40,7 @@
 
 #include "src/progress.hpp"
 #include "src/recording_source.hpp"
+#include "src/session_host.hpp"
 #include "twinloop/acquisition/acquisition_loop.hpp"
 #include "twinloop/daemon/closed_loop.hpp"
 #include "twinloop/daemon/commands.hpp"
@@ -581,8 +582,15 @@ int replay_session(const ReplayOptions& options) {
     std::fprintf(stderr, "twinloop replay: %s\n", e.what());
     return kExitRefused;
   }
-  const protocols::ProtocolLoadResult loaded =
-      protocols::load_protocol_text(protocol_text, (dir / SessionRecord::kFileName).string());
+  protocols::DesignerDefaults defaults;
+  try {
+    defaults = recorded_protocol_defaults(config.dump());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "twinloop replay: %s: %s\n", dir.string().c_str(), e.what());
+    return kExitRefused;
+  }
+  const protocols::ProtocolLoadResult loaded = protocols::load_protocol_text(
+      protocol_text, (dir / SessionRecord::kFileName).string(), defaults);
   if (!loaded.ok()) {
     std::fputs(protocols::format_diagnostics(loaded.diagnostics).c_str(), stderr);
     std::fprintf(stderr, "twinloop replay: the protocol on record is refused by this build\n");

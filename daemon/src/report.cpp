@@ -1405,9 +1405,10 @@ class Page {
     const json& j = *s_.summary;
     out_ += "<h3>Run (from summary.json)</h3><table>";
     for (const char* key :
-         {"protocol", "rig", "seed", "seconds", "trials", "validation_trials", "flagged_trials",
-          "refused_trials", "aborted_trials", "deadline_misses", "gaps", "events_dropped",
-          "spikes_detected", "faults_recorded", "resumed", "latency_us", "truth"}) {
+         {"protocol", "rig", "seed", "seconds", "trials", "validation_trials", "criticism_trials",
+          "flagged_trials", "refused_trials", "aborted_trials", "deadline_misses", "gaps",
+          "events_dropped", "spikes_detected", "faults_recorded", "resumed", "latency_us",
+          "truth"}) {
       if (!j.contains(key)) continue;
       out_ += "<tr><th>" + esc(key) + "</th><td class=\"detail\">" + esc(json_string(j, key)) +
               "</td></tr>";

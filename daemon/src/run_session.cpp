@@ -660,6 +660,13 @@ void internal::print_hypothesis_rows(const SessionSummary& summary) {
       e.units_against, e.silent_log_bayes_factor, e.silent_units);
 }
 
+nlohmann::json internal::protocol_defaults_json() {
+  const protocols::DesignerDefaults defaults;
+  return {{"criticism_trials", defaults.criticism_trials},
+          {"criticism_power", defaults.criticism_power ? nlohmann::json(*defaults.criticism_power)
+                                                       : nlohmann::json(nullptr)}};
+}
+
 nlohmann::json internal::summary_json(const SessionSummary& summary,
                                       const std::string& stop_reason) {
   const auto number = [](double v) {
@@ -728,6 +735,7 @@ nlohmann::json internal::summary_json(const SessionSummary& summary,
           {"posterior", posterior},
           {"trials", summary.trials},
           {"validation_trials", summary.validation_trials},
+          {"criticism_trials", summary.criticism_trials},
           {"flagged_trials", summary.flagged_trials},
           {"refused_trials", summary.refused_trials},
           {"aborted_trials", summary.aborted_trials},
@@ -889,7 +897,8 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
                           {"probe_endpoint", remote ? options.probe_endpoint : ""},
                           {"stimulus_endpoint", remote ? options.stimulus_endpoint : ""},
                           {"heartbeat_endpoint", openephys ? options.heartbeat_endpoint : ""},
-                          {"units", "detection channels"}})
+                          {"units", "detection channels"},
+                          {"protocol_defaults", internal::protocol_defaults_json()}})
               .dump();
       setup.add_detection_channels(units);
       record = std::make_unique<SessionRecord>(SessionRecord::create(dir, setup));
@@ -1201,10 +1210,10 @@ int internal::execute_session(const protocols::Protocol& protocol, const RunOpti
                                   : engine.interrupted()              ? "by a signal"
                                                          : "the session's time ran out (--seconds)";
   std::printf(
-      "trials       %zu (%zu validation, %zu flagged, %zu refused, %zu aborted, %zu deadline "
-      "misses); stopped: %s\n",
-      summary.trials, summary.validation_trials, summary.flagged_trials, summary.refused_trials,
-      summary.aborted_trials, summary.deadline_misses, stop_reason.c_str());
+      "trials       %zu (%zu validation, %zu criticism, %zu flagged, %zu refused, %zu aborted, "
+      "%zu deadline misses); stopped: %s\n",
+      summary.trials, summary.validation_trials, summary.criticism_trials, summary.flagged_trials,
+      summary.refused_trials, summary.aborted_trials, summary.deadline_misses, stop_reason.c_str());
   internal::print_hypothesis_rows(summary);
   std::printf("recorded     %.1f s in %.1f s wall; gaps %llu, events dropped %llu\n", seconds, wall,
               static_cast<unsigned long long>(spike_rig->gaps()),
@@ -1339,6 +1348,7 @@ int run_session(const RunOptions& options) {
 int resume_session(const ResumeOptions& resume) {
   RunOptions options;
   std::string protocol_text;
+  protocols::DesignerDefaults defaults;
   try {
     const SessionRecord record = SessionRecord::open_existing(resume.dir);
     protocol_text = record.protocol_text();
@@ -1346,6 +1356,7 @@ int resume_session(const ResumeOptions& resume) {
     options.rig = config.value("rig", std::string("sim"));
     options.seed = config.value("seed", std::uint64_t{1});
     options.seconds = config.value("seconds", 30.0);
+    defaults = recorded_protocol_defaults(record.config_json());
     options.sim_model = config.value("sim_model", std::string("direction_tuning"));
     options.sim_units = config.value("sim_units", std::size_t{64});  // older records: 64
     options.probe_endpoint = config.value("probe_endpoint", options.probe_endpoint);
@@ -1369,8 +1380,8 @@ int resume_session(const ResumeOptions& resume) {
   if (resume.seconds) options.seconds = *resume.seconds;
   if (resume.pace) options.pace = *resume.pace;
   options.quiet = resume.quiet;
-  const protocols::ProtocolLoadResult loaded =
-      protocols::load_protocol_text(protocol_text, (resume.dir / "session.sqlite").string());
+  const protocols::ProtocolLoadResult loaded = protocols::load_protocol_text(
+      protocol_text, (resume.dir / "session.sqlite").string(), defaults);
   if (!loaded.ok()) {
     std::fputs(protocols::format_diagnostics(loaded.diagnostics).c_str(), stderr);
     std::fprintf(stderr, "twinloop resume: the protocol on record is refused by this build\n");

@@ -26,6 +26,10 @@ namespace twinloop::daemon::internal {
 [[nodiscard]] nlohmann::json summary_json(const SessionSummary& summary,
                                           const std::string& stop_reason);
 
+/// What config_json records under "protocol_defaults": the settings this build gives what a
+/// protocol leaves out, so that resume and replay load the protocol on record as it ran.
+[[nodiscard]] nlohmann::json protocol_defaults_json();
+
 /// The summary's table of hypotheses, one line each (posterior, log Bayes factor, bits per spike,
 /// Spearman rho with its interval, whether it fits), then the leader's log Bayes factor by unit,
 /// on stdout.

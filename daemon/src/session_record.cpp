@@ -1308,4 +1308,34 @@ VerifyReport verify(const fs::path& dir) {
   return report;
 }
 
+protocols::DesignerDefaults recorded_protocol_defaults(std::string_view config_json) {
+  const nlohmann::json config = nlohmann::json::parse(config_json, nullptr, false);
+  if (!config.is_object() || !config.contains("protocol_defaults")) {
+    return protocols::kDefaultsBeforeCriticism;
+  }
+  const nlohmann::json& entry = config.at("protocol_defaults");
+  const auto bad = [] {
+    return RecordError(
+        "config_json's protocol_defaults is not {criticism_trials: integer >= 0, "
+        "criticism_power: number in (0, 1) or null}");
+  };
+  if (!entry.is_object() || !entry.contains("criticism_trials") ||
+      !entry.at("criticism_trials").is_number_unsigned() || !entry.contains("criticism_power")) {
+    throw bad();
+  }
+  protocols::DesignerDefaults defaults;
+  const auto trials = entry.at("criticism_trials").get<std::uint64_t>();
+  if (trials > std::numeric_limits<std::uint32_t>::max()) throw bad();
+  defaults.criticism_trials = static_cast<std::uint32_t>(trials);
+  const nlohmann::json& power = entry.at("criticism_power");
+  if (power.is_null()) {
+    defaults.criticism_power.reset();
+  } else if (power.is_number() && power.get<double>() > 0.0 && power.get<double>() < 1.0) {
+    defaults.criticism_power = power.get<double>();
+  } else {
+    throw bad();
+  }
+  return defaults;
+}
+
 }  // namespace twinloop::daemon

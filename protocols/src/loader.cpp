@@ -90,7 +90,8 @@ std::string join_names(const std::vector<StimulusDimension>& dimensions) {
 
 class ProtocolReader {
  public:
-  ProtocolReader(Checker& checker, Protocol& protocol) : c_(checker), p_(protocol) {}
+  ProtocolReader(Checker& checker, Protocol& protocol, const DesignerDefaults& defaults)
+      : c_(checker), p_(protocol), defaults_(defaults) {}
 
   void read(const Field& root) {
     MapView map(c_, root, kRootKeys, "a map of protocol sections");
@@ -541,6 +542,8 @@ class ProtocolReader {
         d.seed = static_cast<std::uint64_t>(*n);
       }
     }
+    d.criticism_trials = defaults_.criticism_trials;
+    d.criticism_power.reset();
     if (auto v = map.get("criticism_trials")) {
       if (auto n = c_.integer(*v, 0, kMaxTrials)) {
         d.criticism_trials = static_cast<std::uint32_t>(*n);
@@ -550,10 +553,13 @@ class ProtocolReader {
     }
     criticism_power_field_ = map.get("criticism_power");
     if (criticism_power_field_) {
+      // 1 is a power no finite check reaches: every criticism trial is taken.
       if (auto n = c_.number(*criticism_power_field_,
-                             NumberRange{0.0, 1.0, /*lo_open=*/true, /*hi_open=*/true})) {
-        d.criticism_power = *n;
+                             NumberRange{0.0, 1.0, /*lo_open=*/true, /*hi_open=*/false})) {
+        if (*n < 1.0) d.criticism_power = *n;
       }
+    } else if (d.criticism_trials > 0) {
+      d.criticism_power = defaults_.criticism_power;
     }
     candidates_per_decision_field_ = map.get("candidates_per_decision");
     if (candidates_per_decision_field_) {
@@ -722,8 +728,7 @@ class ProtocolReader {
   }
 
   void check_designer() {
-    if (p_.designer.criticism_power && p_.designer.criticism_trials == 0 &&
-        !criticism_trials_refused_) {
+    if (criticism_power_field_ && p_.designer.criticism_trials == 0 && !criticism_trials_refused_) {
       c_.error(criticism_power_field_->where, criticism_power_field_->path,
                "a power target with criticism_trials 0",
                "criticism_trials > 0, the most criticism trials the target may take");
@@ -740,6 +745,7 @@ class ProtocolReader {
 
   Checker& c_;
   Protocol& p_;
+  const DesignerDefaults& defaults_;
   std::vector<DimensionInfo> dimension_info_;
   std::vector<ValueOrigin> candidate_origins_;  // candidate-major, like candidate_values
   bool space_ok_ = false;
@@ -754,7 +760,8 @@ class ProtocolReader {
   bool criticism_trials_refused_ = false;
 };
 
-void load_into(Checker& checker, std::string_view text, Protocol& protocol) {
+void load_into(Checker& checker, std::string_view text, Protocol& protocol,
+               const DesignerDefaults& defaults) {
   std::vector<YAML::Node> documents;
   try {
     documents = YAML::LoadAll(std::string(text));
@@ -776,12 +783,13 @@ void load_into(Checker& checker, std::string_view text, Protocol& protocol) {
   const YAML::Node& root = documents.front();
   Location where = checker.location(root);
   if (where.line == 0) where = {1, 1};
-  ProtocolReader(checker, protocol).read(Field{root, "", where});
+  ProtocolReader(checker, protocol, defaults).read(Field{root, "", where});
 }
 
 }  // namespace
 
-ProtocolLoadResult load_protocol_text(std::string_view text, std::string_view display_name) {
+ProtocolLoadResult load_protocol_text(std::string_view text, std::string_view display_name,
+                                      const DesignerDefaults& defaults) {
   Checker checker(display_name, text);
   Protocol protocol;
   if (text.size() > kMaxProtocolBytes) {
@@ -789,7 +797,7 @@ ProtocolLoadResult load_protocol_text(std::string_view text, std::string_view di
                   "at most " + std::to_string(kMaxProtocolBytes) + " bytes");
   } else {
     try {
-      load_into(checker, text, protocol);
+      load_into(checker, text, protocol, defaults);
     } catch (const std::bad_alloc&) {
       throw;
     } catch (const std::exception& e) {
@@ -810,7 +818,8 @@ ProtocolLoadResult load_protocol_text(std::string_view text, std::string_view di
   return result;
 }
 
-ProtocolLoadResult load_protocol_file(const std::filesystem::path& path) {
+ProtocolLoadResult load_protocol_file(const std::filesystem::path& path,
+                                      const DesignerDefaults& defaults) {
   const std::string name = path.string();
   const auto fail = [&](std::string found, std::string expected) {
     ProtocolLoadResult result;
@@ -836,7 +845,7 @@ ProtocolLoadResult load_protocol_file(const std::filesystem::path& path) {
     return fail("a file larger than " + std::to_string(kMaxProtocolBytes) + " bytes",
                 "at most " + std::to_string(kMaxProtocolBytes) + " bytes");
   }
-  return load_protocol_text(text, name);
+  return load_protocol_text(text, name, defaults);
 }
 
 }  // namespace twinloop::protocols

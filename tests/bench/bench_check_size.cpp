@@ -17,7 +17,9 @@
 // +-DEG of one column direction, where the twins' errors are shared most between units (and
 // where that test is most at risk); --uncertain-only skips the plug-in sessions; --criticism N
 // sets the protocol's designer.criticism_trials (designed trials after the posterior threshold
-// that try to refute the leader, judged by the encompassing test); --units N simulates N units
+// that try to refute the leader, judged by the encompassing test; 0 turns them off) and
+// --criticism-power P its power target (1: take all N), both by default the protocol defaults
+// (docs/protocol.md); --units N simulates N units
 // instead of 16; --lnp adds an LNP hypothesis as a third rival, whose predictions lean the other
 // way from the null's (more stimulus dependence where the null has none); --param NAME=VALUE sets
 // a parameter of the true (direction_tuning) hypothesis, e.g. prior_amplitude_ratio=1.
@@ -28,7 +30,8 @@
 // the predictions (the fits' own estimation error, or a shared bias) shows there.
 //
 //   bench_check_size [--sessions N (100)] [--coherence] [--spread DEG] [--uncertain-only]
-//                    [--criticism N (0)] [--units N (16)] [--lnp] [--param NAME=VALUE]...
+//                    [--criticism N (20)] [--criticism-power P (0.8)] [--units N (16)] [--lnp]
+//                    [--param NAME=VALUE]...
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -133,7 +136,8 @@ int main(int argc, char** argv) {
   int sessions = 100;
   bool coherence = false, uncertain_only = false;
   double spread_deg = -1.0;
-  long criticism = 0, units = 16;
+  long criticism = -1, units = 16;  // -1: the protocol's own criticism trials
+  double criticism_power = 0.0;     // 0: the protocol's own target
   bool lnp = false;
   std::map<std::string, double> params;
   for (int i = 1; i < argc; ++i) {
@@ -146,6 +150,12 @@ int main(int argc, char** argv) {
       coherence = true;
     } else if (arg == "--criticism" && i + 1 < argc) {
       criticism = std::strtol(argv[++i], nullptr, 10);
+    } else if (arg == "--criticism-power" && i + 1 < argc) {
+      criticism_power = std::strtod(argv[++i], nullptr);
+      if (!(criticism_power > 0.0 && criticism_power <= 1.0)) {
+        std::fputs("bench_check_size: --criticism-power takes a number in (0, 1]\n", stderr);
+        return 2;
+      }
     } else if (arg == "--units" && i + 1 < argc) {
       units = std::strtol(argv[++i], nullptr, 10);
     } else if (arg == "--param" && i + 1 < argc && std::strchr(argv[i + 1], '=') != nullptr) {
@@ -166,11 +176,12 @@ int main(int argc, char** argv) {
     } else {
       std::printf(
           "usage: bench_check_size [--sessions N (100)] [--coherence] [--spread DEG] "
-          "[--uncertain-only] [--criticism N] [--units N] [--lnp] [--param NAME=VALUE]\n");
+          "[--uncertain-only] [--criticism N] [--criticism-power P] [--units N] [--lnp] "
+          "[--param NAME=VALUE]\n");
       return arg == "--help" ? 0 : 2;
     }
   }
-  if (sessions < 1 || spread_deg > 180.0 || criticism < 0 || units < 1 || units > 4096) {
+  if (sessions < 1 || spread_deg > 180.0 || criticism < -1 || units < 1 || units > 4096) {
     std::fputs(
         "bench_check_size: --sessions must be >= 1, --spread at most 180, --criticism >= 0, "
         "--units 1-4096\n",
@@ -178,12 +189,21 @@ int main(int argc, char** argv) {
     return 2;
   }
   const auto unit_count = static_cast<std::size_t>(units);
+  const auto set_criticism = [&](protocols::DesignerSettings& designer) {
+    if (criticism >= 0) designer.criticism_trials = static_cast<std::uint32_t>(criticism);
+    if (criticism_power >= 1.0) designer.criticism_power.reset();
+    if (criticism_power > 0.0 && criticism_power < 1.0) designer.criticism_power = criticism_power;
+    if (designer.criticism_trials == 0) designer.criticism_power.reset();
+  };
+  protocols::DesignerSettings shown;
+  set_criticism(shown);
   std::printf(
       "%d sessions per setting: %zu direction-tuned Poisson units, hypotheses direction_tuning "
       "(true), null%s; the check rejects a hypothesis at p < 0.01; trial-coherence test %s; "
-      "preferences %s; %ld criticism trials\n",
+      "preferences %s; %u criticism trials at most, power target %s\n",
       sessions, unit_count, lnp ? " and lnp" : "", coherence ? "on" : "off",
-      spread_deg >= 0 ? "clustered" : "independent", criticism);
+      spread_deg >= 0 ? "clustered" : "independent", shown.criticism_trials,
+      shown.criticism_power ? std::to_string(*shown.criticism_power).substr(0, 4).c_str() : "none");
   for (const bool plug_in : {false, true}) {
     if (plug_in && uncertain_only) break;
     auto loaded =
@@ -202,7 +222,7 @@ int main(int argc, char** argv) {
       rival.family = protocols::HypothesisFamily::kLnp;
       loaded.protocol->hypotheses.push_back(rival);
     }
-    loaded.protocol->designer.criticism_trials = static_cast<std::uint32_t>(criticism);
+    set_criticism(loaded.protocol->designer);
     int winner = 0, none = 0, wrong = 0, undecided = 0, low_p = 0, coherence_rejects = 0;
     // Which of the check's tests failed the true twin (Bonferroni over its tests, as the check).
     int pit_rejects = 0, encompassing_rejects = 0;

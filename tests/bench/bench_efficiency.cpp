@@ -21,8 +21,8 @@
 //                    [--directions N (16)] [--spatial-frequencies N (5)] [--verbose]
 //                    [--first-subject K (0)] [--trace] [--coherence]
 //                    [--random-max-trials T (as --max-trials)] [--no-random] [--set NAME=VALUE]
-//                    [--misspecified-only two-lobe|adapting|both] [--criticism N (0)]
-//                    [--criticism-power P]
+//                    [--misspecified-only two-lobe|adapting|both] [--criticism N (20)]
+//                    [--criticism-power P (0.8)]
 //
 // --directions sets how finely the direction space is sampled (8 contrasts each): the share of
 // candidates that can tell the hypotheses apart shrinks as it grows, which is where a designer
@@ -50,10 +50,12 @@
 // --random-max-trials gives the random designer a budget of its own: a session that has not
 // reached 0.99 within it counts as the budget, so with the default budget the ratios are lower
 // bounds. --no-random runs the discriminating designer alone (to compare changes to it quickly).
-// --criticism N sets the protocol's designer.criticism_trials (0): designed trials after the
-// posterior threshold that try to refute the leader (docs/protocol.md). --criticism-power P sets
-// designer.criticism_power: they stop once the leader's check has that power against counts
-// halfway toward each rival (N is then the budget).
+// --criticism N sets the protocol's designer.criticism_trials (by default the protocol default,
+// 20; 0 turns them off): designed trials after the posterior threshold that try to refute the
+// leader (docs/protocol.md). --criticism-power P sets designer.criticism_power (default 0.8; 1
+// takes all N): they stop once the leader's check has power P against counts halfway toward each
+// rival (N is then the budget). They come after the threshold, so trials to 0.99 do not count
+// them; the sessions' full lengths are printed beside.
 // --misspecified-only KIND skips the true-model subjects and runs the misspecified ones of that
 // kind only (to measure the model check's power quickly).
 // --set NAME=VALUE sets a parameter of both tuned twins (docs/protocol.md), e.g. to compare fits.
@@ -149,13 +151,13 @@ struct Settings {
   std::size_t refit_every = 1;  // as sessions do (ClosedLoopOptions), now that refits run aside
   double window_s = 0.25;
   bool verbose = false;
-  bool coherence = false;     // the model check's trial-coherence test
-  bool trace = false;         // every trial of every session (stimulus, counts, posterior)
-  std::size_t criticism = 0;  // criticism trials after the posterior threshold
-  std::optional<double> criticism_power;
-  std::string misspecified_only;        // "two-lobe", "adapting" or "both"; empty: every subject
-  bool random = true;                   // also run the random designer (the baseline)
-  std::uint32_t random_max_trials = 0;  // the random designer's budget (0: max_trials)
+  bool coherence = false;  // the model check's trial-coherence test
+  bool trace = false;      // every trial of every session (stimulus, counts, posterior)
+  std::optional<std::size_t> criticism;   // criticism trials (absent: the protocol default)
+  std::optional<double> criticism_power;  // (0, 1]; 1: no target (absent: the default)
+  std::string misspecified_only;          // "two-lobe", "adapting" or "both"; empty: every subject
+  bool random = true;                     // also run the random designer (the baseline)
+  std::uint32_t random_max_trials = 0;    // the random designer's budget (0: max_trials)
   std::vector<std::pair<std::string, double>> twin_params;  // --set NAME=VALUE, tuned twins
 };
 
@@ -398,8 +400,8 @@ bool parse(int argc, char** argv, Settings& s, int& exit_code) {
           "                        [--directions N (16)] [--spatial-frequencies N (5)]\n"
           "                        [--first-subject K (0)] [--verbose] [--trace] [--coherence]\n"
           "                        [--random-max-trials T (as --max-trials)] [--no-random]\n"
-          "                        [--misspecified-only two-lobe|adapting|both] [--criticism N]\n"
-          "                        [--criticism-power P (0, 1)]\n"
+          "                        [--misspecified-only two-lobe|adapting|both]\n"
+          "                        [--criticism N (20)] [--criticism-power P (0.8; 1: all N)]\n"
           "                        [--set NAME=VALUE (a parameter of both tuned twins)]...\n");
       exit_code = arg == "--help" ? 0 : 2;
       return false;
@@ -443,16 +445,28 @@ int main(int argc, char** argv) {
     return 1;
   }
   protocols::Protocol& protocol = *loaded.protocol;
-  if (settings.criticism_power && !(*settings.criticism_power > 0.0 &&
-                                    *settings.criticism_power < 1.0 && settings.criticism > 0)) {
+  if (settings.criticism) {
+    protocol.designer.criticism_trials = static_cast<std::uint32_t>(*settings.criticism);
+  }
+  if (settings.criticism_power &&
+      !(*settings.criticism_power > 0.0 && *settings.criticism_power <= 1.0 &&
+        protocol.designer.criticism_trials > 0)) {
     std::fputs(
-        "bench_efficiency: --criticism-power needs a value in (0, 1) and --criticism N > 0 "
+        "bench_efficiency: --criticism-power needs a value in (0, 1] and criticism trials "
         "(its budget)\n",
         stderr);
     return 2;
   }
-  protocol.designer.criticism_trials = static_cast<std::uint32_t>(settings.criticism);
-  protocol.designer.criticism_power = settings.criticism_power;
+  if (settings.criticism_power) {
+    protocol.designer.criticism_power =
+        *settings.criticism_power < 1.0 ? settings.criticism_power : std::optional<double>();
+  }
+  if (protocol.designer.criticism_trials == 0) protocol.designer.criticism_power.reset();
+  std::printf("criticism trials after the threshold: %u at most, power target %s\n",
+              protocol.designer.criticism_trials,
+              protocol.designer.criticism_power
+                  ? std::to_string(*protocol.designer.criticism_power).substr(0, 4).c_str()
+                  : "none");
   for (protocols::HypothesisSpec& h : protocol.hypotheses) {
     if (h.family == protocols::HypothesisFamily::kNull) continue;
     for (const auto& [name, value] : settings.twin_params) h.params[name] = value;

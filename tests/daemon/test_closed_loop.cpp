@@ -41,6 +41,14 @@ protocols::Protocol load_with_lnp() {
   return protocol;
 }
 
+/// A protocol whose sessions end at the posterior threshold, as they did before criticism trials
+/// were the default: the baseline the criticism tests compare with.
+protocols::Protocol without_criticism(protocols::Protocol protocol) {
+  protocol.designer.criticism_trials = 0;
+  protocol.designer.criticism_power.reset();
+  return protocol;
+}
+
 hil::CountSubjectConfig subject_config(const hil::ResponseMix& mix, std::uint64_t seed) {
   hil::CountSubjectConfig config;
   config.seed = seed;
@@ -313,7 +321,7 @@ TEST(ClosedLoop, NoHypothesisFitsABimodalSubject) {
 // trials, marked 'criticism', feed the leader's encompassing test; up to the threshold the session
 // is the one it would have been without them.
 TEST(ClosedLoop, CriticismTrialsComeAfterTheThresholdAndFeedTheEncompassingTest) {
-  const protocols::Protocol plain_protocol = load_with_lnp();
+  const protocols::Protocol plain_protocol = without_criticism(load_with_lnp());
   protocols::Protocol protocol = plain_protocol;
   protocol.designer.criticism_trials = 6;
   const auto dir =
@@ -340,6 +348,8 @@ TEST(ClosedLoop, CriticismTrialsComeAfterTheThresholdAndFeedTheEncompassingTest)
     EXPECT_GE(t.trial, *reached) << "a criticism trial before the posterior reached 0.99";
   }
   EXPECT_EQ(criticism, 6u);
+  EXPECT_EQ(summary.criticism_trials, 6u);
+  EXPECT_EQ(plain.criticism_trials, 0u);
   // The tuned twin stays above the threshold, so the session is the plain one plus 6 trials,
   // each judged by the encompassing test and by no PIT test.
   EXPECT_EQ(summary.trials, plain.trials + 6);
@@ -369,7 +379,7 @@ TEST(ClosedLoop, CriticismTrialsComeAfterTheThresholdAndFeedTheEncompassingTest)
 // The target is checked before each one, so a session takes criticism trials only while its
 // leader's power is below the target.
 TEST(ClosedLoop, ACriticismPowerTargetEndsCriticismOnceTheCheckCouldSeeAMisfit) {
-  const protocols::Protocol plain_protocol = load_with_lnp();
+  const protocols::Protocol plain_protocol = without_criticism(load_with_lnp());
   const SessionSummary plain = run_to_end(plain_protocol, {1, 0, 0, 0, 0}, 3, options());
   ASSERT_EQ(plain.verdict.name, "tuned") << plain.verdict.reason;
   // The tuned twin contains the null (no power against it, NaN); LNP is the rival it is

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "daemon_test_support.hpp"
+#include "twinloop/daemon/session_record.hpp"
 
 namespace {
 
@@ -165,6 +166,12 @@ void kill_and_resume(const std::string& point, int trial) {
 
   r = shell(twinloop() + " verify " + session.string());
   EXPECT_EQ(r.status, 0) << r.output;
+  // The record says which defaults its protocol ran with, so a later build resumes it as it ran.
+  const twinloop::protocols::DesignerDefaults recorded =
+      twinloop::daemon::recorded_protocol_defaults(
+          twinloop::daemon::SessionRecord::open_existing(session).config_json());
+  EXPECT_EQ(recorded.criticism_trials, twinloop::protocols::DesignerDefaults{}.criticism_trials);
+  EXPECT_EQ(recorded.criticism_power, twinloop::protocols::DesignerDefaults{}.criticism_power);
   fs::remove_all(dir);
 }
 

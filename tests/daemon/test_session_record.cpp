@@ -222,6 +222,29 @@ TEST(SessionRecord, FullSessionVerifiesClean) {
   EXPECT_EQ(verify_session(tmp.session()), kExitOk);
 }
 
+// A record without the defaults its protocol ran with was written before criticism trials were
+// the default; a malformed entry is an error, not a guess.
+TEST(SessionRecord, ProtocolDefaultsOnRecordLoadTheProtocolAsItRan) {
+  namespace protocols = twinloop::protocols;
+  const protocols::DesignerDefaults old = recorded_protocol_defaults(R"({"rig":"sim"})");
+  EXPECT_EQ(old.criticism_trials, 0u);
+  EXPECT_FALSE(old.criticism_power.has_value());
+  const protocols::DesignerDefaults now = recorded_protocol_defaults(
+      R"({"protocol_defaults":{"criticism_trials":20,"criticism_power":0.8}})");
+  EXPECT_EQ(now.criticism_trials, 20u);
+  EXPECT_EQ(now.criticism_power, 0.8);
+  const protocols::DesignerDefaults untargeted = recorded_protocol_defaults(
+      R"({"protocol_defaults":{"criticism_trials":5,"criticism_power":null}})");
+  EXPECT_EQ(untargeted.criticism_trials, 5u);
+  EXPECT_FALSE(untargeted.criticism_power.has_value());
+  for (const char* bad :
+       {R"({"protocol_defaults":{"criticism_trials":-1,"criticism_power":0.8}})",
+        R"({"protocol_defaults":{"criticism_trials":20,"criticism_power":1.5}})",
+        R"({"protocol_defaults":{"criticism_trials":20}})", R"({"protocol_defaults":"20"})"}) {
+    EXPECT_THROW((void)recorded_protocol_defaults(bad), RecordError) << bad;
+  }
+}
+
 TEST(SessionRecord, PredictionsAreLittleEndianFloat64PerUnit) {
   TempDir tmp;
   write_full_session(tmp.session());

@@ -43,8 +43,8 @@ TEST(ProtocolLoader, ValidProtocolParsesEverySection) {
   EXPECT_EQ(p.designer.seed, 3u);
   EXPECT_DOUBLE_EQ(p.designer.validation_fraction, 0.1);  // default
   EXPECT_FALSE(p.designer.candidates_per_decision.has_value());
-  EXPECT_EQ(p.designer.criticism_trials, 0u);  // default
-  EXPECT_FALSE(p.designer.criticism_power.has_value());
+  EXPECT_EQ(p.designer.criticism_trials, DesignerDefaults{}.criticism_trials);  // default
+  EXPECT_EQ(p.designer.criticism_power, DesignerDefaults{}.criticism_power);
   EXPECT_DOUBLE_EQ(p.stop.posterior_threshold, 0.95);
   EXPECT_EQ(p.stop.max_trials, 100u);
   ASSERT_EQ(p.hypotheses.size(), 2u);
@@ -66,6 +66,39 @@ TEST(ProtocolLoader, OrientationTuningIsAFamily) {
   EXPECT_EQ(h.params.at("kappa"), 3.0);
   // The families that existed before keep their values (they are stored by index).
   EXPECT_EQ(static_cast<int>(HypothesisFamily::kTorchScript), 3);
+}
+
+// Criticism trials by default, with a power target; a protocol may take all of them (power 1) or
+// none (0 trials, where a default target is no error); a record's own defaults load its protocol
+// as it ran.
+TEST(ProtocolLoader, CriticismSettingsTakeTheDefaultsTheyAreGiven) {
+  const auto load = [](std::string_view text, const DesignerDefaults& defaults = {}) {
+    auto result = load_protocol_text(text, "p.yaml", defaults);
+    EXPECT_TRUE(result.ok()) << format_diagnostics(result.diagnostics);
+    return result.ok() ? result.protocol->designer : DesignerSettings{};
+  };
+  EXPECT_EQ(DesignerDefaults{}.criticism_trials, 20u);
+  EXPECT_EQ(DesignerDefaults{}.criticism_power, 0.8);
+
+  const DesignerSettings trials_only = load(with_edit("  seed: 3", "  criticism_trials: 5"));
+  EXPECT_EQ(trials_only.criticism_trials, 5u);
+  EXPECT_EQ(trials_only.criticism_power, 0.8);  // the default target applies to them
+
+  const DesignerSettings all = load(with_edit("  seed: 3", "  criticism_power: 1"));
+  EXPECT_EQ(all.criticism_trials, 20u);
+  EXPECT_FALSE(all.criticism_power.has_value());
+
+  const DesignerSettings off = load(with_edit("  seed: 3", "  criticism_trials: 0"));
+  EXPECT_EQ(off.criticism_trials, 0u);
+  EXPECT_FALSE(off.criticism_power.has_value());
+
+  const DesignerSettings old = load(kValidProtocol, kDefaultsBeforeCriticism);
+  EXPECT_EQ(old.criticism_trials, 0u);
+  EXPECT_FALSE(old.criticism_power.has_value());
+  const DesignerSettings old_explicit =
+      load(with_edit("  seed: 3", "  criticism_trials: 7"), kDefaultsBeforeCriticism);
+  EXPECT_EQ(old_explicit.criticism_trials, 7u);
+  EXPECT_FALSE(old_explicit.criticism_power.has_value());  // no target then
 }
 
 TEST(ProtocolLoader, GridAndValuesExpandToCartesianProduct) {
@@ -270,10 +303,10 @@ const BadCase kBadCases[] = {
      "found 100, expected at most the number of candidates (24)"},
     {"NegativeCriticismTrials", "  seed: 3", "  criticism_trials: -2", 32, 21,
      "designer.criticism_trials", "found -2, expected an integer in [0,"},
-    {"CriticismPowerOfOne", "  seed: 3", "  criticism_trials: 5\n  criticism_power: 1", 33, 20,
-     "designer.criticism_power", "found 1, expected a number in (0, 1)"},
-    {"CriticismPowerWithoutTrials", "  seed: 3", "  criticism_power: 0.8", 32, 20,
-     "designer.criticism_power",
+    {"CriticismPowerAboveOne", "  seed: 3", "  criticism_trials: 5\n  criticism_power: 1.5", 33, 20,
+     "designer.criticism_power", "found 1.5, expected a number in (0, 1]"},
+    {"CriticismPowerWithoutTrials", "  seed: 3", "  criticism_trials: 0\n  criticism_power: 0.8",
+     33, 20, "designer.criticism_power",
      "found a power target with criticism_trials 0, expected "
      "criticism_trials > 0"},
     {"CriticismPowerBesideBadTrials", "  seed: 3", "  criticism_trials: -1\n  criticism_power: 0.8",

@@ -137,6 +137,8 @@ struct SessionSummary {
   twin::Verdict verdict;
   std::size_t trials = 0;
   std::size_t validation_trials = 0;
+  std::size_t criticism_trials =
+      0;  ///< designed after the posterior threshold to refute the leader
   std::size_t flagged_trials = 0;
   std::size_t refused_trials = 0;  ///< refused by the stimulus path (safety limits)
   std::size_t aborted_trials = 0;  ///< not completed for another reason (e.g. recording ended)

@@ -217,4 +217,10 @@ struct VerifyReport {
 /// once. Throws RecordError when there is no readable record at all.
 [[nodiscard]] VerifyReport verify(const std::filesystem::path& dir);
 
+/// The defaults a recorded session's protocol was loaded with, from its config_json's
+/// "protocol_defaults" (written by every session since criticism trials became the default), so
+/// that resume and replay load the protocol on record as it ran; records without the entry ran
+/// with protocols::kDefaultsBeforeCriticism. Throws RecordError naming a malformed entry.
+[[nodiscard]] protocols::DesignerDefaults recorded_protocol_defaults(std::string_view config_json);
+
 }  // namespace twinloop::daemon

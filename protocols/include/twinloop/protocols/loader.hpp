@@ -41,13 +41,17 @@ struct ProtocolLoadResult {
 /// \param[in] path protocol file; its string form is used as the file name in diagnostics.
 /// \return the protocol, or diagnostics (including "file not found", "unreadable", too large).
 /// \throws nothing for bad input (std::bad_alloc only).
-[[nodiscard]] ProtocolLoadResult load_protocol_file(const std::filesystem::path& path);
+[[nodiscard]] ProtocolLoadResult load_protocol_file(const std::filesystem::path& path,
+                                                    const DesignerDefaults& defaults = {});
 
 /// \param[in] text YAML text of the protocol.
 /// \param[in] display_name file name to put in diagnostics and Protocol::source_name.
+/// \param[in] defaults what settings the text leaves out become: this build's, or for a
+///   protocol on a session's record the ones that session ran with.
 /// \return the protocol, or diagnostics.
 /// \throws nothing for bad input (std::bad_alloc only).
 [[nodiscard]] ProtocolLoadResult load_protocol_text(std::string_view text,
-                                                    std::string_view display_name);
+                                                    std::string_view display_name,
+                                                    const DesignerDefaults& defaults = {});
 
 }  // namespace twinloop::protocols

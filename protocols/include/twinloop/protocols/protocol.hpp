@@ -82,6 +82,17 @@ struct SafetyLimits {
 enum class DesignerStrategy { kRandom, kDiscriminate };
 [[nodiscard]] std::string_view to_string(DesignerStrategy strategy) noexcept;
 
+/// What the loader gives the criticism settings that a protocol leaves out. Since records carry
+/// the defaults they ran with (config_json's protocol_defaults), a recorded protocol is loaded
+/// again with its own; records without them ran before criticism trials were the default
+/// (`kDefaultsBeforeCriticism`).
+struct DesignerDefaults {
+  std::uint32_t criticism_trials = 20;
+  /// Applies where criticism_trials > 0 and the protocol names no target.
+  std::optional<double> criticism_power = 0.8;
+};
+inline const DesignerDefaults kDefaultsBeforeCriticism{0, std::nullopt};
+
 struct DesignerSettings {
   DesignerStrategy strategy = DesignerStrategy::kDiscriminate;
   double validation_fraction = 0.1;     ///< [0, 1): share of random validation trials
@@ -90,10 +101,11 @@ struct DesignerSettings {
   std::optional<std::uint32_t> candidates_per_decision;  ///< 1..candidate count; absent = all
   /// Designed trials after the posterior threshold, each where the leader's prediction is
   /// furthest from a rival's, before the verdict (discriminate only; see docs/protocol.md).
-  std::uint32_t criticism_trials = 0;
+  std::uint32_t criticism_trials = DesignerDefaults{}.criticism_trials;
   /// (0, 1), optional: criticism trials stop early once the leader's model check has this power
   /// against counts halfway toward each rival; criticism_trials is then the most they may take.
-  std::optional<double> criticism_power;
+  /// Absent: every one of them is taken.
+  std::optional<double> criticism_power = DesignerDefaults{}.criticism_power;
 };
 
 /// When the session stops on its own (the operator may always stop it).
