@@ -159,7 +159,10 @@ TEST(SimulatedProbe, RealtimePaceKeepsToTheSampleClockAndMaxPaceDoesNot) {
   ASSERT_TRUE(fast.probe->start());
   (void)read_all(*fast.probe, 30);
   const double max_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_LT(max_s, 0.15);
+  // Against the realtime run just before, not a fixed time: both generate the same samples, so on
+  // a loaded machine (a sanitizer build beside other jobs) both slow down, and only the realtime
+  // one also waits for the clock.
+  EXPECT_LT(max_s, realtime_s);
 }
 
 // A session at max pace lets the stream run only as far as its trial needs: the stream stops
